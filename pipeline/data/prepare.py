@@ -1,0 +1,94 @@
+"""``prepare``: a dataset in its original layout -> validated datalist with folds (see ``pipeline.data.datalist``)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.data.datalist import PreparedDataset, SkipLog, summarize, write_prepared
+from pipeline.data.io import DataError
+from pipeline.data.splits import assign_folds
+
+__all__ = ["SOURCES", "prepare", "prepared_summary"]
+
+# source name -> "module:function"; each converter is ``convert(input_dir, output_dir, log, **options)``
+SOURCES: dict[str, str] = {
+    "busi": "pipeline.data.sources.busi:convert",
+    "busbra": "pipeline.data.sources.busbra:convert",
+    "udiat": "pipeline.data.sources.udiat:convert",
+    "folder": "pipeline.data.sources.folder:convert",
+    "nifti": "pipeline.data.sources.volumes:convert_nifti",
+    "dicom": "pipeline.data.sources.volumes:convert_dicom",
+}
+
+
+def _converter(source: str):
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of: {', '.join(SOURCES)}")
+    module, func = SOURCES[source].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _fill_groups_from_duplicates(items: list[dict[str, Any]], output_dir: Path) -> None:
+    """Items without a patient id get their duplicate cluster as group, so duplicates never straddle folds."""
+    missing = [item for item in items if item.get("group") in (None, "")]
+    if not missing:
+        return
+    from pipeline.data.dedup import cluster_ids
+
+    paths = [Path(item["image"]) if Path(item["image"]).is_absolute() else output_dir / item["image"] for item in missing]
+    for item, cluster in zip(missing, cluster_ids(paths)):
+        item["group"] = f"cluster_{cluster:05d}"
+
+
+def prepare(
+    source: str,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    strict: bool = False,
+    n_folds: int = 5,
+    seed: int = 0,
+    **options: Any,
+) -> tuple[PreparedDataset, dict[str, Path]]:
+    """Convert ``input_dir`` (layout of ``source``) into ``output_dir`` and write the datalist files.
+
+    Args:
+        source: one of ``SOURCES``.
+        input_dir: the dataset in its original layout.
+        output_dir: where the prepared images, masks, ``datalist.json``, ``dataset.json`` and ``skipped.csv`` go.
+        strict: stop at the first bad input instead of skipping it.
+        n_folds: folds of the stratified group k-fold (kept as-is when the source ships official folds).
+        seed: seed of the fold assignment.
+        options: source-specific options of the converter (e.g. ``labels``, ``axis``, ``negative_slices``).
+
+    Raises:
+        ValueError: unknown source.
+        DataError: the input folder is missing, or nothing usable remains (skipped items are listed in
+            ``skipped.csv`` first), or (strict) the first bad input.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    convert = _converter(source)
+    if not input_dir.is_dir():
+        raise DataError(input_dir, "input folder not found")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = SkipLog(strict=strict)
+    prepared: PreparedDataset = convert(input_dir, output_dir, log, **options)
+    if not prepared.items:
+        log.write_csv(output_dir / "skipped.csv")
+        raise DataError(
+            input_dir,
+            f"no usable item found for source {source!r} ({len(log)} skipped, see {output_dir / 'skipped.csv'})",
+        )
+    _fill_groups_from_duplicates(prepared.items, output_dir)
+    assign_folds(prepared.items, n_folds=n_folds, seed=seed)
+    paths = write_prepared(prepared, output_dir)
+    return prepared, paths
+
+
+def prepared_summary(prepared: PreparedDataset) -> dict[str, Any]:
+    """``summarize`` of a just-prepared dataset."""
+    datalist = {"classes": prepared.classes, "training": prepared.items, "test": prepared.test}
+    return summarize(datalist, n_skipped=len(prepared.skipped))

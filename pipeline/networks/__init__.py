@@ -1,0 +1,8 @@
+"""Multi-task networks; importing this package registers each of them (see ``pipeline.registry``)."""
+
+from __future__ import annotations
+
+from pipeline.networks import flexunet_mt, mtil, mtl_oca, nmtnet, segresnet_mt, unetpp_mt  # noqa: F401
+from pipeline.networks.heads import ClassificationHead
+
+__all__ = ["ClassificationHead"]

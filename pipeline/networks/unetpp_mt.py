@@ -1,0 +1,5 @@
+"""Placeholder: filled in by its implementer."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

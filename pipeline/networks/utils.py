@@ -1,0 +1,44 @@
+"""Argument and input checks shared by every registered network."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_common_args", "check_input", "SIZE_MULTIPLE"]
+
+# Every network downsamples at most 5 times (32x): inputs must have H and W divisible by it.
+SIZE_MULTIPLE = 32
+
+
+def check_common_args(in_channels: int, seg_channels: int, num_classes: int, dropout: float) -> None:
+    """Validate the constructor arguments every network shares.
+
+    Raises:
+        ValueError: naming the argument that is out of range.
+    """
+    if not 1 <= int(in_channels) <= 3 or int(in_channels) != in_channels:
+        raise ValueError(f"in_channels must be an integer in 1..3, got {in_channels!r}")
+    if int(seg_channels) < 1 or int(seg_channels) != seg_channels:
+        raise ValueError(f"seg_channels must be a positive integer, got {seg_channels!r}")
+    if int(num_classes) not in (2, 3) or int(num_classes) != num_classes:
+        raise ValueError(f"num_classes must be 2 or 3, got {num_classes!r}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def check_input(x: torch.Tensor, in_channels: int, multiple: int = SIZE_MULTIPLE) -> None:
+    """Check that ``x`` is ``(B, in_channels, H, W)`` with H and W divisible by ``multiple``.
+
+    Raises:
+        ValueError: describing the expected and the received shape.
+    """
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return
+    if x.ndim != 4 or x.shape[1] != in_channels:
+        raise ValueError(f"expected input of shape (B, {in_channels}, H, W), got {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        raise ValueError(
+            f"input height and width must be divisible by {multiple}, got {h}x{w}; pad the image "
+            f"(e.g. monai.transforms.DivisiblePad(k={multiple})) or resize it"
+        )
