@@ -1,0 +1,146 @@
+"""The network contract, checked for every registered network (a new network is tested the day it is added)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.export import ExportWrapper
+from pipeline.keys import Head
+from pipeline.registry import create_network, list_networks
+
+NETWORKS = list_networks()
+SMALL = {"init_filters": 8}  # the width argument every network takes; small keeps the suite fast
+
+
+def _build(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_network(name, **{**SMALL, **kwargs})
+
+
+def _joint_loss(out: dict, mask: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    seg = torch.nn.functional.binary_cross_entropy_with_logits(out[Head.SEG], mask)
+    cls = torch.nn.functional.cross_entropy(out[Head.CLS], label)
+    return seg + cls
+
+
+def test_registry_lists_the_zoo():
+    expected = {
+        "segresnet_shared", "segresnet_effnet", "segresnet_effnet_cascade", "segresnet_effnet_parallel",
+        "nmtnet", "mtil", "mtl_oca", "unetpp_mt", "flexunet_mt",
+    }
+    assert expected <= set(NETWORKS)
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(KeyError, match="segresnet_shared"):
+        create_network("no_such_network")
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("in_channels,num_classes,size", [(1, 2, (64, 64)), (3, 3, (64, 96)), (1, 3, (96, 64))])
+def test_output_keys_shapes_dtypes(name, in_channels, num_classes, size):
+    net = _build(name, in_channels=in_channels, num_classes=num_classes).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, in_channels, *size))
+    assert isinstance(out, dict)
+    assert out[Head.SEG].shape == (2, 1, *size)
+    assert out[Head.CLS].shape == (2, num_classes)
+    for key in (Head.SEG, Head.CLS):
+        assert out[key].dtype == torch.float32
+        assert torch.isfinite(out[key]).all()
+    # the same return type in train mode (auxiliary outputs allowed under other keys)
+    train_out = net.train()(torch.randn(2, in_channels, *size))
+    assert {Head.SEG, Head.CLS} <= set(train_out)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_two_seg_channels(name):
+    net = _build(name, seg_channels=2).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 64, 64))
+    assert out[Head.SEG].shape == (1, 2, 64, 64)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_gradient_reaches_every_parameter(name):
+    net = _build(name).train()
+    out = net(torch.randn(2, 1, 64, 64))
+    loss = sum(v.float().square().mean() for v in _tensors(out))
+    loss.backward()
+    exempt = tuple(getattr(net, "parameters_without_gradient", ()))
+    missing = [n for n, p in net.named_parameters() if p.grad is None and not n.startswith(exempt)]
+    assert not missing, f"no gradient reaches: {missing[:10]}"
+
+
+def _tensors(out):
+    for value in out.values():
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, torch.Tensor))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_eval_is_deterministic_and_state_dict_round_trips(name):
+    net = _build(name).eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        first, second = net(x), net(x)
+        clone = _build(name)
+        clone.load_state_dict(net.state_dict())
+        third = clone.eval()(x)
+    for key in (Head.SEG, Head.CLS):
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+        torch.testing.assert_close(first[key], third[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_export_wrapper_traces_and_matches_eager(name):
+    net = _build(name).eval()
+    wrapper = ExportWrapper(net).eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        seg, cls = wrapper(x)
+        traced = torch.jit.trace(wrapper, x, check_trace=False)
+        t_seg, t_cls = traced(x)
+    torch.testing.assert_close(t_seg, seg, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(t_cls, cls, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_twenty_steps_lower_the_joint_loss(name):
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 64, 64)
+    mask = torch.zeros(4, 1, 64, 64)
+    mask[:, :, 16:40, 20:44] = 1.0
+    x = x + 2 * mask
+    label = torch.tensor([0, 1, 0, 1])
+    net = _build(name).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = _joint_loss(net(x), mask, label)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.9, losses
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize(
+    "kwargs,match", [({"in_channels": 4}, "in_channels"), ({"num_classes": 5}, "num_classes"), ({"dropout": 1.5}, "dropout")]
+)
+def test_bad_arguments(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _build(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_bad_input_size(name):
+    net = _build(name).eval()
+    with pytest.raises(ValueError, match="divisible by 32"):
+        net(torch.randn(1, 1, 50, 64))
+    with pytest.raises(ValueError, match="expected input of shape"):
+        net(torch.randn(1, 2, 64, 64))
