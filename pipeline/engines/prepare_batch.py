@@ -1,0 +1,46 @@
+"""``MultiTaskPrepareBatch``: a batch dict -> ``(image, {"seg": mask, "cls": label})`` for MONAI's stock engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.engines.utils import PrepareBatch
+
+from pipeline.keys import BatchKey, Head
+
+__all__ = ["MultiTaskPrepareBatch"]
+
+
+class MultiTaskPrepareBatch(PrepareBatch):
+    """Build the input and the target dict that ``pipeline.losses.MultiTaskLoss`` and the metrics expect.
+
+    Args:
+        image_key: batch key of the image.
+        mask_key: batch key of the lesion mask (becomes ``target["seg"]``, float).
+        cls_key: batch key of the class index (becomes ``target["cls"]``, long, shape ``(B,)``).
+
+    Raises:
+        KeyError: the batch lacks one of the keys (the message lists the batch's keys).
+    """
+
+    def __init__(
+        self, image_key: str = BatchKey.IMAGE, mask_key: str = BatchKey.LABEL, cls_key: str = BatchKey.CLS
+    ) -> None:
+        self.image_key, self.mask_key, self.cls_key = str(image_key), str(mask_key), str(cls_key)
+
+    def __call__(
+        self,
+        batchdata: dict[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        missing = [k for k in (self.image_key, self.mask_key, self.cls_key) if k not in batchdata]
+        if missing:
+            raise KeyError(f"batch has no {missing} key(s); batch keys: {sorted(batchdata)}")
+        to = {"device": device, "non_blocking": non_blocking, **kwargs}
+        image = torch.as_tensor(batchdata[self.image_key]).to(**to)
+        mask = torch.as_tensor(batchdata[self.mask_key]).to(**to).float()
+        label = torch.as_tensor(batchdata[self.cls_key]).to(**to).long().view(-1)
+        return image, {Head.SEG.value: mask, Head.CLS.value: label}

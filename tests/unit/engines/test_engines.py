@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.engines import MultiTaskInferer, MultiTaskPrepareBatch
+
+
+class _Net(torch.nn.Module):
+    """Seg = the input; cls = the mean, so outputs are easy to predict."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape[-2:]))
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise ValueError("size contract")
+        mean = x.mean(dim=(1, 2, 3))
+        return {"seg": x[:, :1] * 2, "cls": torch.stack([mean, -mean], dim=1)}
+
+
+def test_prepare_batch_builds_the_target_dict():
+    batch = {"image": torch.rand(2, 1, 8, 8), "label": torch.ones(2, 1, 8, 8, dtype=torch.uint8),
+             "cls": torch.tensor([[1], [0]])}
+    image, target = MultiTaskPrepareBatch()(batch, device="cpu")
+    assert image.shape == (2, 1, 8, 8)
+    assert target["seg"].dtype == torch.float32 and target["cls"].tolist() == [1, 0]
+    with pytest.raises(KeyError, match="batch has no \\['cls'\\]"):
+        MultiTaskPrepareBatch()({"image": image, "label": image}, device="cpu")
+
+
+def test_inferer_small_image_is_padded_and_cropped_back():
+    net = _Net()
+    x = torch.rand(1, 1, 50, 60)
+    out = MultiTaskInferer(roi_size=(64, 64))(x, net)
+    assert out["seg"].shape == (1, 1, 50, 60)
+    torch.testing.assert_close(out["seg"], x * 2)
+    assert net.calls == [(64, 64)]
+
+
+def test_inferer_large_image_tiles_seg_and_resizes_for_cls():
+    net = _Net()
+    x = torch.rand(1, 1, 128, 160)
+    out = MultiTaskInferer(roi_size=(64, 64), mode="constant")(x, net)
+    torch.testing.assert_close(out["seg"], x * 2, rtol=1e-5, atol=1e-5)
+    assert out["cls"].shape == (1, 2)
+    assert net.calls[-1] == (64, 64) and len(net.calls) > 2
+    # area resizing to the ROI keeps the mean up to the overlap of adaptive pooling bins
+    torch.testing.assert_close(out["cls"][0, 0], x.mean(), rtol=0, atol=2e-3)
+
+
+def test_inferer_rejects_bad_roi():
+    with pytest.raises(ValueError, match="roi_size"):
+        MultiTaskInferer(roi_size=(64,))

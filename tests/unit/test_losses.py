@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.keys import Head
+from pipeline.losses import MultiTaskLoss, make_cls_loss, make_seg_loss
+
+
+def _target(b=2, size=32):
+    mask = torch.zeros(b, 1, size, size)
+    mask[:, :, 8:20, 8:20] = 1
+    return {"seg": mask, "cls": torch.tensor([0, 1])[:b]}
+
+
+def _pred(b=2, size=32, seg_channels=1, k=2):
+    torch.manual_seed(0)
+    return {"seg": torch.randn(b, seg_channels, size, size, requires_grad=True), "cls": torch.randn(b, k,
+                                                                                                     requires_grad=True)}
+
+
+@pytest.mark.parametrize("seg_name", ["dice_ce", "dice_focal"])
+@pytest.mark.parametrize("cls_name", ["ce", "focal"])
+@pytest.mark.parametrize("seg_channels", [1, 2])
+def test_loss_combinations_are_finite_and_differentiable(seg_name, cls_name, seg_channels):
+    loss = MultiTaskLoss(make_seg_loss(seg_name, seg_channels), make_cls_loss(cls_name, class_weights=[1.0, 2.0]))
+    pred = _pred(seg_channels=seg_channels)
+    value = loss(pred, _target())
+    assert value.ndim == 0 and torch.isfinite(value)
+    value.backward()
+    assert pred["seg"].grad is not None and pred["cls"].grad is not None
+    assert set(loss.terms) == {"seg", "cls"}
+
+
+def test_weights_scale_the_terms():
+    pred, target = _pred(), _target()
+    seg_only = MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=1.0, cls_weight=0.0)(pred, target)
+    cls_only = MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=0.0, cls_weight=1.0)(pred, target)
+    both = MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=0.35, cls_weight=0.65)(pred, target)
+    torch.testing.assert_close(both, 0.35 * seg_only + 0.65 * cls_only)
+
+
+def test_aux_outputs_add_weighted_terms():
+    pred, target = _pred(), _target()
+    pred[Head.DEEP_SUPERVISION] = [torch.randn(2, 1, 8, 8), torch.randn(2, 1, 16, 16)]
+    pred[Head.OBJECT_REGIONS] = torch.randn(2, 2, 8, 8)
+    pred["first_pass_seg"] = torch.randn(2, 1, 32, 32)
+    base = MultiTaskLoss(make_seg_loss(), make_cls_loss())(pred, target)
+    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss(),
+                         aux_weights={"deep_supervision": 0.5, "object_regions": 0.4, "first_pass_seg": 1.0})
+    value = loss(pred, target)
+    expected = base + 0.5 * loss.terms["deep_supervision"] + 0.4 * loss.terms["object_regions"] + loss.terms[
+        "first_pass_seg"]
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert set(loss.terms) == {"seg", "cls", "deep_supervision", "object_regions", "first_pass_seg"}
+
+
+def test_missing_keys_and_bad_arguments():
+    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss(), aux_weights={"object_regions": 0.4})
+    with pytest.raises(KeyError, match="no 'cls' key"):
+        loss({"seg": torch.zeros(1, 1, 8, 8)}, _target(1, 8))
+    with pytest.raises(KeyError, match="aux weight given for 'object_regions'"):
+        loss(_pred(1, 8), _target(1, 8))
+    with pytest.raises(ValueError, match="seg_weight"):
+        MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=-1)
+    with pytest.raises(ValueError, match="seg_loss must be one of"):
+        make_seg_loss("dice_bce")
+    with pytest.raises(ValueError, match="cls_loss must be one of"):
+        make_cls_loss("hinge")
+
+
+def test_perfect_prediction_scores_lower_than_wrong():
+    target = _target()
+    good = {"seg": (target["seg"] * 20 - 10), "cls": torch.tensor([[5.0, -5.0], [-5.0, 5.0]])}
+    bad = {"seg": -good["seg"], "cls": -good["cls"]}
+    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss())
+    assert loss(good, target) < 0.1 < loss(bad, target)
