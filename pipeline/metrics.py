@@ -9,7 +9,7 @@ accuracy, balanced accuracy, macro F1, sensitivity and specificity of the positi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,8 @@ __all__ = [
     "classification_scores",
     "ClassificationMetrics",
     "CLASSIFICATION_METRICS",
+    "positive_vs_rest",
+    "joint_score",
 ]
 
 CLASSIFICATION_METRICS = (
@@ -144,3 +146,20 @@ class ClassificationMetrics(Metric):
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, parts)
         return [p for rank_parts in gathered for p in rank_parts]
+
+
+def positive_vs_rest(output: Sequence[Mapping[str, Any]], positive: int = -1) -> tuple[list, list]:
+    """Engine output transform for MONAI's ``ROCAUC``: (positive-class probabilities, 0/1 labels) per image."""
+    probs, labels = [], []
+    for item in output:
+        p = torch.as_tensor(item["pred_cls"]).reshape(-1)
+        idx = positive % p.numel()
+        probs.append(p[idx : idx + 1].float())
+        labels.append((torch.as_tensor(item["label_cls"]).reshape(-1)[:1] == idx).float())
+    return probs, labels
+
+
+def joint_score(dice: Any, auc: Any) -> float:
+    """Model-selection score: the mean of mean Dice and positive-class AUC (Dice alone when AUC is undefined)."""
+    dice, auc = float(dice), float(auc)
+    return dice if np.isnan(auc) else 0.5 * (dice + auc)

@@ -27,6 +27,9 @@ __all__ = [
     "write_prepared",
     "summarize",
     "format_summary",
+    "split_items",
+    "require_path",
+    "SPLITS",
 ]
 
 ITEM_KEYS = ("image", "label", "cls", "group", "fold", "source")
@@ -237,3 +240,54 @@ def format_summary(rows: dict[str, dict[str, Any]]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def split_items(datalist: str | os.PathLike, fold: int | None = 0, split: str = "train") -> list[dict[str, Any]]:
+    """Items of one split of a datalist file, with absolute image and label paths.
+
+    Args:
+        datalist: path of a ``datalist.json``.
+        fold: the validation fold; ``None`` with ``split="train"`` trains on every fold (no validation).
+        split: ``"train"`` (every fold but ``fold``), ``"val"`` (fold ``fold``), ``"test"`` (the ``test`` section) or
+            ``"all"`` (training and test items).
+
+    Raises:
+        DataError: the datalist is missing or invalid.
+        ValueError: unknown ``split``, ``fold`` out of range, or an empty split (messages name the argument).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = Path(datalist)
+    data = load_datalist(path)
+    folds = sorted({item["fold"] for item in data["training"]})
+    if fold is not None and split in ("train", "val") and fold not in folds:
+        raise ValueError(f"fold {fold} is out of range: {path} has folds {folds}")
+    if split == "train":
+        items = [i for i in data["training"] if fold is None or i["fold"] != fold]
+    elif split == "val":
+        items = [i for i in data["training"] if i["fold"] == fold]
+    elif split == "test":
+        items = list(data.get("test", []))
+    else:
+        items = list(data["training"]) + list(data.get("test", []))
+    if not items:
+        raise ValueError(f"the {split!r} split of {path} (fold {fold}) is empty")
+    root = path.resolve().parent
+    resolved = []
+    for item in items:
+        item = dict(item)
+        for key in ("image", "label"):
+            if item.get(key):
+                item[key] = str(root / item[key])
+        resolved.append(item)
+    return resolved
+
+
+def require_path(value: str | os.PathLike | None, name: str) -> str:
+    """Return ``value`` as a string, or raise a ValueError telling which config value to set when it is empty."""
+    if value is None or str(value).strip() == "":
+        raise ValueError(f"{name} is required: pass --{name} PATH")
+    return str(value)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pipeline.engines.circle import CircleTraining, circle_training
 from pipeline.engines.inferer import MultiTaskInferer
 from pipeline.engines.prepare_batch import MultiTaskPrepareBatch
+from pipeline.engines.refine import RefinePredictiond
+from pipeline.engines.resume import resume_checkpoint
 
-__all__ = ["MultiTaskInferer", "MultiTaskPrepareBatch"]
+__all__ = ["CircleTraining", "MultiTaskInferer", "MultiTaskPrepareBatch", "RefinePredictiond", "circle_training", "resume_checkpoint"]

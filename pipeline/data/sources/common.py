@@ -9,6 +9,7 @@ nothing to convert (an empty folder, a label table without the needed columns) r
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from pipeline.data.io import (
 __all__ = [
     "KNOWN_CLASSES",
     "LESION_CLASSES",
+    "TABLE_EXTENSIONS",
     "IdMaker",
     "safe_id",
     "natural_key",
@@ -313,12 +315,16 @@ def read_table(path: Path, columns: Mapping[str, Iterable[str]], optional: Mappi
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            raw = path.read_bytes()
             try:
-                table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python",
-                                    encoding="utf-8-sig")
+                text, encoding = raw.decode("utf-8-sig"), "utf-8-sig"
             except UnicodeDecodeError:
-                table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python",
-                                    encoding="latin-1")
+                text, encoding = raw.decode("latin-1"), "latin-1"
+            try:  # the header line tells the delimiter (spreadsheets in some locales save with ";")
+                sep = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t|").delimiter
+            except csv.Error:
+                sep = ","
+            table = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, encoding=encoding)
         elif suffix in (".xlsx", ".xls"):
             table = pd.read_excel(path, dtype=str, keep_default_na=False)
         else:

@@ -114,3 +114,21 @@ def test_summary_table_lists_every_count():
     assert header.split() == ["dataset", "items", "benign", "malignant", "groups", "fold", "0", "fold", "1", "test",
                               "skipped"]
     assert row.split() == ["demo", "3", "1", "2", "2", "1", "2", "0", "4"]
+
+
+def test_split_items_selects_folds_and_resolves_paths(tmp_path):
+    from pipeline.data.datalist import split_items
+
+    items = [_item(i, cls=i % 2, fold=i % 3) for i in range(9)]
+    prepared = PreparedDataset("demo", "US", ["benign", "malignant"], items, SkipLog())
+    path = write_prepared(prepared, tmp_path)["datalist"]
+    train, val = split_items(path, fold=1, split="train"), split_items(path, fold=1, split="val")
+    assert len(train) == 6 and len(val) == 3 and {i["fold"] for i in val} == {1}
+    assert val[0]["image"] == str(tmp_path.resolve() / "images" / "1.png")
+    assert len(split_items(path, fold=None, split="train")) == 9
+    with pytest.raises(ValueError, match=r"fold 5 is out of range: .* has folds \[0, 1, 2\]"):
+        split_items(path, fold=5, split="val")
+    with pytest.raises(ValueError, match="'test' split .* is empty"):
+        split_items(path, fold=0, split="test")
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_items(path, fold=0, split="holdout")

@@ -1,0 +1,817 @@
+"""Converters for MRI volumes (NIfTI or DICOM) with lesion masks: 3D volumes -> 2D slices for the datalist.
+
+Input layouts
+-------------
+NIfTI (``prepare("nifti", ...)``, ``bmtl prepare --source nifti``)::
+
+    <input>/images/<case>.nii.gz     one 3D volume per case (``.nii`` too)
+    <input>/labels/<case>.nii.gz     its lesion mask on the same voxel grid; ``<case>_seg``, ``<case>_label`` and
+                                     ``<case>_mask`` are accepted too (``.nii`` or ``.nii.gz``)
+    <input>/classes.csv              columns ``case,class`` (class: benign | malignant | normal, any case); an
+                                     optional ``patient`` column gives the patient of each case (default: the case)
+
+DICOM (``prepare("dicom", ...)``)::
+
+    <input>/images/<case>/           one folder per case holding ONE series, any file names (sub-folders are read
+                                     too); slices are ordered by ImagePositionPatient projected on the slice normal,
+                                     or by InstanceNumber when the position or orientation is missing
+    <input>/labels/<case>.nii.gz     the mask as NIfTI on the image's grid, or
+    <input>/labels/<case>/           the mask as a DICOM series on the image's grid (same suffixes as above)
+    <input>/classes.csv
+
+``classes_csv`` points elsewhere for the class table. Classes are ``["benign", "malignant"]``, or
+``["normal", "benign", "malignant"]`` when the CSV uses ``normal`` for any case. A ``normal`` case may come without a
+label (its masks are empty); a benign or malignant case needs a label with at least one lesion voxel.
+
+Geometry and what "axial" means
+-------------------------------
+A volume is read with its voxel-to-world affine in RAS+ millimetres (NIfTI: the sform, else the qform, as nibabel
+reads it; DICOM: built from ImageOrientationPatient, ImagePositionPatient, PixelSpacing and the distance between
+slices, converted from DICOM's LPS). Image and label are then both brought to the closest canonical RAS+ orientation
+(as ``nibabel.as_closest_canonical`` does: array axes are only permuted and flipped, never resampled, and the affine is
+updated so every voxel keeps its world position). In that array space
+
+* axis 0 runs from the patient's left to right (index grows towards Right): slices along it are **sagittal**,
+* axis 1 runs from posterior to anterior: slices along it are **coronal**,
+* axis 2 runs from inferior to superior (feet to head): slices along it are **axial** (the default, ``axis=2``).
+
+For an oblique acquisition "axial" is the array axis closest to the feet-head direction. The slice index ``idx`` in file
+names and in the item's ``slice`` counts along the chosen axis of the RAS-reoriented array (from inferior for axial);
+it differs from the index in the original file when that file stores the axis reversed.
+
+A slice along ``axis`` keeps the other two axes in order, e.g. an axial slice is the array ``vol[:, :, idx]`` of shape
+``(n_left_right, n_posterior_anterior)``. It is written as a 2D NIfTI whose 4x4 affine has the volume's columns of the
+two in-plane axes (in-plane spacing and directions), the volume's column of the slicing axis as third column (the slice
+normal times the slice spacing, so the 2D file still records the slice thickness and orientation) and the world
+position of the slice's voxel ``(0, 0)`` as origin: pixel ``(u, v)`` of the slice and voxel ``(u, v, idx)`` (axes in
+volume order) of the volume map to the same world coordinate.
+
+Slices, intensities and items
+-----------------------------
+From every usable volume: every slice that holds lesion voxels, plus ``negative_slices`` lesion-free slices chosen
+reproducibly (a generator seeded by ``seed`` and the case name): candidates are lesion-free slices with tissue in them
+(at least 1% of the pixels above 0.1 after normalisation) at least two slices away from the lesion; they are split into
+``negative_slices`` contiguous runs and one slice is drawn from each run, so the picks spread over the volume. When too
+few slices are two away, the farthest lesion-free ones are taken; a volume with fewer lesion-free slices gives fewer.
+A normal case gives ``negative_slices`` slices and nothing else.
+
+Intensities are normalised per volume: the 1st and 99th percentiles of all voxels map to 0 and 1, values outside are
+clipped, float32 (if the two percentiles coincide, the minimum and maximum are used). Masks are uint8 0/1.
+
+Written files: ``output_dir/images/<case>_s<idx>.nii.gz`` and ``output_dir/masks/<case>_s<idx>.nii.gz`` (``idx`` with
+three digits). Items: ``{"id", "image": "images/...", "label": "masks/...", "cls", "group": the patient (the case
+unless the CSV has a patient column), "source": "nifti" | "dicom", "original": the volume's path, "slice": idx,
+"axis": axis}``. A lesion-free slice of a benign or malignant volume carries the volume's class in ``cls``: ``cls``
+is the diagnosis of the patient's lesion, and the slice's empty mask says that this slice does not show it (the
+datalist contract only ties "normal" to an empty mask, not the other way round). Consumers that want slice-level
+"no lesion" labels can read them from the empty masks.
+
+Bad inputs are recorded in the ``SkipLog`` with their path and problem and the conversion goes on (``strict`` raises
+instead): unreadable files, an image without label or a label without image, shape or geometry mismatch between image
+and label, 4D volumes, NaN/inf voxels, non-binary labels, cases missing from the class table or with an unknown class,
+DICOM series without pixel data, with mixed slice sizes, several volumes in one folder or uneven slice spacing. A
+missing class table, one without the ``case``/``class`` columns, and an input with nothing to convert raise.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.data.datalist import PreparedDataset, SkipLog
+from pipeline.data.io import DataError
+from pipeline.data.sources.common import KNOWN_CLASSES, IdMaker, check_not_empty, find_child, natural_key, read_table
+
+__all__ = [
+    "Volume",
+    "PLANES",
+    "LABEL_SUFFIXES",
+    "nifti_stem",
+    "read_nifti_volume",
+    "read_dicom_series",
+    "to_canonical",
+    "slice_affine",
+    "normalise_percentile",
+    "choose_negative_slices",
+    "read_classes_csv",
+    "convert_nifti",
+    "convert_dicom",
+]
+
+PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
+LABEL_SUFFIXES = ("_seg", "_label", "_mask")
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+_SIDECARS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec")  # not volumes, not worth a skip row
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
+NIFTI_LAYOUT = "images/<case>.nii.gz + labels/<case>.nii.gz + classes.csv (case,class)"
+DICOM_LAYOUT = "images/<case>/ (one DICOM series per folder) + labels/<case>.nii.gz or labels/<case>/ + classes.csv"
+
+
+@dataclass
+class Volume:
+    """A 3D array with its RAS+ voxel-to-world affine (mm) and where it came from."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm along the array axes."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def nifti_stem(path: str | os.PathLike) -> str | None:
+    """``"case_1"`` for ``case_1.nii.gz`` or ``case_1.nii`` (extension in any case); None for other names."""
+    name = Path(path).name
+    for ext in NIFTI_EXTENSIONS:
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------- checks
+def _as_3d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """Drop trailing singleton dimensions; anything but a 3D volume is a ``DataError``."""
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise DataError(path, f"4D {what} (shape {tuple(data.shape)}: {data.shape[3]} volumes, e.g. DCE phases or "
+                              "time points): expected one 3D volume per case; split it and keep one volume "
+                              "(e.g. the first post-contrast phase)")
+    if data.ndim != 3:
+        raise DataError(path, f"{what} is not a 3D volume (shape {tuple(data.shape)})")
+    return data
+
+
+def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
+    if np.issubdtype(data.dtype, np.floating):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            n_nan = int(np.isnan(data).sum())
+            raise DataError(path, f"{what} holds non-finite voxels ({n_nan} NaN, {int(bad.sum()) - n_nan} inf)")
+
+
+def _check_affine(affine: np.ndarray, path: Path) -> None:
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(path, "invalid voxel-to-world affine (singular or not finite): the geometry is unusable")
+
+
+def _binary(data: np.ndarray, path: Path) -> np.ndarray:
+    """The lesion mask of a label volume holding 0 and at most one other value."""
+    values = np.unique(data)
+    if values.size > 2 or (values.size == 2 and values[0] != 0):
+        shown = ", ".join(f"{v:g}" for v in values[:6].astype(float)) + (", ..." if values.size > 6 else "")
+        raise DataError(path, f"label is not binary: it has {values.size} distinct values ({shown}); expected 0 and "
+                              "one other value (a multi-label segmentation: merge the lesion labels first)")
+    return data != 0
+
+
+# -------------------------------------------------------------------------------------------------------- NIfTI
+def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
+    """Read a 3D NIfTI volume with its affine (nibabel's: sform, else qform), float32 for images, raw dtype else.
+
+    Trailing singleton dimensions are dropped (``(X, Y, Z, 1)`` is 3D).
+
+    Raises:
+        DataError: unreadable or corrupt file, not 3D (4D: says so), NaN/inf voxels, unusable affine.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as e:  # nibabel and gzip raise many types for corrupt or truncated files
+        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
+    if data.dtype.fields is not None or np.iscomplexobj(data):
+        raise DataError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)")
+    data = _as_3d(np.asarray(data), path, what)
+    if what == "image":
+        data = data.astype(np.float32, copy=False)
+    _check_finite(data, path, what)
+    _check_affine(affine, path)
+    return Volume(data, affine, path)
+
+
+# -------------------------------------------------------------------------------------------------------- DICOM
+def _dicom_files(folder: Path) -> list[tuple[Path, Any]]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    files = sorted((p for p in folder.rglob("*") if p.is_file() and not _hidden(p)), key=natural_key)
+    if not files:
+        raise DataError(folder, "series folder is empty: no file")
+    found, not_dicom = [], 0
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            not_dicom += 1
+            continue
+        except Exception as e:
+            raise DataError(path, f"unreadable DICOM file ({type(e).__name__}: {e})") from None
+        if str(ds.get("SOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY or path.name.upper() == "DICOMDIR":
+            continue
+        found.append((path, ds))
+    if not found:
+        raise DataError(folder, f"no DICOM file in the series folder ({not_dicom} file(s) that are not DICOM)")
+    return found
+
+
+def _float_list(ds: Any, keyword: str) -> list[float] | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            return [float(value)]
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
+def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
+    """Read one DICOM series (a folder, searched recursively) as a 3D volume with its RAS+ affine.
+
+    Slices are sorted by ``ImagePositionPatient`` projected on the slice normal (the cross product of the two
+    ``ImageOrientationPatient`` directions; in descending order when ``InstanceNumber`` runs that way, so the array
+    keeps the acquisition order), or by ``InstanceNumber`` when any slice lacks position or orientation
+    (then the orientation of the first slice, or the identity, and ``SpacingBetweenSlices``/``SliceThickness`` give the
+    geometry). In each slice the DICOM column index becomes array axis 0 and the row index axis 1 (``(Columns, Rows,
+    slices)``), so the affine's columns are the row direction times the column spacing, the column direction times the
+    row spacing, and the step from one slice to the next. ``RescaleSlope``/``RescaleIntercept`` are applied per slice.
+    Files that are not DICOM and DICOMDIR files are ignored.
+
+    Returns:
+        a ``Volume`` (float32 for images, float64 otherwise) with ``meta`` holding ``SeriesDescription``,
+        ``PatientID``, ``SeriesInstanceUID`` and ``n_files``.
+
+    Raises:
+        DataError: no DICOM file, several series, files without pixel data, multi-frame or colour images, mixed slice
+            sizes or orientations, several slices at one position (several volumes in one folder), uneven slice
+            spacing, undecodable pixel data, NaN/inf values.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "DICOM series folder not found")
+    found = _dicom_files(folder)
+    series = Counter(str(ds.get("SeriesInstanceUID", "")) for _, ds in found)
+    if len(series) > 1:
+        descriptions = sorted({str(ds.get("SeriesDescription", "?")) for _, ds in found})
+        raise DataError(folder, f"folder holds {len(series)} DICOM series ({'; '.join(descriptions[:5])}): put one "
+                                "series per folder")
+    pixel_keys = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    no_pixels = [p for p, ds in found if not any(k in ds for k in pixel_keys)]
+    if no_pixels:
+        raise DataError(folder, f"DICOM series without pixel data: {len(no_pixels)} of {len(found)} file(s) have no "
+                                f"PixelData (e.g. {no_pixels[0].name})")
+    frames = [int(ds.get("NumberOfFrames", 1) or 1) for _, ds in found]
+    if max(frames) > 1:
+        raise DataError(folder, f"multi-frame (enhanced) DICOM ({max(frames)} frames in one file) is not supported: "
+                                "convert the series to NIfTI (e.g. with dcm2niix) and use the NIfTI layout")
+    if any(int(ds.get("SamplesPerPixel", 1) or 1) != 1 for _, ds in found):
+        raise DataError(folder, "colour DICOM images (SamplesPerPixel > 1) are not supported: expected grey MR slices")
+    sizes = Counter((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in found)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{c}x{r} ({n} file{'s' if n > 1 else ''})" for (r, c), n in sizes.most_common())
+        raise DataError(folder, f"mixed slice sizes in the series (columns x rows): {shown}; expected one size")
+
+    geometry = [(_float_list(ds, "ImagePositionPatient"), _float_list(ds, "ImageOrientationPatient"))
+                for _, ds in found]
+    first = found[0][1]
+    spacing_rc = _float_list(first, "PixelSpacing") or [1.0, 1.0]
+    spacings = {tuple(round(v, 4) for v in _float_list(ds, "PixelSpacing") or [1.0, 1.0]) for _, ds in found}
+    if len(spacings) > 1:
+        raise DataError(folder, f"mixed pixel spacings in the series ({', '.join(map(str, sorted(spacings)))}): "
+                                "not one volume")
+    if all(pos is not None and len(pos) == 3 and iop is not None and len(iop) == 6 for pos, iop in geometry):
+        iops = np.array([iop for _, iop in geometry])
+        if not np.allclose(iops, iops[0], atol=1e-4):
+            raise DataError(folder, "slices have different orientations (ImageOrientationPatient): not one volume")
+        row_dir, col_dir = iops[0, :3], iops[0, 3:]
+        row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
+        normal = np.cross(row_dir, col_dir)
+        positions = np.array([pos for pos, _ in geometry])
+        along = positions @ normal
+        order = np.argsort(along, kind="stable")
+        steps = np.diff(along[order])
+        numbers = [ds.get("InstanceNumber") for _, ds in found]
+        if len(order) > 1 and all(isinstance(n, int) for n in numbers):
+            ranks = np.array(numbers)[order]
+            if np.all(np.diff(ranks) < 0):  # keep the acquisition order when it runs against the normal
+                order = order[::-1]
+        if steps.size and steps.min() < 1e-3:
+            n_dup = int((steps < 1e-3).sum())
+            raise DataError(folder, f"{n_dup + 1} or more slices share a position: the folder holds several volumes "
+                                    "(e.g. DCE phases, echoes or repeats); put one volume per folder")
+        if steps.size > 1 and steps.max() - steps.min() > 0.05 * steps.mean():
+            raise DataError(folder, f"uneven slice spacing ({steps.min():.3g} to {steps.max():.3g} mm between "
+                                    "neighbours): missing slices or a gap; a volume needs evenly spaced slices")
+        origin = positions[order[0]]
+        if len(order) > 1:
+            step = (positions[order[-1]] - positions[order[0]]) / (len(order) - 1)
+        else:
+            step = normal * float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+        sorted_by = "position"
+    else:
+        numbers = [ds.get("InstanceNumber") for _, ds in found]
+        if any(n is None or n == "" for n in numbers):
+            raise DataError(folder, "cannot order the slices: some have no ImagePositionPatient/"
+                                    "ImageOrientationPatient and no InstanceNumber")
+        numbers = [int(n) for n in numbers]
+        if len(set(numbers)) != len(numbers):
+            raise DataError(folder, "cannot order the slices: repeated InstanceNumber and no slice positions")
+        order = np.argsort(numbers, kind="stable")
+        pos0, iop0 = geometry[order[0]]
+        iop0 = iop0 if iop0 is not None and len(iop0) == 6 else [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        row_dir, col_dir = np.array(iop0[:3]), np.array(iop0[3:])
+        row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
+        normal = np.cross(row_dir, col_dir)
+        origin = np.array(pos0 if pos0 is not None and len(pos0) == 3 else [0.0, 0.0, 0.0])
+        step = normal * float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+        sorted_by = "InstanceNumber"
+
+    planes = []
+    for index in order:
+        path, ds = found[index]
+        try:
+            pixels = np.asarray(ds.pixel_array, dtype=np.float64)
+        except Exception as e:
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
+            raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: {e}); "
+                                  "a compressed series may need pylibjpeg or gdcm") from None
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        planes.append((pixels * slope + intercept).T)  # (Columns, Rows)
+    data = np.stack(planes, axis=-1)
+    data = data.astype(np.float32) if what == "image" else data
+    _check_finite(data, folder, what)
+
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * spacing_rc[1]  # along a row: the column index grows, spacing between columns
+    lps[:3, 1] = col_dir * spacing_rc[0]
+    lps[:3, 2] = step
+    lps[:3, 3] = origin
+    affine = _LPS_TO_RAS @ lps
+    _check_affine(affine, folder)
+    meta = {
+        "SeriesDescription": str(first.get("SeriesDescription", "")),
+        "PatientID": str(first.get("PatientID", "")),
+        "SeriesInstanceUID": str(first.get("SeriesInstanceUID", "")),
+        "n_files": len(found),
+        "sorted_by": sorted_by,
+    }
+    return Volume(data, affine, folder, meta)
+
+
+# ----------------------------------------------------------------------------------------------------- geometry
+def to_canonical(volume: Volume) -> Volume:
+    """The volume in its closest canonical RAS+ orientation (axes permuted/flipped, affine updated, no resampling)."""
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+
+    ornt = io_orientation(volume.affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return volume
+    data = apply_orientation(volume.data, ornt)
+    affine = volume.affine @ inv_ornt_aff(ornt, volume.data.shape)
+    return Volume(np.ascontiguousarray(data), affine, volume.path, dict(volume.meta))
+
+
+def slice_affine(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The 4x4 affine of slice ``index`` along ``axis`` of a volume with ``affine``.
+
+    Columns 0 and 1 are the volume's columns of the two in-plane axes (in volume order), column 2 the volume's column
+    of ``axis`` (slice normal x slice spacing), and the origin the world position of the slice's first pixel: pixel
+    ``(u, v)`` (third index 0) maps to the world position of the volume's voxel with ``u, v`` in-plane and ``index``
+    along ``axis``.
+    """
+    in_plane = [a for a in range(3) if a != axis]
+    out = np.eye(4)
+    out[:3, 0] = affine[:3, in_plane[0]]
+    out[:3, 1] = affine[:3, in_plane[1]]
+    out[:3, 2] = affine[:3, axis]
+    out[:3, 3] = affine[:3, 3] + affine[:3, axis] * index
+    return out
+
+
+def normalise_percentile(data: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+    """Map the ``lower``/``upper`` percentiles of ``data`` to 0/1 and clip: float32 in [0, 1].
+
+    When both percentiles coincide (mostly constant volume) the minimum and maximum are used instead.
+
+    Raises:
+        ValueError: the volume is constant.
+    """
+    lo, hi = (float(v) for v in np.percentile(data, [lower, upper]))
+    if hi <= lo:
+        lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        raise ValueError(f"image is constant (every voxel is {lo:g}): nothing to normalise")
+    out = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def choose_negative_slices(
+    n_slices: int,
+    lesion_slices: Sequence[int],
+    n: int,
+    rng: np.random.Generator,
+    usable: Sequence[bool] | None = None,
+    min_gap: int = 2,
+) -> list[int]:
+    """Pick ``n`` lesion-free slices, spread over the volume and away from the lesion (sorted).
+
+    Candidates are usable lesion-free slices at least ``min_gap`` slices from every lesion slice; they are split into
+    ``n`` contiguous runs and one slice is drawn from each. With fewer than ``n`` such candidates all of them are taken
+    plus the farthest of the nearer lesion-free slices; fewer than ``n`` come back when fewer are lesion-free.
+    """
+    if n <= 0:
+        return []
+    lesion = sorted(set(int(k) for k in lesion_slices))
+    free = [k for k in range(n_slices) if k not in set(lesion) and (usable is None or usable[k])]
+    if not free:
+        return []
+    distance = {k: min((abs(k - lk) for lk in lesion), default=n_slices) for k in free}
+    far = [k for k in free if distance[k] >= min_gap]
+    if len(far) >= n:
+        return sorted(int(rng.choice(run)) for run in np.array_split(np.array(far), n))
+    near = sorted((k for k in free if k not in far), key=lambda k: (-distance[k], k))
+    return sorted(far + near[: n - len(far)])
+
+
+# ---------------------------------------------------------------------------------------------------- class table
+@dataclass
+class _ClassTable:
+    path: Path
+    classes: dict[str, str]  # case -> class name as written (lower case)
+    patients: dict[str, str]
+    conflicts: dict[str, list[str]]
+
+    def lookup(self, case: str) -> str | None:
+        if case in self.classes:
+            return case
+        lowered = {c.lower(): c for c in self.classes}
+        return lowered.get(case.lower())
+
+
+def read_classes_csv(path: str | os.PathLike) -> _ClassTable:
+    """Read the ``case,class`` table (optional ``patient`` column; headers compared ignoring case and spaces).
+
+    Raises:
+        DataError: naming the CSV: missing, unreadable, or without the ``case``/``class`` columns (all missing ones
+            are named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "classes CSV not found: expected a CSV with columns case,class (class: benign, "
+                              "malignant or normal); give its path with classes_csv= (--classes-csv)")
+    table = read_table(path, {"case": ("case id", "case_id"), "class": ()}, optional={"patient": ("patient id",)})
+    classes: dict[str, str] = {}
+    patients: dict[str, str] = {}
+    conflicts: dict[str, list[str]] = defaultdict(list)
+    for row in table.to_dict("records"):
+        case, name = row["case"], row["class"].strip().lower()
+        if not case:
+            continue
+        if case in classes and classes[case] != name:
+            conflicts[case] += [classes[case], name]
+        classes[case] = name
+        if row.get("patient"):
+            patients[case] = row["patient"]
+    return _ClassTable(path, classes, patients, dict(conflicts))
+
+
+# ----------------------------------------------------------------------------------------------------- discovery
+def _nifti_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
+    found: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(images_dir.iterdir(), key=natural_key):
+        if _hidden(path):
+            continue
+        if path.is_dir():
+            log.skip(DataError(path, "a folder inside images/: the NIfTI layout expects files images/<case>.nii.gz "
+                                     "(DICOM series folders: use the 'dicom' source)"))
+            continue
+        stem = nifti_stem(path)
+        if stem is None:
+            if path.suffix.lower() not in _SIDECARS:
+                log.skip(DataError(path, "not a NIfTI volume (.nii or .nii.gz): convert it to NIfTI"))
+            continue
+        found[stem].append(path)
+    return _unique(found, "image", log)
+
+
+def _dicom_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
+    found: dict[str, list[Path]] = {}
+    for path in sorted(images_dir.iterdir(), key=natural_key):
+        if _hidden(path):
+            continue
+        if path.is_dir():
+            found[path.name] = [path]
+        elif nifti_stem(path) is not None:
+            log.skip(DataError(path, "NIfTI file in the DICOM layout: use the 'nifti' source for NIfTI volumes"))
+        elif path.suffix.lower() not in _SIDECARS:
+            log.skip(DataError(path, "file directly inside images/: the DICOM layout expects one folder per case "
+                                     "(images/<case>/ holding the series)"))
+    return _unique(found, "image", log)
+
+
+def _unique(found: dict[str, list[Path]], what: str, log: SkipLog) -> dict[str, Path]:
+    out = {}
+    for case, paths in found.items():
+        if len(paths) > 1:
+            names = ", ".join(p.name for p in paths)
+            for p in paths:
+                log.skip(DataError(p, f"several {what}s for case {case!r} ({names}): keep one"))
+        else:
+            out[case] = paths[0]
+    return out
+
+
+def _label_case(stem: str, cases: dict[str, Path]) -> str | None:
+    lowered = {c.lower(): c for c in cases}
+    for candidate in [stem] + [stem[: -len(s)] for s in LABEL_SUFFIXES if stem.lower().endswith(s)]:
+        if candidate in cases:
+            return candidate
+        if candidate.lower() in lowered:
+            return lowered[candidate.lower()]
+    return None
+
+
+def _labels(labels_dir: Path | None, cases: dict[str, Path], allow_dirs: bool, log: SkipLog) -> dict[str, list[Path]]:
+    labels: dict[str, list[Path]] = defaultdict(list)
+    if labels_dir is None:
+        return labels
+    for path in sorted(labels_dir.iterdir(), key=natural_key):
+        if _hidden(path):
+            continue
+        if path.is_dir():
+            if not allow_dirs:
+                log.skip(DataError(path, "a folder inside labels/: the NIfTI layout expects files "
+                                         "labels/<case>.nii.gz"))
+                continue
+            stem = path.name
+        else:
+            stem = nifti_stem(path)
+            if stem is None:
+                if path.suffix.lower() not in _SIDECARS:
+                    log.skip(DataError(path, "not a NIfTI label (.nii or .nii.gz)"
+                                             + (" nor a DICOM series folder" if allow_dirs else "")))
+                continue
+        case = _label_case(stem, cases)
+        if case is None:
+            log.skip(DataError(path, f"label without an image: no image for case {stem!r} in images/ (labels are "
+                                     f"matched by name: <case>, <case>{', <case>'.join(LABEL_SUFFIXES)})"))
+        else:
+            labels[case].append(path)
+    return labels
+
+
+# ------------------------------------------------------------------------------------------------------ converting
+def _write_nifti_2d(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    img = nib.Nifti1Image(array, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+
+
+def _read_any(path: Path, what: str) -> Volume:
+    return read_dicom_series(path, what) if path.is_dir() else read_nifti_volume(path, what)
+
+
+def _check_pair(image: Volume, label: Volume, label_path: Path, raw_shapes: tuple) -> None:
+    if image.data.shape != label.data.shape:
+        raise DataError(label_path, f"label shape {raw_shapes[1]} differs from its image's shape {raw_shapes[0]}"
+                                    + (" (compared in RAS orientation)" if raw_shapes[0] != image.data.shape else ""))
+    tolerance = 0.01 * float(image.spacing.min())
+    diff = float(np.abs(image.affine - label.affine).max())
+    if diff > tolerance:
+        raise DataError(label_path, f"label geometry differs from its image's (affines differ by up to {diff:.3g} mm): "
+                                    "resample the label onto the image's voxel grid")
+
+
+def _convert_case(
+    case: str,
+    case_id: str,
+    image_path: Path,
+    label_path: Path | None,
+    class_name: str,
+    group: str,
+    ctx: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Read, check, slice and write one case; returns its items (nothing is written when a check fails)."""
+    axis, output_dir = ctx["axis"], ctx["output_dir"]
+    raw_image = _read_any(image_path, "image")
+    if label_path is None:
+        if class_name != "normal":
+            raise DataError(image_path, f"no label for this {class_name} image: expected labels/{case}.nii.gz (or "
+                                        f"{', '.join(case + s for s in LABEL_SUFFIXES)}"
+                                        + (f", or a DICOM series folder labels/{case}/)" if ctx["kind"] == "dicom"
+                                           else ")"))
+        raw_label = Volume(np.zeros(raw_image.data.shape, dtype=np.uint8), raw_image.affine.copy(), image_path)
+    else:
+        raw_label = _read_any(label_path, "label")
+    image, label = to_canonical(raw_image), to_canonical(raw_label)
+    shown_label = label_path or image_path
+    _check_pair(image, label, shown_label, (raw_image.data.shape, raw_label.data.shape))
+    mask = _binary(label.data, shown_label)
+    n_lesion = int(mask.sum())
+    if class_name == "normal" and n_lesion:
+        raise DataError(shown_label, f"case {case!r} is 'normal' in the classes CSV but its label has {n_lesion} "
+                                     "lesion voxels: fix the class or clear the label")
+    if class_name != "normal" and not n_lesion:
+        raise DataError(shown_label, f"label is empty (no lesion voxel) but case {case!r} is {class_name!r}: a "
+                                     "lesion-free case must be classed 'normal'")
+    try:
+        norm = normalise_percentile(image.data)
+    except ValueError as e:
+        raise DataError(image_path, str(e)) from None
+
+    other = tuple(a for a in range(3) if a != axis)
+    lesion_slices = np.nonzero(mask.any(axis=other))[0].tolist()
+    usable = ((norm > 0.1).mean(axis=other) >= 0.01).tolist()
+    rng = np.random.default_rng([ctx["seed"], zlib.crc32(case.encode("utf-8"))])
+    negatives = choose_negative_slices(norm.shape[axis], lesion_slices, ctx["negative_slices"], rng, usable)
+
+    (output_dir / "images").mkdir(parents=True, exist_ok=True)
+    (output_dir / "masks").mkdir(parents=True, exist_ok=True)
+    items = []
+    cls = ctx["classes"].index(class_name)
+    for index in sorted(set(lesion_slices) | set(negatives)):
+        item_id = f"{case_id}_s{index:03d}"
+        image_rel, label_rel = f"images/{item_id}.nii.gz", f"masks/{item_id}.nii.gz"
+        affine2d = slice_affine(image.affine, axis, index)
+        _write_nifti_2d(output_dir / image_rel, np.take(norm, index, axis=axis), affine2d)
+        _write_nifti_2d(output_dir / label_rel, np.take(mask, index, axis=axis).astype(np.uint8), affine2d)
+        items.append({
+            "id": item_id,
+            "image": image_rel,
+            "label": label_rel,
+            "cls": cls,
+            "group": group,
+            "source": ctx["kind"],
+            "original": str(image_path),
+            "slice": int(index),
+            "axis": axis,
+        })
+    return items
+
+
+def _check_options(axis: Any, negative_slices: Any) -> tuple[int, int]:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or int(axis) not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (2 = axial in RAS orientation), got {axis!r}")
+    if isinstance(negative_slices, bool) or not isinstance(negative_slices, (int, np.integer)) or negative_slices < 0:
+        raise ValueError(f"negative_slices must be a non-negative integer, got {negative_slices!r}")
+    return int(axis), int(negative_slices)
+
+
+def _convert(
+    kind: str,
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    log: SkipLog,
+    classes_csv: str | os.PathLike | None,
+    axis: int,
+    negative_slices: int,
+    seed: int,
+    find_images: Callable[[Path, SkipLog], dict[str, Path]],
+) -> PreparedDataset:
+    axis, negative_slices = _check_options(axis, negative_slices)
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    layout = NIFTI_LAYOUT if kind == "nifti" else DICOM_LAYOUT
+    check_not_empty(input_dir)
+    images_dir = find_child(input_dir, "images", want_dir=True)
+    if images_dir is None:
+        raise DataError(input_dir, f"nothing usable: no images/ folder; expected the {kind} layout {layout}")
+    cases = find_images(images_dir, log)
+    labels_dir = find_child(input_dir, "labels", want_dir=True)
+    labels = _labels(labels_dir, cases, allow_dirs=kind == "dicom", log=log)
+    if not cases:
+        what = "NIfTI volume (.nii/.nii.gz)" if kind == "nifti" else "DICOM series folder"
+        raise DataError(images_dir, f"nothing usable: no {what} in images/; expected the {kind} layout {layout}")
+
+    table = read_classes_csv(Path(classes_csv) if classes_csv is not None else input_dir / "classes.csv")
+    classes = list(KNOWN_CLASSES) if "normal" in table.classes.values() else ["benign", "malignant"]
+    ctx = {"kind": kind, "axis": axis, "negative_slices": negative_slices, "seed": seed, "output_dir": output_dir,
+           "classes": classes}
+    ids = IdMaker()
+    items: list[dict[str, Any]] = []
+    n_volumes = 0
+    for case in sorted(cases, key=natural_key):
+        image_path = cases[case]
+        try:
+            row = table.lookup(case)
+            if row is None:
+                raise DataError(image_path, f"case {case!r} is not in the classes CSV {table.path}: add a row "
+                                            f"'{case},<class>'")
+            if row in table.conflicts:
+                raise DataError(image_path, f"case {case!r} has conflicting classes in {table.path} "
+                                            f"({', '.join(sorted(set(table.conflicts[row])))})")
+            class_name = table.classes[row]
+            if class_name not in classes:
+                raise DataError(image_path, f"unknown class {class_name!r} for case {case!r} in {table.path}; "
+                                            f"expected one of {', '.join(KNOWN_CLASSES)}")
+            found = labels.get(case, [])
+            if len(found) > 1:
+                raise DataError(image_path, f"several labels for case {case!r} ({', '.join(p.name for p in found)}): "
+                                            "keep one")
+            group = table.patients.get(row, case)
+            case_items = _convert_case(case, ids(case), image_path, found[0] if found else None, class_name, group,
+                                       ctx)
+        except DataError as e:
+            log.skip(e)
+            continue
+        items.extend(case_items)
+        n_volumes += 1
+
+    plane = PLANES[axis]
+    description = (
+        f"Breast MRI volumes ({kind.upper() if kind == 'dicom' else 'NIfTI'}) from {input_dir}, sliced along axis "
+        f"{axis} ({plane} in RAS orientation): every lesion slice plus up to {negative_slices} lesion-free slice(s) "
+        "per volume; intensities normalised per volume (1st-99th percentile -> [0, 1]); 2D NIfTI slices keep the world "
+        "geometry."
+    )
+    return PreparedDataset(
+        name=input_dir.resolve().name or kind,
+        modality="MR",
+        classes=classes,
+        items=items,
+        skipped=log,
+        description=description,
+        extra={
+            "source_format": kind,
+            "slicing": {
+                "axis": axis,
+                "plane": plane,
+                "orientation": "closest canonical RAS+",
+                "negative_slices": negative_slices,
+                "seed": seed,
+                "normalisation": "per volume, 1st-99th percentile -> [0, 1], clipped, float32",
+                "volumes": n_volumes,
+            },
+        },
+    )
+
+
+def convert_nifti(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    log: SkipLog,
+    *,
+    classes_csv: str | os.PathLike | None = None,
+    axis: int = 2,
+    negative_slices: int = 2,
+    seed: int = 0,
+) -> PreparedDataset:
+    """Convert NIfTI volumes + labels (layout in the module docstring) into 2D NIfTI slices and datalist items.
+
+    Args:
+        input_dir: the dataset folder (``images/``, ``labels/``, ``classes.csv``).
+        output_dir: where ``images/`` and ``masks/`` with the slices go.
+        log: records skipped inputs (raises in strict mode).
+        classes_csv: the ``case,class`` table (default ``input_dir/classes.csv``).
+        axis: slicing axis of the RAS-reoriented volume: 2 axial (default), 1 coronal, 0 sagittal.
+        negative_slices: lesion-free slices kept per volume.
+        seed: seed of the choice of lesion-free slices.
+
+    Returns:
+        the ``PreparedDataset`` (modality ``MR``); ``prepare`` assigns the folds.
+
+    Raises:
+        DataError: empty input, no ``images/`` folder or no volume in it, classes CSV missing or without the
+            ``case``/``class`` columns; in strict mode, the first bad input.
+        ValueError: bad ``axis`` or ``negative_slices``.
+    """
+    return _convert("nifti", input_dir, output_dir, log, classes_csv, axis, negative_slices, seed, _nifti_images)
+
+
+def convert_dicom(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    log: SkipLog,
+    *,
+    classes_csv: str | os.PathLike | None = None,
+    axis: int = 2,
+    negative_slices: int = 2,
+    seed: int = 0,
+) -> PreparedDataset:
+    """Convert DICOM series (``images/<case>/``) + labels (NIfTI or DICOM series) into 2D NIfTI slices and items.
+
+    Same options, outputs and errors as ``convert_nifti``; see the module docstring for the layout and how a series is
+    read (``read_dicom_series``).
+    """
+    return _convert("dicom", input_dir, output_dir, log, classes_csv, axis, negative_slices, seed, _dicom_images)

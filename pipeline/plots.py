@@ -1,0 +1,301 @@
+"""Figures of an evaluation or a training run, from plain numpy / pandas inputs.
+
+Every function takes arrays (no engine, no tensors) and an output path, writes one PNG and returns the path (or a
+number it computed), so the figures can be drawn by the evaluation report, by a comparison of runs or by inference
+alone. Figures are built on ``matplotlib.figure.Figure`` (Agg canvas), never through ``pyplot``: nothing here
+changes the global backend or leaks open figures in a long training run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from monai.metrics import CalibrationErrorMetric
+from skimage import measure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+__all__ = [
+    "expected_calibration_error",
+    "plot_roc",
+    "plot_confusion",
+    "plot_calibration",
+    "plot_overlays",
+    "plot_learning_curves",
+]
+
+TRUTH_COLOUR = "lime"
+PRED_COLOUR = "red"
+DPI = 110
+
+
+def _save(fig: Figure, path: str | PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    return path
+
+
+def _positive_vs_rest(probs: Any, labels: Any, positive: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` probability of the positive class and ``(N,)`` 0/1 truth, from either ``(N, K)`` probabilities and
+    class indices, or already ``(N,)`` positive-class probabilities and 0/1 labels."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).reshape(-1).astype(int)
+    if probs.ndim == 2:
+        pos = positive % probs.shape[1]
+        return probs[:, pos], (labels == pos).astype(int)
+    return probs.reshape(-1), (labels > 0).astype(int)
+
+
+def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 10, positive: int = -1) -> float:
+    """Expected calibration error of the positive-class probability (10 equal-width bins by default).
+
+    ECE = sum over bins of (bin count / N) * |mean predicted probability - fraction of positives| (Guo et al. 2017),
+    computed with MONAI's ``CalibrationErrorMetric``.
+
+    Args:
+        probs: ``(N, K)`` class probabilities, or ``(N,)`` probabilities of the positive class.
+        labels: ``(N,)`` class indices (with 2-D ``probs``) or 0/1 positive-class truth (with 1-D ``probs``).
+        n_bins: number of equal-width bins on [0, 1].
+        positive: index of the positive class when ``probs`` is 2-D (default: the last class).
+
+    Returns:
+        the ECE in [0, 1]; NaN when there are no images.
+    """
+    p, y = _positive_vs_rest(probs, labels, positive)
+    if p.size == 0:
+        return float("nan")
+    metric = CalibrationErrorMetric(num_bins=n_bins, calibration_reduction="expected", metric_reduction="mean")
+    value = metric(y_pred=torch.tensor(p).view(1, 1, -1), y=torch.tensor(y).view(1, 1, -1))
+    return float(value.mean())
+
+
+def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLike, positive: int = -1,
+             title: str | None = None) -> Path:
+    """ROC curve of the positive class vs rest (AUC in the legend); with 3+ classes also one curve per class
+    (one-vs-rest, thin dashed lines).
+
+    Args:
+        probs: ``(N, K)`` class probabilities.
+        labels: ``(N,)`` true class indices.
+        classes: the K class names.
+        path: output PNG.
+        positive: index of the positive class (default: last).
+        title: figure title (default: "ROC: <positive> vs rest").
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).reshape(-1).astype(int)
+    n_classes = probs.shape[1]
+    pos = positive % n_classes
+    fig = Figure(figsize=(6, 5.5))
+    ax = fig.add_subplot()
+    present = set(np.unique(labels).tolist())
+    if n_classes > 2:
+        for k in range(n_classes):
+            if k == pos or k not in present or len(present) < 2:
+                continue
+            RocCurveDisplay.from_predictions(labels == k, probs[:, k], name=f"{classes[k]} vs rest", ax=ax,
+                                             curve_kwargs={"linestyle": "--", "linewidth": 1.2, "alpha": 0.8})
+    if pos in present and len(present) > 1:
+        RocCurveDisplay.from_predictions(labels == pos, probs[:, pos], name=f"{classes[pos]} vs rest", ax=ax,
+                                         curve_kwargs={"linewidth": 2.5, "color": "tab:red"},
+                                         plot_chance_level=True)
+    else:
+        ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+        ax.text(0.5, 0.5, f"ROC undefined:\nthe test set lacks positives ({classes[pos]}) or negatives",
+                ha="center", va="center", fontsize=11, transform=ax.transAxes,
+                bbox={"facecolor": "lightyellow", "edgecolor": "grey"})
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("False positive rate (1 - specificity)")
+    ax.set_ylabel("True positive rate (sensitivity)")
+    ax.set_title(title or f"ROC: {classes[pos]} vs rest (n={labels.size})")
+    ax.grid(alpha=0.3)
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_confusion(labels: Any, predicted: Any, classes: Sequence[str], path: str | PathLike,
+                   title: str | None = None) -> Path:
+    """Confusion matrix with class names: counts (left) and row-normalised, i.e. recall per true class (right)."""
+    labels, predicted = np.asarray(labels).reshape(-1).astype(int), np.asarray(predicted).reshape(-1).astype(int)
+    ids = list(range(len(classes)))
+    fig = Figure(figsize=(5.2 * 2 + 0.8, 4.8))
+    axes = fig.subplots(1, 2, gridspec_kw={"wspace": 0.35})
+    for ax, normalize, fmt, name in ((axes[0], None, "d", "counts"), (axes[1], "true", ".2f", "row-normalised")):
+        ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=ids, display_labels=list(classes),
+                                                normalize=normalize, values_format=fmt, cmap="Blues", ax=ax,
+                                                colorbar=False, text_kw={"fontsize": 12})
+        ax.set_title(name)
+        ax.set_xlabel("Predicted class")
+        ax.set_ylabel("True class")
+    fig.suptitle(title or f"Confusion matrix (n={labels.size}, rows = truth)", fontsize=13)
+    return _save(fig, path)
+
+
+def plot_calibration(probs: Any, labels: Any, path: str | PathLike, positive: int = -1, n_bins: int = 10,
+                     class_name: str | None = None) -> float:
+    """Reliability diagram of the positive-class probability (``sklearn.calibration.calibration_curve``, equal-width
+    bins) above a histogram of those probabilities; the ECE is in the title.
+
+    Args:
+        probs: ``(N, K)`` class probabilities, or ``(N,)`` positive-class probabilities.
+        labels: class indices (2-D ``probs``) or 0/1 truth (1-D ``probs``).
+        path: output PNG.
+        positive: positive class index (2-D ``probs``).
+        n_bins: equal-width bins, for the diagram and the ECE.
+        class_name: name of the positive class, for the labels.
+
+    Returns:
+        the expected calibration error (see ``expected_calibration_error``).
+    """
+    p, y = _positive_vs_rest(probs, labels, positive)
+    ece = expected_calibration_error(p, y, n_bins=n_bins)
+    name = class_name or "positive class"
+    fig = Figure(figsize=(6, 7))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    if p.size and 0 < y.sum() < y.size:
+        frac_pos, mean_pred = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
+        top.plot(mean_pred, frac_pos, marker="o", linewidth=2, color="tab:blue", label="model")
+    elif p.size:
+        top.text(0.5, 0.5, "only one class present", ha="center", va="center", transform=top.transAxes)
+    top.set_xlim(-0.01, 1.01)
+    top.set_ylim(-0.01, 1.01)
+    top.set_ylabel(f"Fraction of {name}")
+    top.set_title(f"Reliability diagram, {name}\nECE = {ece:.3f} ({n_bins} equal-width bins, n={p.size})")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=9)
+    bottom.hist(p, bins=np.linspace(0, 1, n_bins + 1), color="tab:blue", edgecolor="white")
+    bottom.set_xlabel(f"Predicted probability of {name}")
+    bottom.set_ylabel("Images")
+    bottom.grid(alpha=0.3)
+    _save(fig, path)
+    return ece
+
+
+def _contours(ax: Any, mask: np.ndarray, colour: str, linewidth: float = 1.3) -> None:
+    """Draw the 0.5 iso-contours of a 2-D mask; padded so that lesions touching the border get closed contours."""
+    if mask is None or not np.any(np.asarray(mask) > 0.5):
+        return
+    padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
+    for c in measure.find_contours(padded, 0.5):
+        ax.plot(c[:, 1] - 1, c[:, 0] - 1, color=colour, linewidth=linewidth)
+
+
+def plot_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | None],
+                  preds: Sequence[np.ndarray | None], titles: Sequence[str], path: str | PathLike,
+                  ncols: int = 4, title: str | None = None, title_colours: Sequence[str] | None = None) -> Path:
+    """A grid of grey images with the truth contour (green) and the predicted contour (red).
+
+    Args:
+        images: 2-D arrays (any size; shown with a 1-99 percentile grey window).
+        truths: 2-D truth masks of the same size as their image (or ``None``, e.g. at inference).
+        preds: 2-D predicted masks (or ``None``).
+        titles: one title per image.
+        path: output PNG.
+        ncols: grid columns.
+        title: figure title.
+        title_colours: optional colour per image title (e.g. dark red for a misclassified image).
+    """
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(3.1 * ncols, 3.6 * nrows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        img = np.asarray(images[i], dtype=np.float32)
+        lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+        # the truth is drawn wider, under the prediction: where they coincide both colours stay visible
+        _contours(ax, truths[i], TRUTH_COLOUR, linewidth=2.6)
+        _contours(ax, preds[i], PRED_COLOUR, linewidth=1.2)
+        colour = title_colours[i] if title_colours is not None else "black"
+        ax.set_title(titles[i], fontsize=8.5, color=colour)
+    if n == 0:
+        axes[0].text(0.5, 0.5, "no images", ha="center", va="center")
+    handles = [Line2D([], [], color=TRUTH_COLOUR, linewidth=2, label="truth"),
+               Line2D([], [], color=PRED_COLOUR, linewidth=2, label="prediction")]
+    fig.legend(handles=handles, loc="outside upper right", ncol=2, fontsize=10, frameon=False)
+    fig.suptitle(title or "Segmentation overlays", fontsize=12)
+    return _save(fig, path)
+
+
+def plot_learning_curves(history: pd.DataFrame | Sequence[dict[str, Any]], path: str | PathLike,
+                         loss_keys: Sequence[str] | None = None, metric_keys: Sequence[str] | None = None,
+                         epoch_key: str = "epoch", lr_key: str = "lr", title: str | None = None) -> Path:
+    """Loss per epoch (left axis) and validation metrics (right axis, [0, 1]); the learning rate below when it is
+    recorded. Epochs without validation are NaN and leave gaps.
+
+    Args:
+        history: one row per epoch (a DataFrame or a list of dicts).
+        path: output PNG.
+        loss_keys: columns drawn on the loss axis (default: every column whose name contains "loss").
+        metric_keys: columns drawn on the metric axis (default: every other numeric column, except the epoch and the
+            learning rate, whose values all lie in [0, 1] -- Dice, AUC, accuracy ...; distances like HD95 are left
+            out unless named).
+        epoch_key: column of the epoch number.
+        lr_key: column of the learning rate.
+        title: figure title.
+    """
+    df = pd.DataFrame(list(history) if not isinstance(history, pd.DataFrame) else history)
+    if df.empty:
+        df = pd.DataFrame({epoch_key: []})
+    x = df[epoch_key] if epoch_key in df else pd.Series(np.arange(1, len(df) + 1))
+    numeric = [c for c in df.columns if c not in (epoch_key, lr_key) and pd.api.types.is_numeric_dtype(df[c])]
+    if loss_keys is None:
+        loss_keys = [c for c in numeric if "loss" in c.lower()]
+    if metric_keys is None:
+        metric_keys = []
+        for c in numeric:
+            values = df[c].dropna()
+            if c not in loss_keys and len(values) and values.between(0, 1).all():
+                metric_keys.append(c)
+    has_lr = lr_key in df and df[lr_key].notna().any()
+    fig = Figure(figsize=(8, 6.5 if has_lr else 5))
+    if has_lr:
+        ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        ax, ax_lr = fig.add_subplot(), None
+    handles = []
+    for i, c in enumerate(loss_keys):
+        handles += ax.plot(x, df[c], marker=".", linewidth=2, color=f"C{i}", label=c)
+    ax.set_ylabel("Loss")
+    ax.grid(alpha=0.3)
+    if metric_keys:
+        ax_m = ax.twinx()
+        for j, c in enumerate(metric_keys):
+            handles += ax_m.plot(x, df[c], marker="o", markersize=4, linestyle="--", color=f"C{len(loss_keys) + j}",
+                                 label=c)
+        ax_m.set_ylim(0, 1.02)
+        ax_m.set_ylabel("Validation metric")
+    if handles:  # above the axes: never hides a curve
+        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, len(handles)),
+                  fontsize=9, frameon=False)
+    fig.suptitle(title or "Learning curves", fontsize=12)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ax_lr is not None:
+        ax_lr.plot(x, df[lr_key], color="black", linewidth=1.5)
+        lr = df[lr_key].dropna()
+        if len(lr) and (lr > 0).all() and lr.max() / lr.min() > 10:
+            ax_lr.set_yscale("log")
+        ax_lr.set_ylabel("Learning rate")
+        ax_lr.grid(alpha=0.3)
+        ax_lr.set_xlabel("Epoch")
+    else:
+        ax.set_xlabel("Epoch")
+    if len(x):
+        ax.set_xlim(float(np.nanmin(x)) - 0.5, float(np.nanmax(x)) + 0.5)
+    return _save(fig, path)

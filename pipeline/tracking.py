@@ -1,0 +1,49 @@
+"""MLflow helpers for the bundles: flattened parameters and end-of-run artifacts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["flatten_params", "log_artifacts", "MAX_PARAM_LENGTH"]
+
+MAX_PARAM_LENGTH = 500
+
+
+def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested dicts into ``{"a.b.c": "value"}`` strings, as MLflow parameters are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def log_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths: Sequence[str]) -> int:
+    """Log the existing files of ``paths`` to the latest run named ``run_name``; returns how many were logged.
+
+    MONAI's ``MLFlowHandler`` logs artifacts when its engine completes; the plots, history and best checkpoint are
+    written by other handlers after that, so the bundle's ``finalize`` step logs them here.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return 0
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if not runs:
+        return 0
+    logged = 0
+    for path in paths:
+        if os.path.isfile(path):
+            client.log_artifact(runs[0].info.run_id, path)
+            logged += 1
+    return logged

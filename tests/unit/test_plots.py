@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from pipeline import plots
+
+
+def assert_nontrivial_png(path, min_bytes=5000):
+    assert path.exists(), path
+    assert path.stat().st_size > min_bytes, f"{path} is only {path.stat().st_size} bytes"
+    pixels = imread(path)
+    assert pixels.std() > 0.02, f"{path} looks blank"
+
+
+def test_ece_zero_for_calibrated_and_positive_for_overconfident():
+    # 8 images at 0.25 with 2 positives, 8 at 0.75 with 6: every bin's frequency equals its confidence
+    p = np.array([0.25] * 8 + [0.75] * 8)
+    y = np.array([1, 1] + [0] * 6 + [1] * 6 + [0, 0])
+    assert plots.expected_calibration_error(p, y) == pytest.approx(0.0, abs=1e-6)
+    # overconfident: 0.95 for malignant on images that are malignant half the time
+    p_over = np.full(10, 0.95)
+    y_over = np.array([1, 0] * 5)
+    assert plots.expected_calibration_error(p_over, y_over) == pytest.approx(0.45, abs=1e-5)
+
+
+def test_ece_accepts_class_probabilities():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1, 1, 1], 50)
+    labels = rng.integers(0, 3, 50)
+    two_d = plots.expected_calibration_error(probs, labels, positive=-1)
+    one_d = plots.expected_calibration_error(probs[:, 2], labels == 2)
+    assert two_d == pytest.approx(one_d) and two_d > 0
+    assert math.isnan(plots.expected_calibration_error(np.zeros((0, 2)), np.zeros(0)))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_roc_confusion_calibration(tmp_path, n_classes):
+    rng = np.random.default_rng(n_classes)
+    classes = ["normal", "benign", "malignant"][-n_classes:]
+    labels = rng.integers(0, n_classes, 60)
+    logits = rng.normal(size=(60, n_classes)) + 2.0 * np.eye(n_classes)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert_nontrivial_png(plots.plot_roc(probs, labels, classes, tmp_path / "roc.png"))
+    assert_nontrivial_png(plots.plot_confusion(labels, probs.argmax(1), classes, tmp_path / "cm.png"))
+    ece = plots.plot_calibration(probs, labels, tmp_path / "cal.png", class_name="malignant")
+    assert ece == pytest.approx(plots.expected_calibration_error(probs, labels))
+    assert_nontrivial_png(tmp_path / "cal.png")
+
+
+def test_roc_with_one_class_still_draws(tmp_path):
+    probs = np.array([[0.8, 0.2], [0.6, 0.4]])
+    assert_nontrivial_png(plots.plot_roc(probs, np.array([0, 0]), ["benign", "malignant"], tmp_path / "roc.png"))
+    plots.plot_calibration(probs, np.array([0, 0]), tmp_path / "cal.png")
+    assert (tmp_path / "cal.png").exists()
+
+
+def test_overlays(tmp_path):
+    rng = np.random.default_rng(0)
+    images, truths, preds, titles = [], [], [], []
+    for i in range(5):
+        img = rng.normal(size=(40, 32 + 8 * i))
+        t = np.zeros_like(img)
+        p = np.zeros_like(img)
+        t[5:20, 0:12] = 1  # touches the border: contour still closed
+        p[8:22, 3:15] = 1
+        images.append(img)
+        truths.append(t if i != 3 else None)
+        preds.append(p)
+        titles.append(f"img {i}\ntrue: benign | pred: malignant (0.71)\nDice 0.50")
+    path = plots.plot_overlays(images, truths, preds, titles, tmp_path / "ov.png", ncols=3)
+    assert_nontrivial_png(path)
+    assert (plots.plot_overlays([], [], [], [], tmp_path / "empty.png")).exists()
+
+
+def test_learning_curves_with_gaps(tmp_path):
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_loss": [1.2, 0.9, 0.7, 0.65],
+                            "lr": [1e-3, 1e-3, 5e-4, 1e-4], "val_mean_dice": [np.nan, 0.5, np.nan, 0.7],
+                            "val_auc": [np.nan, 0.6, np.nan, 0.8], "val_hd95": [np.nan, 12.0, np.nan, 8.0]})
+    assert_nontrivial_png(plots.plot_learning_curves(history, tmp_path / "lc.png"))
+    assert_nontrivial_png(plots.plot_learning_curves(history.drop(columns="lr").to_dict("records"),
+                                                     tmp_path / "lc2.png"))
