@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pipeline.keys import Head
+from pipeline.networks.mtil import circle_forward
 
 __all__ = ["CircleTraining", "circle_training", "FIRST_PASS_KEY"]
 
@@ -29,11 +30,9 @@ class CircleTraining(nn.Module):
         self.in_channels = getattr(network, "in_channels", 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        first = self.network(x)
-        seg = first[Head.SEG.value]
-        prob = torch.sigmoid(seg[:, :1]) if seg.shape[1] == 1 else torch.softmax(seg, dim=1)[:, 1:2]
-        second = dict(self.network(x, prev_seg=prob.detach()))
-        second[FIRST_PASS_KEY] = seg
+        first, second = circle_forward(self.network, x)
+        second = dict(second)
+        second[FIRST_PASS_KEY] = first[Head.SEG.value]
         return second
 
 

@@ -1,0 +1,231 @@
+"""Running the bundles from Python: one fold, cross-validation, and the comparison of CV results.
+
+Each bundle run is ``python -m monai.bundle run <workflow> ...`` in a child process, exactly the command a user
+types, so the CLI, the demo and the benchmarks exercise the same path as the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "WORKFLOWS",
+    "SUMMARY_METRICS",
+    "bundle_command",
+    "run_bundle",
+    "run_cv",
+    "compare",
+]
+
+# workflow -> (run id, config files after common.yaml)
+WORKFLOWS = {
+    "training": ("training", ["train.yaml"]),
+    "evaluating": ("evaluating", ["evaluate.yaml"]),
+    "inferring": ("inferring", ["inference.yaml"]),
+}
+SUMMARY_METRICS = (
+    "dice", "jaccard", "hd95", "auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity",
+)
+
+
+def _format_override(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict, bool)) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def bundle_command(
+    bundle_dir: str | os.PathLike, workflow: str, overrides: Mapping[str, Any] | None = None,
+    extra_configs: Sequence[str] = (),
+) -> list[str]:
+    """The ``python -m monai.bundle run`` command line of ``workflow`` for the bundle in ``bundle_dir``.
+
+    Raises:
+        ValueError: unknown ``workflow``.
+        FileNotFoundError: ``bundle_dir`` has no ``configs/common.yaml``.
+    """
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"workflow must be one of {list(WORKFLOWS)}, got {workflow!r}")
+    bundle = Path(bundle_dir).resolve()
+    configs = bundle / "configs"
+    if not (configs / "common.yaml").is_file():
+        raise FileNotFoundError(f"{bundle}: not a bundle folder (no configs/common.yaml)")
+    run_id, files = WORKFLOWS[workflow]
+    config_files = [str(configs / "common.yaml"), *(str(configs / f) for f in files), *extra_configs]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", run_id,
+        "--meta_file", str(configs / "metadata.json"),
+        "--config_file", json.dumps(config_files),
+        "--logging_file", str(configs / "logging.conf"),
+        "--bundle_root", str(bundle),
+    ]
+    for key, value in (overrides or {}).items():
+        cmd += [f"--{key}", _format_override(value)]
+    return cmd
+
+
+def run_bundle(
+    bundle_dir: str | os.PathLike, workflow: str, overrides: Mapping[str, Any] | None = None,
+    log_file: str | os.PathLike | None = None, quiet: bool = False,
+) -> float:
+    """Run one bundle workflow in a child process; returns the wall time in seconds.
+
+    Raises:
+        RuntimeError: the run failed; the message gives the command and the end of its log.
+    """
+    cmd = bundle_command(bundle_dir, workflow, overrides)
+    start = time.perf_counter()
+    if log_file is None and not quiet:
+        result = subprocess.run(cmd, text=True)
+        tail = ""
+    else:
+        result = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        tail = result.stdout[-4000:]
+        if log_file is not None:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(log_file).write_text(result.stdout)
+    if result.returncode != 0:
+        raise RuntimeError(f"bundle {workflow} failed (exit {result.returncode}): {' '.join(cmd)}\n{tail}")
+    return time.perf_counter() - start
+
+
+def _read_summary(eval_dir: Path) -> dict[str, float]:
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    flat: dict[str, float] = {}
+    for section in ("segmentation", "classification"):
+        for key, value in summary.get(section, {}).items():
+            if isinstance(value, Mapping) and "mean" in value:
+                flat[key] = float(value["mean"])
+            elif isinstance(value, (int, float)):
+                flat[key] = float(value)
+    return flat
+
+
+def run_cv(
+    bundle_dir: str | os.PathLike,
+    datalist: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    folds: int | Sequence[int] = 5,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    quiet: bool = True,
+) -> pd.DataFrame:
+    """Train and evaluate every fold, then aggregate mean ± std.
+
+    Writes ``fold_<k>/`` (the bundle's outputs), ``cv_folds.csv`` (one row per fold), ``cv_summary.csv``
+    (mean and std per metric) and ``cv_summary.md`` into ``output_dir``, and logs an MLflow parent run whose
+    children are the folds' runs (sqlite store ``output_dir/mlruns.db`` unless ``MLFLOW_TRACKING_URI`` is set).
+
+    Args:
+        bundle_dir: the bundle folder.
+        datalist: the prepared ``datalist.json``.
+        output_dir: where the folds and the summary go.
+        folds: number of folds (0..folds-1) or the fold indices.
+        preset: preset name (network); the bundle's default when None.
+        overrides: further bundle overrides, e.g. ``{"epochs": 20}``.
+        quiet: keep the folds' logs in ``fold_<k>/log.txt`` instead of the console.
+
+    Returns:
+        the per-fold metrics table.
+    """
+    output = Path(output_dir).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    fold_ids = list(range(folds)) if isinstance(folds, int) else list(folds)
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{output / 'mlruns.db'}"
+    name = preset or "default"
+    rows = []
+    for fold in fold_ids:
+        fold_dir = output / f"fold_{fold}"
+        args = {"datalist": str(Path(datalist).resolve()), "fold": fold, "output_dir": str(fold_dir),
+                "tracking_uri": tracking_uri, "run_name": f"{name}_fold{fold}", **(overrides or {})}
+        if preset:
+            args["preset"] = preset
+        print(f"[cv] {name}: fold {fold} training ...", flush=True)
+        train_s = run_bundle(bundle_dir, "training", args, log_file=fold_dir / "log.txt" if quiet else None)
+        print(f"[cv] {name}: fold {fold} evaluating ...", flush=True)
+        run_bundle(bundle_dir, "evaluating", {**args, "split": "val"},
+                   log_file=fold_dir / "log_eval.txt" if quiet else None)
+        row = {"fold": fold, "train_seconds": round(train_s, 1), **_read_summary(fold_dir / "eval_val")}
+        rows.append(row)
+        print(f"[cv] {name}: fold {fold}: " + ", ".join(
+            f"{k}={row[k]:.3f}" for k in ("dice", "auc") if k in row), flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(output / "cv_folds.csv", index=False)
+    summary = _aggregate(table, name)
+    summary.to_csv(output / "cv_summary.csv", index=False)
+    (output / "cv_summary.md").write_text(_markdown(summary) + "\n")
+    _log_parent_run(tracking_uri, name, summary, [f"{name}_fold{f}" for f in fold_ids], output)
+    return table
+
+
+def _aggregate(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    row: dict[str, Any] = {"network": name, "folds": len(table)}
+    for metric in [m for m in SUMMARY_METRICS if m in table]:
+        values = table[metric].astype(float)
+        row[f"{metric}_mean"] = float(np.nanmean(values))
+        row[f"{metric}_std"] = float(np.nanstd(values, ddof=1)) if values.notna().sum() > 1 else 0.0
+    return pd.DataFrame([row])
+
+
+def _markdown(summary: pd.DataFrame) -> str:
+    metrics = [m for m in SUMMARY_METRICS if f"{m}_mean" in summary]
+    lines = ["| network | folds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for _, r in summary.iterrows():
+        cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}" for m in metrics]
+        lines.append(f"| {r['network']} | {int(r['folds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _log_parent_run(tracking_uri: str, name: str, summary: pd.DataFrame, child_names: list[str], output: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_name = "breast_mtl_cv"
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    parent = client.create_run(experiment_id, run_name=f"cv_{name}")
+    for key, value in summary.iloc[0].items():
+        if isinstance(value, (int, float, np.floating)) and not np.isnan(value):
+            client.log_metric(parent.info.run_id, key, float(value))
+    client.log_param(parent.info.run_id, "network", name)
+    for path in ("cv_folds.csv", "cv_summary.csv", "cv_summary.md"):
+        client.log_artifact(parent.info.run_id, str(output / path))
+    # the folds' runs live in the bundle's experiments; tag them as children so the MLflow UI nests them
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            if run.info.run_name.split("_eval_")[0] in child_names:
+                client.set_tag(run.info.run_id, "mlflow.parentRunId", parent.info.run_id)
+    client.set_terminated(parent.info.run_id)
+
+
+def compare(cv_dirs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One table from several ``run_cv`` outputs: networks as rows, metrics (mean ± std) as columns.
+
+    Writes ``output`` as CSV, plus the Markdown table beside it (``.md``), when given.
+
+    Raises:
+        FileNotFoundError: a folder has no ``cv_summary.csv``.
+    """
+    frames = []
+    for d in cv_dirs:
+        path = Path(d) / "cv_summary.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; run `bmtl cv` into {d} first")
+        frames.append(pd.read_csv(path))
+    table = pd.concat(frames, ignore_index=True)
+    if output is not None:
+        out = Path(output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        out.with_suffix(".md").write_text(_markdown(table) + "\n")
+    return table
