@@ -84,6 +84,41 @@ def _cmd_networks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from pipeline.workflows import markdown_table, aggregate_folds, run_cv
+
+    overrides = dict(_parse_overrides(args.override))
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    table = run_cv(args.bundle, args.datalist, args.output, folds=args.folds, preset=args.network,
+                   overrides=overrides, quiet=not args.verbose)
+    print(markdown_table(aggregate_folds(table, args.network or "default")))
+    print(f"\nper-fold: {args.output / 'cv_folds.csv'}\nsummary:  {args.output / 'cv_summary.csv'}")
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline.workflows import markdown_table, compare
+
+    table = compare(args.cv_dirs, args.output)
+    print(markdown_table(table))
+    if args.output:
+        print(f"\nwritten: {args.output} and {args.output.with_suffix('.md')}")
+    return EXIT_OK
+
+
+def _parse_overrides(pairs: list[str]) -> list[tuple[str, object]]:
+    import yaml
+
+    parsed = []
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--override expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        parsed.append((key, yaml.safe_load(value)))
+    return parsed
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -164,6 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_networks)
 
     p = sub.add_parser(
+        "cv",
+        help="k-fold cross-validation of a bundle: train + evaluate every fold, mean ± std, MLflow parent run",
+        epilog="example: bmtl cv --bundle bundles/breast_us_mtl --datalist /tmp/busbra/datalist.json --folds 5 "
+        "--network segresnet_effnet --output runs/cv_segresnet_effnet --epochs 20",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="bundle folder (bundles/breast_us_mtl, ...)")
+    p.add_argument("--datalist", required=True, type=Path)
+    p.add_argument("--folds", type=int, default=5, help="number of folds to run (0..N-1)")
+    p.add_argument("--network", default=None, help="preset name from configs/ (default: the bundle's)")
+    p.add_argument("--output", type=Path, default=Path("runs/cv"), help="output folder (default runs/cv)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per fold (default: the bundle's)")
+    p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
+    p.add_argument("--verbose", action="store_true", help="stream the folds' logs instead of writing log files")
+    p.set_defaults(func=_cmd_cv)
+
+    p = sub.add_parser(
+        "compare",
+        help="one table (networks x metrics, mean ± std) from several `bmtl cv` outputs",
+        epilog="example: bmtl compare runs/cv_segresnet_effnet runs/cv_mtl_oca --output runs/compare.csv",
+    )
+    p.add_argument("cv_dirs", nargs="+", type=Path)
+    p.add_argument("--output", type=Path, default=None, help="CSV to write (a .md table is written beside it)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
         "demo",
         help="the main job end to end on synthetic data",
         epilog="example: bmtl demo --output demo_output",
@@ -183,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return EXIT_USAGE
 

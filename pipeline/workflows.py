@@ -25,6 +25,8 @@ __all__ = [
     "run_bundle",
     "run_cv",
     "compare",
+    "aggregate_folds",
+    "markdown_table",
 ]
 
 # workflow -> (run id, config files after common.yaml)
@@ -161,14 +163,14 @@ def run_cv(
             f"{k}={row[k]:.3f}" for k in ("dice", "auc") if k in row), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(output / "cv_folds.csv", index=False)
-    summary = _aggregate(table, name)
+    summary = aggregate_folds(table, name)
     summary.to_csv(output / "cv_summary.csv", index=False)
-    (output / "cv_summary.md").write_text(_markdown(summary) + "\n")
+    (output / "cv_summary.md").write_text(markdown_table(summary) + "\n")
     _log_parent_run(tracking_uri, name, summary, [f"{name}_fold{f}" for f in fold_ids], output)
     return table
 
 
-def _aggregate(table: pd.DataFrame, name: str) -> pd.DataFrame:
+def aggregate_folds(table: pd.DataFrame, name: str) -> pd.DataFrame:
     row: dict[str, Any] = {"network": name, "folds": len(table)}
     for metric in [m for m in SUMMARY_METRICS if m in table]:
         values = table[metric].astype(float)
@@ -177,7 +179,7 @@ def _aggregate(table: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def _markdown(summary: pd.DataFrame) -> str:
+def markdown_table(summary: pd.DataFrame) -> str:
     metrics = [m for m in SUMMARY_METRICS if f"{m}_mean" in summary]
     lines = ["| network | folds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
     for _, r in summary.iterrows():
@@ -227,5 +229,5 @@ def compare(cv_dirs: Sequence[str | os.PathLike], output: str | os.PathLike | No
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
-        out.with_suffix(".md").write_text(_markdown(table) + "\n")
+        out.with_suffix(".md").write_text(markdown_table(table) + "\n")
     return table
