@@ -1,0 +1,117 @@
+"""Bundles end to end through MONAI's ConfigWorkflow on synthetic 64x64 data: train, resume, evaluate, track."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from monai.bundle import ConfigWorkflow
+
+from pipeline.registry import list_networks
+from tests.integration.conftest import MR_BUNDLE, US_BUNDLE, tiny_preset
+
+pytestmark = pytest.mark.slow
+
+
+def run_workflow(bundle, workflow: str, **override):
+    files = {"training": "train.yaml", "evaluating": "evaluate.yaml"}
+    configs = bundle / "configs"
+    wf = ConfigWorkflow(
+        config_file=[str(configs / "common.yaml"), str(configs / files[workflow])],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=None,
+        run_id=workflow,
+        bundle_root=str(bundle),
+        **override,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def _mlflow_metrics(db, run_name):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+            if r.info.run_name == run_name]
+    assert runs, f"no MLflow run named {run_name}"
+    return runs[0]
+
+
+@pytest.mark.parametrize("bundle,datalist_fixture", [(US_BUNDLE, "us_datalist"), (MR_BUNDLE, "mr_datalist")])
+def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
+    datalist = request.getfixturevalue(datalist_fixture)
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    out = tmp_path / "run"
+    common = dict(datalist=str(datalist), preset=str(preset), output_dir=str(out), run_name="smoke", fold=0)
+    run_workflow(bundle, "training", epochs=2, **common)
+
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["train_loss"].iloc[1] < history["train_loss"].iloc[0]
+    assert (out / "models" / "model.pt").is_file() and (out / "models" / "last.pt").is_file()
+    run = _mlflow_metrics(out / "mlruns.db", "smoke")
+    assert {"val_dice", "val_auc", "val_score"} <= set(run.data.metrics)
+    assert run.data.params["fold"] == "0"
+
+    run_workflow(bundle, "evaluating", **common)
+    summary = json.loads((out / "eval_val" / "summary.json").read_text())
+    for key in ("dice", "jaccard", "hd95"):
+        value = summary["segmentation"][key]["mean"]
+        assert value is not None and math.isfinite(value), key
+    for key in ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity"):
+        value = summary["classification"][key]
+        assert value is not None and math.isfinite(value), key
+    per_image = pd.read_csv(out / "eval_val" / "per_image.csv")
+    assert len(per_image) == summary["n_images"] > 0
+    for plot in ("roc.png", "confusion_matrix.png", "calibration.png", "overlays.png"):
+        assert (out / "eval_val" / plot).stat().st_size > 5000
+    eval_run = _mlflow_metrics(out / "mlruns.db", "smoke_eval_val")
+    assert "test_dice" in eval_run.data.metrics
+
+
+def test_resume_continues_from_the_saved_epoch(us_datalist, tmp_path):
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    common = dict(datalist=str(us_datalist), preset=str(preset), output_dir=str(tmp_path / "run"),
+                  run_name="resume", use_mlflow=False)
+    run_workflow(US_BUNDLE, "training", epochs=1, **common)
+    wf = run_workflow(US_BUNDLE, "training", epochs=2, **common)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]  # epoch 1 was not trained again
+
+
+@pytest.mark.parametrize("network", list_networks())
+def test_every_network_trains_one_epoch_through_the_bundle(network, us_datalist, tmp_path):
+    preset = tiny_preset(tmp_path / "preset.yaml", network=network)
+    out = tmp_path / "run"
+    run_workflow(US_BUNDLE, "training", epochs=1, datalist=str(us_datalist), preset=str(preset),
+                 output_dir=str(out), use_mlflow=False, val_interval=1)
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == 1 and math.isfinite(history["train_loss"].iloc[0])
+    assert (out / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "override,error,match",
+    [
+        ({"preset": "no_such_preset"}, KeyError, "unknown preset 'no_such_preset'; available presets"),
+        ({"datalist": ""}, ValueError, "datalist is required"),
+        ({"fold": 7}, ValueError, "fold 7 is out of range"),
+    ],
+)
+def test_bad_config_values_give_clear_errors(override, error, match, us_datalist, tmp_path):
+    args = dict(datalist=str(us_datalist), output_dir=str(tmp_path / "run"), use_mlflow=False, epochs=1)
+    args.update(override)
+    with pytest.raises(Exception) as info:
+        run_workflow(US_BUNDLE, "training", **args)
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    assert any(isinstance(c, error) and match in str(c) for c in chain), [str(c)[:200] for c in chain]
