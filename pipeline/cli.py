@@ -122,7 +122,7 @@ def _parse_overrides(pairs: list[str]) -> list[tuple[str, object]]:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    return run_demo(args.output, seed=args.seed)
+    return run_demo(args.output, seed=args.seed, epochs=args.epochs, preset=args.network)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", type=Path, default=Path("demo_output"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=12, help="training epochs of the demo run (default 12)")
+    p.add_argument("--network", default=None, help="preset name from configs/ (default: the bundle's)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,7 +1,9 @@
 """``bmtl demo`` / ``make demo``: the main job end to end on synthetic data.
 
-Today: generate a synthetic ultrasound dataset and a synthetic MRI dataset, prepare both through the same ``prepare``
-path as real data, check the folds, and print a summary table.
+Generate a synthetic ultrasound dataset and a synthetic MRI dataset, prepare both through the same ``prepare`` path
+as real data, check the folds, print a summary table; then train the ultrasound bundle's default network on fold 0
+with ``python -m monai.bundle run training``, evaluate it with ``run evaluating``, and print the metric table and where
+the MLflow store and the plots are.
 """
 
 from __future__ import annotations
@@ -15,25 +17,31 @@ from pipeline.data.datalist import format_summary
 from pipeline.data.prepare import prepare, prepared_summary
 from pipeline.data.splits import check_splits
 from pipeline.data.synthetic import make_mr_dataset, make_us_dataset
+from pipeline.workflows import run_bundle
 
-__all__ = ["run_demo"]
+US_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "breast_us_mtl"
+
+__all__ = ["run_demo", "format_metrics"]
 
 
-def run_demo(output: str | os.PathLike, seed: int = 0, n_us: int = 60, n_mr: int = 10) -> int:
+def run_demo(
+    output: str | os.PathLike, seed: int = 0, n_us: int = 90, n_mr: int = 10, epochs: int = 12,
+    preset: str | None = None,
+) -> int:
     """Run the demo into ``output``; returns the process exit code (0 when every step succeeded)."""
-    out = Path(output)
+    out = Path(output).resolve()
     start = time.perf_counter()
-    print(f"[1/3] synthetic data -> {out}")
+    print(f"[1/5] synthetic data -> {out}")
     us_raw = make_us_dataset(out / "raw" / "us", n=n_us, seed=seed)
     mr_raw = make_mr_dataset(out / "raw" / "mr", n=n_mr, seed=seed)
-    print("[2/3] prepare (the same path as real data)")
+    print("[2/5] prepare (the same path as real data)")
     summaries, datalists = {}, {}
     for name, source, raw in (("synthetic US", "busi", us_raw), ("synthetic MR", "nifti", mr_raw)):
         target = out / "prepared" / ("us" if source == "busi" else "mr")
         prepared, paths = prepare(source, raw, target, seed=seed)
         summaries[name] = prepared_summary(prepared)
         datalists[name] = paths["datalist"]
-    print("[3/3] check splits")
+    print("[3/5] check splits")
     ok = True
     for name, path in datalists.items():
         report = check_splits(json.loads(Path(path).read_text()))
@@ -44,5 +52,46 @@ def run_demo(output: str | os.PathLike, seed: int = 0, n_us: int = 60, n_mr: int
     print()
     for name, path in datalists.items():
         print(f"{name} datalist: {path}")
+    if not ok:
+        return 1
+
+    run_dir = out / "runs" / "us_fold0"
+    overrides = {"datalist": str(datalists["synthetic US"]), "fold": 0, "epochs": epochs, "output_dir": str(run_dir),
+                 "seed": seed, "run_name": "demo_us_fold0"}
+    if preset:
+        overrides["preset"] = preset
+    print(f"\n[4/5] train the ultrasound bundle ({epochs} epochs, fold 0): python -m monai.bundle run training ...")
+    seconds = run_bundle(US_BUNDLE, "training", overrides)
+    print(f"trained in {seconds:.0f} s")
+    print("\n[5/5] evaluate the best checkpoint on fold 0: python -m monai.bundle run evaluating ...")
+    run_bundle(US_BUNDLE, "evaluating", overrides, quiet=True)
+    summary = json.loads((run_dir / "eval_val" / "summary.json").read_text())
+    print()
+    print(format_metrics(summary))
+    print(f"\nper-image CSV : {run_dir / 'eval_val' / 'per_image.csv'}")
+    print(f"plots         : {run_dir / 'eval_val'} (roc, confusion_matrix, calibration, overlays), "
+          f"{run_dir / 'learning_curves.png'}")
+    print(f"checkpoints   : {run_dir / 'models'}")
+    print(f"MLflow store  : {run_dir / 'mlruns.db'}  ->  mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
     print(f"done in {time.perf_counter() - start:.1f} s")
-    return 0 if ok else 1
+    return 0
+
+
+def format_metrics(summary: dict) -> str:
+    """The metric table of an evaluation ``summary.json`` (value and bootstrap 95% CI)."""
+    rows = [("metric", "value", "95% CI")]
+    seg, cls = summary["segmentation"], summary["classification"]
+    for key in ("dice", "jaccard"):
+        ci = seg[key].get("ci95") or [float("nan")] * 2
+        rows.append((key, f"{seg[key]['mean']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"))
+    if seg["hd95"].get("mean") is not None:
+        rows.append(("hd95 (px)", f"{seg['hd95']['mean']:.1f}", ""))
+    for key in ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity"):
+        value = cls.get(key)
+        ci = (cls.get("ci95") or {}).get(key)
+        rows.append((key, "n/a" if value is None else f"{value:.3f}",
+                     f"{ci[0]:.3f}-{ci[1]:.3f}" if ci and None not in ci else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"{summary['n_images']} validation images\n" + "\n".join(lines)

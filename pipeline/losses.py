@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from monai.losses import DiceCELoss, DiceFocalLoss, FocalLoss
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss
 from torch import nn
 from torch.nn import functional as F
 
@@ -17,7 +17,7 @@ from pipeline.keys import Head
 
 __all__ = ["MultiTaskLoss", "make_seg_loss", "make_cls_loss", "SEG_LOSSES", "CLS_LOSSES"]
 
-SEG_LOSSES = ("dice_ce", "dice_focal")
+SEG_LOSSES = ("dice", "dice_ce", "dice_focal")
 CLS_LOSSES = ("ce", "focal")
 
 
@@ -28,7 +28,8 @@ def make_seg_loss(name: str = "dice_ce", seg_channels: int = 1, focal_gamma: flo
     softmax against a one-hot target.
 
     Args:
-        name: ``"dice_ce"`` (Dice + cross-entropy) or ``"dice_focal"`` (Dice + focal, paper 004).
+        name: ``"dice"`` (Dice alone, as paper 004's code), ``"dice_ce"`` (Dice + cross-entropy) or
+            ``"dice_focal"`` (Dice + focal).
         seg_channels: channels of the segmentation logits.
         focal_gamma: focusing parameter of the focal term.
 
@@ -38,6 +39,8 @@ def make_seg_loss(name: str = "dice_ce", seg_channels: int = 1, focal_gamma: flo
     if seg_channels < 1:
         raise ValueError(f"seg_channels must be >= 1, got {seg_channels}")
     act = {"sigmoid": True} if seg_channels == 1 else {"softmax": True, "to_onehot_y": True}
+    if name == "dice":
+        return DiceLoss(**act)
     if name == "dice_ce":
         return DiceCELoss(**act)
     if name == "dice_focal":

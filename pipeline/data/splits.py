@@ -14,7 +14,10 @@ __all__ = ["assign_folds", "check_splits"]
 def assign_folds(items: list[dict[str, Any]], n_folds: int = 5, seed: int = 0) -> list[dict[str, Any]]:
     """Set ``item["fold"]`` (0-based) with scikit-learn's ``StratifiedGroupKFold``, in place; returns ``items``.
 
-    Items that already carry a fold (official splits) keep it; then every item must have one.
+    Items that already carry a fold (official splits) keep it; then every item must have one. Every fold receives at
+    least one group: when ``StratifiedGroupKFold`` leaves a fold empty (few groups), the smallest group of the fold
+    with the most groups moves there; when every class has fewer images than folds (scikit-learn then refuses to
+    stratify), groups are spread by size alone.
 
     Args:
         items: datalist items with ``cls`` and ``group``.
@@ -36,11 +39,55 @@ def assign_folds(items: list[dict[str, Any]], n_folds: int = 5, seed: int = 0) -
     if n_groups < n_folds:
         raise ValueError(f"cannot make {n_folds} folds from {n_groups} groups; use fewer folds (--folds)")
     labels = np.array([item["cls"] for item in items])
+    if np.unique(labels, return_counts=True)[1].max() < n_folds:
+        # scikit-learn refuses to stratify when every class has fewer images than folds: split by group alone
+        for i, fold in enumerate(_group_folds(groups, n_folds, seed)):
+            items[i]["fold"] = fold
+        return items
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = [0] * len(items)
     for fold, (_, test_idx) in enumerate(splitter.split(np.zeros(len(items)), labels, groups)):
         for i in test_idx:
-            items[i]["fold"] = int(fold)
+            folds[i] = int(fold)
+    for i, fold in enumerate(_fill_empty_folds(groups, folds, n_folds)):
+        items[i]["fold"] = fold
     return items
+
+
+def _fill_empty_folds(groups: list[str], folds: list[int], n_folds: int) -> list[int]:
+    """Give every empty fold a group (``StratifiedGroupKFold`` can leave a fold empty when groups are few).
+
+    The smallest group (fewest images, then name) of the fold holding the most groups moves to the empty fold; there
+    is always such a fold with two or more groups, since there are at least as many groups as folds.
+    """
+    fold_of = dict(zip(groups, folds))
+    sizes = Counter(groups)
+    while True:
+        members: dict[int, list[str]] = {f: [] for f in range(n_folds)}
+        for g, f in fold_of.items():
+            members[f].append(g)
+        empty = [f for f in range(n_folds) if not members[f]]
+        if not empty:
+            return [fold_of[g] for g in groups]
+        donor = max(range(n_folds), key=lambda f: (len(members[f]), -f))
+        moved = min(members[donor], key=lambda g: (sizes[g], g))
+        fold_of[moved] = empty[0]
+
+
+def _group_folds(groups: list[str], n_folds: int, seed: int) -> list[int]:
+    """Folds by group only: groups in a seeded random order, largest first, each to the fold with fewest images."""
+    sizes = Counter(groups)
+    order = sorted(sizes)
+    rng = np.random.default_rng(seed)
+    order = [order[i] for i in rng.permutation(len(order))]
+    order.sort(key=lambda g: -sizes[g])  # stable: ties keep the seeded order
+    load = [0] * n_folds
+    fold_of: dict[str, int] = {}
+    for g in order:
+        fold = min(range(n_folds), key=lambda f: (load[f], f))
+        fold_of[g] = fold
+        load[fold] += sizes[g]
+    return [fold_of[g] for g in groups]
 
 
 def check_splits(datalist: dict[str, Any]) -> dict[str, Any]:

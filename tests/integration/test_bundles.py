@@ -115,3 +115,26 @@ def test_bad_config_values_give_clear_errors(override, error, match, us_datalist
         chain.append(e)
         e = e.__cause__ or e.__context__
     assert any(isinstance(c, error) and match in str(c) for c in chain), [str(c)[:200] for c in chain]
+
+
+def test_two_process_gloo_ddp_training(us_datalist, tmp_path):
+    """torchrun with 2 CPU processes (gloo): DistributedSampler, DDP, rank-0 checkpoints and history."""
+    import os
+    import subprocess
+    import sys
+
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    out = tmp_path / "ddp"
+    configs = US_BUNDLE / "configs"
+    files = [str(configs / f) for f in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "monai.bundle", "run", "training", "--meta_file", str(configs / "metadata.json"),
+           "--config_file", json.dumps(files), "--bundle_root", str(US_BUNDLE), "--datalist", str(us_datalist),
+           "--preset", str(preset), "--epochs", "2", "--output_dir", str(out), "--use_mlflow", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (out / "models" / "last.pt").is_file() and (out / "models" / "model.pt").is_file()
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert "val_dice" in history and history["val_dice"].notna().all()

@@ -19,7 +19,7 @@ def _pred(b=2, size=32, seg_channels=1, k=2):
                                                                                                      requires_grad=True)}
 
 
-@pytest.mark.parametrize("seg_name", ["dice_ce", "dice_focal"])
+@pytest.mark.parametrize("seg_name", ["dice", "dice_ce", "dice_focal"])
 @pytest.mark.parametrize("cls_name", ["ce", "focal"])
 @pytest.mark.parametrize("seg_channels", [1, 2])
 def test_loss_combinations_are_finite_and_differentiable(seg_name, cls_name, seg_channels):
