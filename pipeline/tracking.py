@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["flatten_params", "log_artifacts", "MAX_PARAM_LENGTH"]
+__all__ = ["flatten_params", "log_artifacts", "write_run_config", "MAX_PARAM_LENGTH"]
 
 MAX_PARAM_LENGTH = 500
 
@@ -47,3 +48,13 @@ def log_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths:
             client.log_artifact(runs[0].info.run_id, path)
             logged += 1
     return logged
+
+
+def write_run_config(output_dir: str | os.PathLike, run_config: Mapping[str, Any]) -> str:
+    """Write ``run_config.json`` (network, preset, classes, sizes of a training run) into ``output_dir``, so the run
+    can be exported and served without its datalist. Returns the path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "run_config.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(dict(run_config), f, indent=2, default=str)
+    return path

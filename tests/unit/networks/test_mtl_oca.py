@@ -106,7 +106,9 @@ def test_preset_loads_and_builds():
     assert preset["network_name"] == "mtl_oca"
     assert preset["loss"]["aux_weights"] == {"object_regions": 0.4}
     assert preset["extra_input_channels"] == ["gaussian_gradient_magnitude"]
-    net = create_network(preset["network_name"], **preset["network_kwargs"]).eval()
+    in_channels = 1 + len(preset["extra_input_channels"])  # as the bundles derive it
+    assert in_channels == 2
+    net = create_network(preset["network_name"], in_channels=in_channels, **preset["network_kwargs"]).eval()
     with torch.no_grad():
-        out = net(torch.randn(1, preset["network_kwargs"]["in_channels"], *preset["image_size"]))
+        out = net(torch.randn(1, in_channels, *preset["image_size"]))
     assert out[Head.OBJECT_REGIONS].shape == (1, 2, *preset["image_size"])
