@@ -85,14 +85,14 @@ def _cmd_networks(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
-    from pipeline.workflows import markdown_table, aggregate_folds, run_cv
+    from pipeline.workflows import run_cv
 
     overrides = dict(_parse_overrides(args.override))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    table = run_cv(args.bundle, args.datalist, args.output, folds=args.folds, preset=args.network,
+    run_cv(args.bundle, args.datalist, args.output, folds=args.folds, preset=args.network,
                    overrides=overrides, quiet=not args.verbose)
-    print(markdown_table(aggregate_folds(table, args.network or "default")))
+    print((args.output / "cv_summary.md").read_text())
     print(f"\nper-fold: {args.output / 'cv_folds.csv'}\nsummary:  {args.output / 'cv_summary.csv'}")
     return EXIT_OK
 
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", type=Path, default=Path("demo_output"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=12, help="training epochs of the demo run (default 12)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs of the demo run (default 20)")
     p.add_argument("--network", default=None, help="preset name from configs/ (default: the bundle's)")
     p.set_defaults(func=_cmd_demo)
     return parser

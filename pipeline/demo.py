@@ -25,7 +25,7 @@ __all__ = ["run_demo", "format_metrics"]
 
 
 def run_demo(
-    output: str | os.PathLike, seed: int = 0, n_us: int = 90, n_mr: int = 10, epochs: int = 12,
+    output: str | os.PathLike, seed: int = 0, n_us: int = 90, n_mr: int = 10, epochs: int = 20,
     preset: str | None = None,
 ) -> int:
     """Run the demo into ``output``; returns the process exit code (0 when every step succeeded)."""
@@ -72,7 +72,8 @@ def run_demo(
     print(f"plots         : {run_dir / 'eval_val'} (roc, confusion_matrix, calibration, overlays), "
           f"{run_dir / 'learning_curves.png'}")
     print(f"checkpoints   : {run_dir / 'models'}")
-    print(f"MLflow store  : {run_dir / 'mlruns.db'}  ->  mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
+    print(f"MLflow store  : {run_dir / 'mlruns.db'}")
+    print(f"                mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -144,7 +144,7 @@ def run_cv(
     output.mkdir(parents=True, exist_ok=True)
     fold_ids = list(range(folds)) if isinstance(folds, int) else list(folds)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{output / 'mlruns.db'}"
-    name = preset or "default"
+    name = Path(preset).stem if preset else "default"
     rows = []
     for fold in fold_ids:
         fold_dir = output / f"fold_{fold}"

@@ -38,7 +38,8 @@ def _fill_groups_from_duplicates(items: list[dict[str, Any]], output_dir: Path) 
         return
     from pipeline.data.dedup import cluster_ids
 
-    paths = [Path(item["image"]) if Path(item["image"]).is_absolute() else output_dir / item["image"] for item in missing]
+    paths = [Path(item["image"]) if Path(item["image"]).is_absolute() else output_dir / item["image"]
+             for item in missing]
     for item, cluster in zip(missing, cluster_ids(paths)):
         item["group"] = f"cluster_{cluster:05d}"
 

@@ -8,4 +8,11 @@ from pipeline.engines.prepare_batch import MultiTaskPrepareBatch
 from pipeline.engines.refine import RefinePredictiond
 from pipeline.engines.resume import resume_checkpoint
 
-__all__ = ["CircleTraining", "MultiTaskInferer", "MultiTaskPrepareBatch", "RefinePredictiond", "circle_training", "resume_checkpoint"]
+__all__ = [
+    "CircleTraining",
+    "MultiTaskInferer",
+    "MultiTaskPrepareBatch",
+    "RefinePredictiond",
+    "circle_training",
+    "resume_checkpoint",
+]

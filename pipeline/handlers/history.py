@@ -135,6 +135,8 @@ class TrainingHistory:
         }
         row.update(self._val_columns(self._val.get(epoch, {})))
         self.rows.append(row)
+        # the epoch's mean loss becomes a trainer metric, so epoch-level loggers (MLflow, stats) record it
+        engine.state.metrics["train_loss_epoch"] = row["train_loss"]
         self._save()
 
     def _save(self) -> None:

@@ -55,7 +55,7 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     assert history["train_loss"].iloc[1] < history["train_loss"].iloc[0]
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "last.pt").is_file()
     run = _mlflow_metrics(out / "mlruns.db", "smoke")
-    assert {"val_dice", "val_auc", "val_score"} <= set(run.data.metrics)
+    assert {"val_dice", "val_auc", "val_score", "train_loss_epoch"} <= set(run.data.metrics)
     assert run.data.params["fold"] == "0"
 
     run_workflow(bundle, "evaluating", **common)
@@ -138,3 +138,26 @@ def test_two_process_gloo_ddp_training(us_datalist, tmp_path):
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert "val_dice" in history and history["val_dice"].notna().all()
+
+
+def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys):
+    """`bmtl cv` trains and evaluates each fold in a child process, aggregates, and logs an MLflow parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.cli import main
+
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    out = tmp_path / "cv"
+    assert main(["cv", "--bundle", str(US_BUNDLE), "--datalist", str(us_datalist), "--folds", "2",
+                 "--network", str(preset), "--output", str(out), "--epochs", "1"]) == 0
+    folds = pd.read_csv(out / "cv_folds.csv")
+    assert folds["fold"].tolist() == [0, 1] and folds["dice"].notna().all()
+    summary = pd.read_csv(out / "cv_summary.csv")
+    assert summary.loc[0, "dice_mean"] == pytest.approx(folds["dice"].mean())
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+    parent = client.search_runs([client.get_experiment_by_name("breast_mtl_cv").experiment_id])[0]
+    children = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) >= 2 and "dice_mean" in parent.data.metrics
+    assert main(["compare", str(out), "--output", str(tmp_path / "compare.csv")]) == 0
+    assert (tmp_path / "compare.md").is_file()

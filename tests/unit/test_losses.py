@@ -15,8 +15,10 @@ def _target(b=2, size=32):
 
 def _pred(b=2, size=32, seg_channels=1, k=2):
     torch.manual_seed(0)
-    return {"seg": torch.randn(b, seg_channels, size, size, requires_grad=True), "cls": torch.randn(b, k,
-                                                                                                     requires_grad=True)}
+    return {
+        "seg": torch.randn(b, seg_channels, size, size, requires_grad=True),
+        "cls": torch.randn(b, k, requires_grad=True),
+    }
 
 
 @pytest.mark.parametrize("seg_name", ["dice", "dice_ce", "dice_focal"])

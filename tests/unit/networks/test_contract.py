@@ -130,7 +130,8 @@ def test_twenty_steps_lower_the_joint_loss(name):
 
 @pytest.mark.parametrize("name", NETWORKS)
 @pytest.mark.parametrize(
-    "kwargs,match", [({"in_channels": 4}, "in_channels"), ({"num_classes": 5}, "num_classes"), ({"dropout": 1.5}, "dropout")]
+    "kwargs,match",
+    [({"in_channels": 4}, "in_channels"), ({"num_classes": 5}, "num_classes"), ({"dropout": 1.5}, "dropout")],
 )
 def test_bad_arguments(name, kwargs, match):
     with pytest.raises(ValueError, match=match):

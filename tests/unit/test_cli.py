@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.cli import build_parser, main
+from pipeline.registry import list_networks
+
+
+def test_networks_table_lists_every_network(capsys):
+    assert main(["networks", "--size", "64", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in list_networks():
+        assert f"| {name} |" in out
+    assert "parameters" in out and "forward ms @ 64²" in out
+
+
+def test_synth_then_prepare_then_check_splits(tmp_path, capsys):
+    assert main(["synth", "--modality", "us", "--n", "12", "--out", str(tmp_path / "raw"), "--seed", "1"]) == 0
+    assert main(["prepare", "--source", "busi", "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "p"),
+                 "--folds", "2"]) == 0
+    assert main(["check-splits", str(tmp_path / "p" / "datalist.json")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 12 synthetic US cases" in out and "OK:" in out
+
+
+def test_errors_are_reported_with_exit_codes(tmp_path, capsys):
+    assert main(["prepare", "--source", "busi", "--input", str(tmp_path / "none"), "--output", str(tmp_path)]) == 1
+    assert "input folder not found" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "nothing")]) == 2
+    assert "cv_summary.csv" in capsys.readouterr().err
+
+
+def test_every_command_has_help_with_an_example():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        assert command.epilog and command.epilog.startswith("example: bmtl"), name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["prepare", "--source", "pacs"])

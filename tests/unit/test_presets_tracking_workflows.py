@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.presets import available_presets, load_preset
+from pipeline.registry import list_networks
+from pipeline.tracking import flatten_params, write_run_config
+from pipeline.workflows import bundle_command, compare
+
+
+def test_every_network_has_a_preset_that_names_it():
+    assert set(list_networks()) <= set(available_presets())
+    for name in list_networks():
+        assert load_preset(name)["network_name"] == name
+
+
+def test_preset_errors_name_the_problem(tmp_path):
+    with pytest.raises(KeyError, match="unknown preset 'nope'; available presets: .*segresnet_effnet"):
+        load_preset("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network_name: x\n")
+    with pytest.raises(ValueError, match="bad.yaml: preset lacks key"):
+        load_preset(bad)
+
+
+def test_flatten_params_and_run_config(tmp_path):
+    flat = flatten_params({"a": 1, "b": {"c": [1, 2], "d": {"e": "x" * 600}}})
+    assert flat["a"] == "1" and flat["b.c"] == "[1, 2]" and len(flat["b.d.e"]) == 500
+    path = write_run_config(tmp_path / "run", {"classes": ["benign", "malignant"]})
+    assert json.loads(open(path).read())["classes"] == ["benign", "malignant"]
+
+
+def test_bundle_command_is_the_readme_command(tmp_path):
+    from tests.integration.conftest import US_BUNDLE
+
+    cmd = bundle_command(US_BUNDLE, "training", {"fold": 2, "image_size": [64, 64], "use_mlflow": False})
+    assert cmd[1:5] == ["-m", "monai.bundle", "run", "training"]
+    assert json.loads(cmd[cmd.index("--config_file") + 1])[-1].endswith("train.yaml")
+    assert cmd[cmd.index("--fold") + 1] == "2" and cmd[cmd.index("--image_size") + 1] == "[64, 64]"
+    assert cmd[cmd.index("--use_mlflow") + 1] == "false"
+    with pytest.raises(ValueError, match="workflow must be one of"):
+        bundle_command(US_BUNDLE, "serving")
+    with pytest.raises(FileNotFoundError, match="not a bundle folder"):
+        bundle_command(tmp_path, "training")
+
+
+def test_compare_builds_one_table_from_cv_summaries(tmp_path):
+    for name, dice in (("a", 0.8), ("b", 0.7)):
+        d = tmp_path / name
+        d.mkdir()
+        pd.DataFrame([{"network": name, "folds": 5, "dice_mean": dice, "dice_std": 0.01, "auc_mean": 0.9,
+                       "auc_std": 0.02}]).to_csv(d / "cv_summary.csv", index=False)
+    table = compare([tmp_path / "a", tmp_path / "b"], tmp_path / "out" / "compare.csv")
+    assert table["network"].tolist() == ["a", "b"]
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| a | 5 | 0.800 ± 0.010 | 0.900 ± 0.020 |" in md
+    with pytest.raises(FileNotFoundError, match="run `bmtl cv`"):
+        compare([tmp_path / "missing"])
