@@ -91,7 +91,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     run_cv(args.bundle, args.datalist, args.output, folds=args.folds, preset=args.network,
-                   overrides=overrides, quiet=not args.verbose)
+           overrides=overrides, quiet=not args.verbose)
     print((args.output / "cv_summary.md").read_text())
     print(f"\nper-fold: {args.output / 'cv_folds.csv'}\nsummary:  {args.output / 'cv_summary.csv'}")
     return EXIT_OK
