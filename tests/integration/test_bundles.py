@@ -161,3 +161,27 @@ def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys):
     assert len(children) >= 2 and "dice_mean" in parent.data.metrics
     assert main(["compare", str(out), "--output", str(tmp_path / "compare.csv")]) == 0
     assert (tmp_path / "compare.md").is_file()
+
+
+@pytest.mark.parametrize("option", [{"oversample": True}, {"weighted_sampler": True}, {"channels_last": True}])
+def test_training_options(option, us_datalist, tmp_path):
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    out = tmp_path / "run"
+    wf = run_workflow(US_BUNDLE, "training", epochs=1, datalist=str(us_datalist), preset=str(preset),
+                      output_dir=str(out), use_mlflow=False, **option)
+    n_train = len(wf.parser.get_parsed_content("train#items"))
+    n_data = len(wf.parser.get_parsed_content("train#data"))
+    assert n_data > n_train if "oversample" in option else n_data == n_train
+    assert math.isfinite(pd.read_csv(out / "history.csv")["train_loss"].iloc[0])
+
+
+def test_native_resolution_sliding_window_evaluation_with_refinement(us_datalist, tmp_path):
+    """--eval_resize false: native-size images (64²) larger than the training size (32²), so the segmentation is
+    tiled by the sliding window; --refine on 3 classes."""
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    common = dict(datalist=str(us_datalist), preset=str(preset), output_dir=str(tmp_path / "run"), use_mlflow=False,
+                  image_size=[32, 32])
+    run_workflow(US_BUNDLE, "training", epochs=1, **common)
+    run_workflow(US_BUNDLE, "evaluating", eval_resize=False, refine=True, **common)
+    summary = json.loads((tmp_path / "run" / "eval_val" / "summary.json").read_text())
+    assert math.isfinite(summary["segmentation"]["dice"]["mean"]) and summary["n_images"] > 0
