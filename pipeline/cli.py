@@ -125,6 +125,54 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.output, seed=args.seed, epochs=args.epochs, preset=args.network)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.deploy import export_bundle
+    from pipeline.export import ExportParityError
+
+    try:
+        report = export_bundle(args.bundle, args.run, args.output, formats=args.format, checkpoint=args.checkpoint,
+                               atol=args.atol, overwrite=args.overwrite)
+    except ExportParityError as e:
+        print(f"export FAILED (nothing written): {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"exported {report['network_name']} to {args.output}")
+    for fmt, per_input in report["parity"].items():
+        worst = {h: max(d[h] for d in per_input.values()) for h in ("seg", "cls")}
+        print(f"  {fmt:<11} parity with eager (max abs diff over {len(per_input)} inputs): seg {worst['seg']:.2e}, "
+              f"cls {worst['cls']:.2e} <= {report['atol']:g}")
+    for name, rel in report["files"].items():
+        print(f"  {name:<11} {rel}")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.deploy import format_checks, verify_bundle
+
+    rows = verify_bundle(args.bundle, runtimes=args.runtime, device=args.device)
+    print(format_checks(rows))
+    return EXIT_OK if all(r.ok for r in rows) else EXIT_FAILED
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.predict import predict
+
+    result = predict(
+        args.bundle, args.input, args.output, runtime=args.runtime, device=args.device, batch_size=args.batch_size,
+        threshold=args.threshold, refine=args.refine or None, explain=args.explain or None,
+        overlays=False if args.no_overlays else None, native_resolution=args.native_resolution or None,
+        progress=not args.no_progress,
+    )
+    print(f"{result.n_ok} input(s) predicted, {result.n_failed} failed ({result.runtime} on {result.device})")
+    for row in result.rows:
+        if row["status"] != "ok":
+            print(f"  {row['file']}: {row['error']}")
+    print(f"predictions: {result.csv_path}")
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bmtl",
@@ -233,6 +281,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="training epochs of the demo run (default 20)")
     p.add_argument("--network", default=None, help="preset name from configs/ (default: the bundle's)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained run as a self-contained bundle (TorchScript + ONNX, parity-checked)",
+        description="Copy the bundle's configs, pin the run (configs/deploy.yaml), fill metadata.json, and export the "
+        "network through the (seg, cls) wrapper to TorchScript and/or ONNX (one file). Each export must match the "
+        "eager network within --atol on random and synthetic inputs, else nothing is written (exit 1). "
+        "Layout: docs/README.md of the bundle.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl export --bundle bundles/breast_us_mtl --run runs/segresnet_effnet_fold0 "
+        "--output exported/breast_us_mtl --format torchscript onnx\n"
+        "exit codes: 0 exported, 1 parity check failed, 2 usage error (missing run, output not empty, ...)",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="source bundle folder (bundles/breast_us_mtl, ...)")
+    p.add_argument("--run", required=True, type=Path, help="training run folder (run_config.json, models/model.pt)")
+    p.add_argument("--output", required=True, type=Path, help="exported bundle folder to create")
+    p.add_argument("--format", nargs="+", choices=["torchscript", "onnx"], default=["torchscript", "onnx"],
+                   help="model formats besides models/model.pt (default: both)")
+    p.add_argument("--checkpoint", default="model.pt", help="checkpoint in RUN/models (default model.pt, the best)")
+    p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance on both heads' logits (default 1e-4)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a bundle's metadata (shipped schema) and both output heads of its network and exported models",
+        description="Validate configs/metadata.json against the schema shipped in the package (no download), build "
+        "the network from the configs, and run an input of the metadata's shape through the eager network and every "
+        "exported model: the seg and cls heads must have the metadata's shapes and dtypes. A dict-aware "
+        "replacement for MONAI's verify_net_in_out (which assumes one output).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl verify --bundle exported/breast_us_mtl\n"
+        "exit codes: 0 every check passed, 1 a check failed, 2 usage error",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="bundle folder (exported, or a source bundle)")
+    p.add_argument("--runtime", nargs="+", choices=["torch", "torchscript", "onnx"], default=None,
+                   help="check only these (default: every model present)")
+    p.add_argument("--device", default="cpu", help="device to run on (default cpu)")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "predict",
+        help="segment and classify new images with an exported bundle",
+        description="Predict every image of --input (a file or a folder, recursive: PNG/JPEG/BMP/TIFF, DICOM files "
+        "and series folders, 2D/3D NIfTI) with an exported bundle. Writes masks in each input's geometry "
+        "(masks/*_mask.png 0/255 at the original size and orientation; masks/*_mask.nii.gz with the input's affine "
+        "and header), overlays/*_overlay.png, optional Grad-CAM heatmaps/*_gradcam.png, and predictions.csv (one row "
+        "per input; a bad input gets an error row and the others go on).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl predict --bundle exported/breast_us_mtl --input scans/ --output predictions/ --refine "
+        "--explain\n"
+        "exit codes: 0 at least one input predicted, 1 no input succeeded, 2 usage error (bad bundle, options, input)",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="exported bundle folder (made by `bmtl export`)")
+    p.add_argument("--input", required=True, type=Path, help="an image file, a DICOM series folder, or a folder")
+    p.add_argument("--output", required=True, type=Path, help="output folder")
+    p.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
+                   help="model to run (default auto: model.ts, else model.onnx, else model.pt)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, default=None, help="images or slices per forward pass (default 8)")
+    p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: bundle's)")
+    p.add_argument("--refine", action="store_true", help="paper 004 prediction refinement (needs a normal class)")
+    p.add_argument("--explain", action="store_true", help="Grad-CAM heatmaps of the classification head")
+    p.add_argument("--native-resolution", action="store_true",
+                   help="sliding-window segmentation at the image's own resolution instead of resizing it to the "
+                   "training size (for images at the training images' pixel scale)")
+    p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

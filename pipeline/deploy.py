@@ -1,0 +1,481 @@
+"""Deployment of a trained bundle: a self-contained exported bundle folder (``export_bundle``) and its check
+(``verify_bundle``).
+
+Exported bundle layout (``bmtl export --bundle bundles/breast_us_mtl --run RUN_DIR --output EXPORT_DIR``)::
+
+    EXPORT_DIR/
+      configs/common.yaml       the source bundle's shared definitions (preprocessing, network, post-processing)
+      configs/deploy.yaml       what training knew, pinned from RUN_DIR/run_config.json: classes, preset, image size,
+                                input channels, network name and arguments, circle training, modality, threshold;
+                                ``datalist: ""`` (nothing reads a datalist)
+      configs/preset.yaml       the run's preset (recipe), as trained
+      configs/inference.yaml    inference settings and the ``inferring`` run id
+      configs/metadata.json     MONAI metadata filled with the run's classes, sizes and channels (both heads)
+      configs/logging.conf
+      models/model.pt           the best network state dict (plain, loads with ``torch.load(weights_only=True)``)
+      models/model.ts           TorchScript (traced ``ExportWrapper``: returns ``(seg, cls)``), metadata inside
+      models/model.onnx         ONNX, one file, input ``image``, outputs ``seg`` and ``cls``, dynamic batch
+      models/export_report.json parity of each export with the eager network, versions, source run
+      docs/README.md            how to run it
+      LICENSE
+
+The folder needs no training config, no datalist and no training run: ``bmtl predict --bundle EXPORT_DIR ...`` and
+``python -m monai.bundle run inferring`` work from it alone (see ``pipeline.predict``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from pipeline.export import (
+    DEFAULT_ATOL,
+    ExportWrapper,
+    OnnxModel,
+    export_onnx,
+    export_torchscript,
+    load_torchscript,
+    parity_inputs,
+)
+from pipeline.keys import Head
+
+__all__ = [
+    "FORMATS",
+    "COPIED_CONFIGS",
+    "CheckRow",
+    "load_run_config",
+    "deploy_config",
+    "fill_metadata",
+    "bundle_parser",
+    "load_state_dict",
+    "export_bundle",
+    "verify_bundle",
+    "format_checks",
+]
+
+FORMATS = ("torchscript", "onnx")
+COPIED_CONFIGS = ("common.yaml", "inference.yaml", "logging.conf")
+RUN_CONFIG = "run_config.json"
+MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
+
+
+# ------------------------------------------------------------------------------------------------------ run config
+def load_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``RUN_DIR/run_config.json`` written by training (what export needs to rebuild the network).
+
+    Raises:
+        FileNotFoundError: no such file (the message says what writes it).
+        ValueError: a required key is missing.
+    """
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a training run (`python -m monai.bundle run training ...`) writes "
+                                "it into its output_dir; --run must be that folder")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    required = ("network_name", "network_kwargs", "in_channels", "classes", "image_size", "preset_config")
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}")
+    return config
+
+
+def _preset_name(preset: Any) -> str:
+    text = str(preset)
+    return Path(text).stem if text.endswith((".yaml", ".yml")) else text
+
+
+def deploy_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of ``configs/deploy.yaml``: every value training derived from the datalist or the preset, pinned."""
+    return {
+        "datalist": "",
+        "use_mlflow": False,
+        "modality": run_config.get("modality", "US"),
+        "classes": list(run_config["classes"]),
+        "preset": _preset_name(run_config.get("preset", run_config["network_name"])),
+        "preset_config": "$pipeline.presets.load_preset(os.path.join(@bundle_root, 'configs', 'preset.yaml'))",
+        "network_name": run_config["network_name"],
+        "network_kwargs": dict(run_config["network_kwargs"]),
+        "image_size": [int(s) for s in run_config["image_size"]],
+        "in_channels": int(run_config["in_channels"]),
+        "extra_input_channels": list(run_config.get("extra_input_channels", [])),
+        "circle_training": bool(run_config.get("circle_training", False)),
+        "seg_threshold": float(run_config.get("seg_threshold", 0.5)),
+        "output_dir": "$os.path.join(@bundle_root, 'predictions')",
+        "source_run": {k: run_config.get(k) for k in ("bundle", "preset", "datalist", "fold", "seed")},
+    }
+
+
+_DEPLOY_HEADER = """\
+# Deployment pins written by `bmtl export` from the training run's run_config.json: everything training derived from
+# the datalist and the preset is fixed here, so that nothing reads a datalist or a training config.
+# Use with common.yaml and inference.yaml:
+#   python -m monai.bundle run inferring --bundle_root . \\
+#     --config_file "['configs/common.yaml','configs/deploy.yaml','configs/inference.yaml']" \\
+#     --input_dir IN --output_dir OUT
+"""
+
+
+def fill_metadata(template: Mapping[str, Any], run_config: Mapping[str, Any], seg_channels: int = 1,
+                  onnx: bool = False) -> dict[str, Any]:
+    """The bundle's ``metadata.json`` with the run's classes, input channels, sizes and versions filled in."""
+    import monai
+    import numpy
+
+    meta = json.loads(json.dumps(template))
+    classes = list(run_config["classes"])
+    size = [int(s) for s in run_config["image_size"]]
+    in_channels = int(run_config["in_channels"])
+    extra = list(run_config.get("extra_input_channels", []))
+    meta["monai_version"] = monai.__version__
+    meta["pytorch_version"] = torch.__version__.split("+")[0]
+    meta["numpy_version"] = numpy.__version__
+    packages = dict(meta.get("required_packages_version", {}))
+    if onnx:
+        import onnxruntime
+
+        packages["onnxruntime"] = onnxruntime.__version__
+    meta["required_packages_version"] = packages
+    meta["classes"] = classes
+    fmt = meta.setdefault("network_data_format", {})
+    image = fmt.setdefault("inputs", {}).setdefault("image", {})
+    image.update(
+        type="image", num_channels=in_channels, spatial_shape=size, dtype="float32", is_patch_data=False,
+        modality=run_config.get("modality", image.get("modality", "US")),
+        channel_def={str(i): name for i, name in enumerate(["image", *extra][:in_channels])},
+    )
+    image.setdefault("format", "magnitude")
+    image.setdefault("value_range", [0, 1])
+    outputs = fmt.setdefault("outputs", {})
+    seg = outputs.setdefault(Head.SEG.value, {})
+    seg.update(type="image", format="segmentation", num_channels=int(seg_channels), spatial_shape=size,
+               dtype="float32", is_patch_data=False)
+    seg.setdefault("value_range", [])
+    seg["channel_def"] = {"0": "lesion (logit)"} if seg_channels == 1 else {
+        str(i): f"channel {i} (logit)" for i in range(seg_channels)}
+    cls = outputs.setdefault(Head.CLS.value, {})
+    cls.update(type="probabilities", format="classes", num_channels=len(classes), spatial_shape=[len(classes)],
+               dtype="float32", is_patch_data=False,
+               channel_def={str(i): f"{c} (logit)" for i, c in enumerate(classes)})
+    cls.setdefault("value_range", [])
+    meta["deployment"] = {
+        "preset": _preset_name(run_config.get("preset", "")),
+        "network_name": run_config["network_name"],
+        "circle_training": bool(run_config.get("circle_training", False)),
+        "seg_threshold": float(run_config.get("seg_threshold", 0.5)),
+        "exported": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------ config parsing
+def bundle_parser(bundle: str | os.PathLike, files: Sequence[str] = ("common.yaml", "deploy.yaml"),
+                  **overrides: Any):
+    """A MONAI ``ConfigParser`` of ``bundle/configs/<files>`` (missing optional files skipped) with the metadata.
+
+    ``common.yaml`` is required; ``bundle_root`` is set to the bundle folder; ``overrides`` replace config values.
+    """
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle).resolve()
+    configs = root / "configs"
+    if not (configs / "common.yaml").is_file():
+        raise FileNotFoundError(f"{root} is not a bundle: {configs / 'common.yaml'} not found")
+    paths = [str(configs / f) for f in files if (configs / f).is_file()]
+    parser = ConfigParser()
+    parser.read_config(paths)
+    if (configs / "metadata.json").is_file():
+        parser.read_meta(str(configs / "metadata.json"))
+    parser["bundle_root"] = str(root)
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A network state dict from ``path`` with ``torch.load(weights_only=True)``; a training checkpoint holding
+    ``{"network": state_dict, ...}`` (``last.pt``) gives its network entry."""
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
+        state = state["network"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: not a state dict")
+    return dict(state)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------- export
+def export_bundle(
+    bundle: str | os.PathLike,
+    run: str | os.PathLike,
+    output: str | os.PathLike,
+    formats: Sequence[str] = FORMATS,
+    checkpoint: str = "model.pt",
+    atol: float = DEFAULT_ATOL,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Build a self-contained exported bundle from a source bundle and one of its training runs.
+
+    Copies the shared configs, pins the run in ``configs/deploy.yaml``, fills ``metadata.json``, copies the
+    checkpoint to ``models/model.pt``, rebuilds ``export_network`` from the exported configs alone (proving they
+    suffice), and writes ``models/model.ts`` and/or ``models/model.onnx`` after checking parity with the eager network
+    on random and synthetic inputs. On any failure the output folder is removed: no half-exported bundle is left.
+
+    Args:
+        bundle: the source bundle folder (``bundles/breast_us_mtl``).
+        run: the training run folder (its ``output_dir``: ``run_config.json`` and ``models/``).
+        output: the exported bundle folder to create (must not exist or be empty unless ``overwrite``).
+        formats: any of ``"torchscript"``, ``"onnx"``.
+        checkpoint: checkpoint file name in ``run/models`` (``model.pt``: the best; ``last.pt`` also works).
+        atol: parity tolerance on the logits of both heads.
+        overwrite: replace an existing non-empty ``output``.
+
+    Returns:
+        the export report (also written to ``models/export_report.json``).
+
+    Raises:
+        FileNotFoundError: missing bundle, run config or checkpoint.
+        FileExistsError: ``output`` exists and is not empty.
+        ValueError: unknown format; metadata not following the schema.
+        pipeline.export.ExportParityError: an export does not reproduce the eager network.
+    """
+    from pipeline.schemas import validate_metadata
+
+    bundle, run, output = Path(bundle).resolve(), Path(run).resolve(), Path(output).resolve()
+    formats = [f.lower() for f in formats]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if not (bundle / "configs" / "common.yaml").is_file():
+        raise FileNotFoundError(f"{bundle} is not a bundle: configs/common.yaml not found")
+    run_config = load_run_config(run)
+    ckpt = run / "models" / checkpoint
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found")
+    if output == bundle:
+        raise ValueError(f"output {output} must not be the source bundle itself")
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{output} exists and is not empty (use --overwrite to replace it)")
+        shutil.rmtree(output)
+    created = not output.exists()
+    try:
+        report = _export_into(bundle, run, run_config, ckpt, output, formats, atol, validate_metadata)
+    except BaseException:
+        if created or overwrite:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+    return report
+
+
+def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: Path, formats: list[str],
+                 atol: float, validate_metadata) -> dict[str, Any]:
+    configs, models = output / "configs", output / "models"
+    configs.mkdir(parents=True, exist_ok=True)
+    models.mkdir(parents=True, exist_ok=True)
+    for name in COPIED_CONFIGS:
+        source = bundle / "configs" / name
+        if not source.is_file():
+            raise FileNotFoundError(f"{source} not found: the bundle must provide it for deployment")
+        shutil.copy2(source, configs / name)
+    (configs / "preset.yaml").write_text(
+        f"# preset of the exported run ({_preset_name(run_config.get('preset', ''))}), as trained\n"
+        + yaml.safe_dump(run_config["preset_config"], sort_keys=False, width=1000), encoding="utf-8")
+    (configs / "deploy.yaml").write_text(
+        _DEPLOY_HEADER + yaml.safe_dump(deploy_config(run_config), sort_keys=False, width=1000), encoding="utf-8")
+    for name in ("docs/README.md", "LICENSE"):
+        if (bundle / name).is_file():
+            (output / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(bundle / name, output / name)
+
+    # the network from the exported configs alone, with the checkpoint loaded into the export wrapper
+    state = load_state_dict(ckpt)
+    torch.save(state, models / "model.pt")
+    parser = bundle_parser(output, ("common.yaml", "deploy.yaml"))
+    wrapper = parser.get_parsed_content("export_network")
+    if not isinstance(wrapper, ExportWrapper):
+        raise TypeError(f"export_network must be a pipeline.export.ExportWrapper, got {type(wrapper).__name__}")
+    wrapper.load_state_dict(state)
+    wrapper = wrapper.to("cpu").eval()
+    size = [int(s) for s in run_config["image_size"]]
+    inputs = parity_inputs(int(run_config["in_channels"]), size, run_config.get("extra_input_channels", []))
+    with torch.no_grad():
+        seg, _ = wrapper(next(iter(inputs.values())))
+
+    template = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    meta = fill_metadata(template, run_config, seg_channels=int(seg.shape[1]), onnx="onnx" in formats)
+    validate_metadata(meta)
+    (configs / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
+
+    report: dict[str, Any] = {
+        "source_bundle": str(bundle),
+        "source_run": str(run),
+        "checkpoint": {"file": str(ckpt), "sha256": _sha256(models / "model.pt")},
+        "network_name": run_config["network_name"],
+        "image_size": size,
+        "atol": atol,
+        "torch_version": torch.__version__,
+        "parity": {},
+        "files": {"torch": "models/model.pt"},
+    }
+    if "torchscript" in formats:
+        extra = {f"{Path(n).stem}.json": json.dumps(yaml.safe_load((configs / n).read_text())).encode()
+                 for n in ("common.yaml", "deploy.yaml", "inference.yaml")}
+        report["parity"]["torchscript"] = export_torchscript(wrapper, models / "model.ts", inputs, meta=meta,
+                                                             extra_files=extra, atol=atol)
+        report["files"]["torchscript"] = "models/model.ts"
+    if "onnx" in formats:
+        import onnxruntime
+
+        report["parity"]["onnx"] = export_onnx(wrapper, models / "model.onnx", inputs, atol=atol)
+        report["files"]["onnx"] = "models/model.onnx"
+        report["onnxruntime_version"] = onnxruntime.__version__
+    (models / "export_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------- verify
+@dataclass
+class CheckRow:
+    """One line of ``bmtl verify``'s table."""
+
+    check: str
+    expected: str
+    got: str
+    ok: bool
+    detail: str = field(default="")
+
+
+def format_checks(rows: Sequence[CheckRow]) -> str:
+    """A Markdown table of the checks with a PASS/FAIL verdict line."""
+    lines = ["| check | expected | got | result |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        got = r.got + (f" ({r.detail})" if r.detail else "")
+        lines.append(f"| {r.check} | {r.expected} | {got} | {'pass' if r.ok else 'FAIL'} |")
+    failed = sum(not r.ok for r in rows)
+    lines.append("")
+    lines.append("PASS: every check passed" if not failed else f"FAIL: {failed} of {len(rows)} check(s) failed")
+    return "\n".join(lines)
+
+
+def _classes_from_metadata(meta: Mapping[str, Any]) -> list[str]:
+    if isinstance(meta.get("classes"), list):
+        return list(meta["classes"])
+    channel_def = meta["network_data_format"]["outputs"][Head.CLS.value]["channel_def"]
+    return [channel_def[k].replace(" (logit)", "") for k in sorted(channel_def, key=int)]
+
+
+def verify_bundle(bundle: str | os.PathLike, runtimes: Sequence[str] | None = None,
+                  device: str = "cpu") -> list[CheckRow]:
+    """Check a bundle against its metadata, head by head (what MONAI's ``verify_net_in_out`` does for one output).
+
+    1. ``configs/metadata.json`` follows the shipped schema (both heads described);
+    2. the network builds from the configs (``export_network``; an exported bundle's ``deploy.yaml`` pins the run,
+       a source bundle takes its classes from the metadata) and loads ``models/model.pt`` when present;
+    3. for the eager network and every exported model present (``model.ts``, ``model.onnx``), a random input of the
+       metadata's shape ``(1, C, H, W)`` gives ``seg`` of shape ``(1, S, H, W)`` and ``cls`` of shape ``(1, K)`` with
+       the metadata's channel counts and dtypes.
+
+    Args:
+        bundle: bundle folder.
+        runtimes: restrict to some of ``"torch"``, ``"torchscript"``, ``"onnx"`` (default: every one available).
+        device: where to run.
+
+    Returns:
+        the check rows (``all(r.ok for r in rows)`` is the verdict); a failing step adds a failed row and stops
+        only what depends on it.
+    """
+    from pipeline.schemas import metadata_errors
+
+    root = Path(bundle).resolve()
+    rows: list[CheckRow] = []
+    meta_path = root / "configs" / "metadata.json"
+    if not meta_path.is_file():
+        return [CheckRow("metadata.json", "present", "missing", False, str(meta_path))]
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return [CheckRow("metadata.json", "valid JSON", "invalid", False, str(e))]
+    errors = metadata_errors(meta)
+    rows.append(CheckRow("metadata schema", "meta_schema.json", "valid" if not errors else f"{len(errors)} error(s)",
+                         not errors, "; ".join(errors)))
+    if errors:
+        return rows
+
+    fmt = meta["network_data_format"]
+    image, seg_meta, cls_meta = fmt["inputs"]["image"], fmt["outputs"][Head.SEG.value], fmt["outputs"][Head.CLS.value]
+    shape_in = (1, int(image["num_channels"]), *[int(s) for s in image["spatial_shape"]])
+    seg_shape = (1, int(seg_meta["num_channels"]), *[int(s) for s in seg_meta["spatial_shape"]])
+    cls_shape = (1, int(cls_meta["num_channels"]))
+
+    deployed = (root / "configs" / "deploy.yaml").is_file()
+    overrides = {} if deployed else {"classes": _classes_from_metadata(meta), "datalist": ""}
+    try:
+        parser = bundle_parser(root, ("common.yaml", "deploy.yaml"), **overrides)
+        wrapper = parser.get_parsed_content("export_network").to(device).eval()
+        classes = list(parser.get_parsed_content("classes"))
+        in_channels = int(parser.get_parsed_content("in_channels"))
+    except Exception as e:
+        rows.append(CheckRow("build export_network", "builds", "error", False, f"{type(e).__name__}: {e}"))
+        return rows
+    rows.append(CheckRow("build export_network", "builds", type(wrapper.network).__name__, True,
+                         "configs/deploy.yaml" if deployed else "source bundle, random weights"))
+    rows.append(CheckRow("input channels (metadata vs config)", str(shape_in[1]), str(in_channels),
+                         shape_in[1] == in_channels))
+    rows.append(CheckRow("classes (cls channels vs config)", str(cls_shape[1]), f"{len(classes)}: {', '.join(classes)}",
+                         cls_shape[1] == len(classes)))
+
+    available = {"torch": True, "torchscript": (root / "models" / MODEL_FILES["torchscript"]).is_file(),
+                 "onnx": (root / "models" / MODEL_FILES["onnx"]).is_file()}
+    wanted = list(runtimes) if runtimes else [r for r, ok in available.items() if ok]
+    weights = root / "models" / MODEL_FILES["torch"]
+    if "torch" in wanted and weights.is_file():
+        try:
+            wrapper.load_state_dict(load_state_dict(weights))
+            rows.append(CheckRow("load models/model.pt", "loads", "loaded", True, "weights_only=True"))
+        except Exception as e:
+            rows.append(CheckRow("load models/model.pt", "loads", "error", False, f"{type(e).__name__}: {e}"))
+
+    x = torch.rand(shape_in, generator=torch.Generator().manual_seed(0)).to(device)
+    for runtime in wanted:
+        try:
+            if runtime == "torch":
+                model = wrapper
+            elif not available.get(runtime, False):
+                rows.append(CheckRow(f"{runtime}: model file", f"models/{MODEL_FILES[runtime]}", "missing", False))
+                continue
+            elif runtime == "torchscript":
+                model = load_torchscript(root / "models" / MODEL_FILES["torchscript"], device)
+            else:
+                model = OnnxModel(root / "models" / MODEL_FILES["onnx"], device)
+            with torch.no_grad():
+                seg, cls = model(x)
+        except Exception as e:
+            rows.append(CheckRow(f"{runtime}: forward {list(shape_in)}", "runs", "error", False,
+                                 f"{type(e).__name__}: {e}"))
+            continue
+        for head, out, shape, head_meta in ((Head.SEG.value, seg, seg_shape, seg_meta),
+                                            (Head.CLS.value, cls, cls_shape, cls_meta)):
+            rows.append(CheckRow(f"{runtime}: {head} shape", str(list(shape)), str(list(out.shape)),
+                                 tuple(out.shape) == shape))
+            dtype = str(out.dtype).replace("torch.", "")
+            rows.append(CheckRow(f"{runtime}: {head} dtype", head_meta["dtype"], dtype, dtype == head_meta["dtype"]))
+            finite = bool(torch.isfinite(out).all())
+            rows.append(CheckRow(f"{runtime}: {head} finite", "all finite", "yes" if finite else "no", finite))
+    return rows

@@ -1,0 +1,384 @@
+"""`bmtl predict` on exported bundles: mixed inputs (PNG, DICOM file and series, NIfTI 2D/3D, corrupt files), masks
+in the input's geometry, the CSV, bad inputs and exit codes, Grad-CAM, runtimes, refinement, and a fresh process that
+has only the exported folder.
+
+Geometry is checked with a deterministic fake model put into the exported bundle as ``models/model.ts``: its lesion
+logit is ``20 * (intensity - 0.5)``, so the predicted mask is the bright blob of the input, and a mask written in the
+wrong orientation or place misses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.data.synthetic_mr import write_dicom_series
+from pipeline.deploy import export_bundle
+from pipeline.predict import Predictor, discover_inputs, predict
+from tests.integration.conftest import MR_BUNDLE, US_BUNDLE
+from tests.integration.test_export_bundle import make_run
+
+pytestmark = pytest.mark.slow
+US_CLASSES = ["normal", "benign", "malignant"]
+
+
+# --------------------------------------------------------------------------------------------------------- fixtures
+class FakeModel(torch.nn.Module):
+    """seg logit = 20 * (first channel - 0.5); constant class logits."""
+
+    def __init__(self, cls_logits) -> None:
+        super().__init__()
+        self.register_buffer("bias", torch.tensor(cls_logits, dtype=torch.float32))
+
+    def forward(self, x):
+        seg = (x[:, :1] - 0.5) * 20.0
+        cls = x[:, :1].mean(dim=(1, 2, 3))[:, None] * 0.0 + self.bias
+        return seg, cls
+
+
+def with_fake_model(exported: Path, target: Path, cls_logits) -> Path:
+    shutil.copytree(exported, target)
+    (target / "models" / "model.onnx").unlink(missing_ok=True)
+    example = torch.rand(2, 1, 64, 64)
+    torch.jit.save(torch.jit.trace(FakeModel(cls_logits).eval(), example), str(target / "models" / "model.ts"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def us_exported(tmp_path_factory) -> Path:
+    """The US bundle exported (TorchScript + ONNX) from an untrained tiny segresnet_effnet run."""
+    root = tmp_path_factory.mktemp("us_exported")
+    run = make_run(root / "run", "segresnet_effnet")
+    export_bundle(US_BUNDLE, run, root / "exported")
+    return root / "exported"
+
+
+@pytest.fixture(scope="module")
+def us_fake(us_exported, tmp_path_factory) -> Path:
+    return with_fake_model(us_exported, tmp_path_factory.mktemp("us_fake") / "bundle", [0.0, 1.0, 2.0])
+
+
+@pytest.fixture(scope="module")
+def mr_fake(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mr_fake")
+    run = make_run(root / "run", "segresnet_shared", classes=["benign", "malignant"], modality="MR", bundle=MR_BUNDLE)
+    export_bundle(MR_BUNDLE, run, root / "exported", formats=["torchscript"])
+    return with_fake_model(root / "exported", root / "bundle", [0.0, 1.0])
+
+
+# ----------------------------------------------------------------------------------------------------------- inputs
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def blob_png(path: Path, shape=(40, 70), box=(slice(2, 14), slice(48, 66)), rgb=True) -> np.ndarray:
+    """A non-square image with a bright box near the top-right corner; returns the box mask (H, W)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 40, size=shape).astype(np.uint8)
+    mask = np.zeros(shape, bool)
+    mask[box] = True
+    image[mask] = 230
+    Image.fromarray(image).convert("RGB" if rgb else "L").save(path)
+    return mask
+
+
+def cube_volume(shape=(30, 20, 6), box=(slice(0, 9), slice(0, 7), slice(0, 3))) -> tuple[np.ndarray, np.ndarray]:
+    volume = np.zeros(shape, np.int16)
+    volume[box] = 1000
+    return volume, volume > 0
+
+
+# oblique-free but not RAS: array axis 0 -> -y (posterior), axis 1 -> +z, axis 2 -> -x (left); voxel sizes 1.5/2/3
+NON_RAS = np.array([[0.0, 0.0, -3.0, 20.0], [-1.5, 0.0, 0.0, 10.0], [0.0, 2.0, 0.0, -5.0], [0, 0, 0, 1]])
+
+
+def nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    img = nib.Nifti1Image(array, affine)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+    return path
+
+
+def us_dicom(path: Path, shape=(50, 80), box=(slice(35, 48), slice(2, 20)), spacing=(0.1, 0.2),
+             pixels: bool = True) -> np.ndarray:
+    """A single-frame RGB ultrasound DICOM with a bright box near the bottom-left corner."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    mask = np.zeros(shape, bool)
+    mask[box] = True
+    rgb = np.zeros((*shape, 3), np.uint8)
+    rgb[mask] = 220
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # Ultrasound Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientID = "anon"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Rows, ds.Columns = shape
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelSpacing = [str(spacing[0]), str(spacing[1])]
+    if pixels:
+        ds.PixelData = rgb.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return mask
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("mixed") / "inputs"
+    (root / "sub").mkdir(parents=True)
+    truth = {"png": blob_png(root / "a_blob.png")}
+    volume, cube = cube_volume()
+    truth["nifti"] = cube
+    nifti(root / "sub" / "volume.nii.gz", volume, NON_RAS)
+    dicom_affine = np.array([[1.2, 0, 0, -30.0], [0, 0.9, 0, 12.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
+    write_dicom_series(volume, root / "series_01", dicom_affine)
+    truth["series"] = cube
+    truth["dicom"] = us_dicom(root / "us_frame.dcm")
+    slice2d = np.zeros((24, 36), np.float32)
+    slice2d[16:24, 0:10] = 1.0
+    nifti(root / "slice2d.nii.gz", slice2d, np.diag([-0.8, 0.8, 3.0, 1.0]))
+    truth["nifti2d"] = slice2d > 0
+    (root / "broken.png").write_bytes((root / "a_blob.png").read_bytes()[:90])
+    return {"root": root, "truth": truth, "dicom_affine": dicom_affine}
+
+
+# ------------------------------------------------------------------------------------------------------------ tests
+def test_discovery_groups_the_series_and_flags_unknown_types(mixed_folder, tmp_path):
+    items = {i.name: i.kind for i in discover_inputs(mixed_folder["root"])}
+    assert items == {"a_blob": "raster", "broken": "raster", "series_01": "dicom_series", "slice2d": "nifti",
+                     "sub/volume": "nifti", "us_frame": "dicom"}
+    (tmp_path / "x.txt").write_text("x")
+    assert [i.kind for i in discover_inputs(tmp_path / "x.txt")] == ["unsupported"]
+
+
+def test_mixed_folder_masks_keep_the_input_geometry(us_fake, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(mixed_folder["root"]), "--output", str(out),
+                 "--no-progress"]) == 0
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    expected_columns = ["file", "type", "status", "error", "predicted_class", "prob_normal", "prob_benign",
+                        "prob_malignant", "lesion_area_px", "lesion_area_mm2", "lesion_voxels", "lesion_volume_mm3",
+                        "n_slices", "height", "width", "spacing_mm", "refined", "mask", "overlay", "heatmap"]
+    assert list(table.columns) == expected_columns
+    assert len(table) == 6
+    errors = table[table.status == "error"]
+    assert errors.file.map(lambda f: Path(f).name).tolist() == ["broken.png"]
+    assert "truncated" in errors.error.iloc[0]
+    ok = table[table.status == "ok"].set_index(table[table.status == "ok"].file.map(lambda f: Path(f).name))
+    assert (ok.predicted_class == "malignant").all()  # the fake model's constant logits
+    truth = mixed_folder["truth"]
+
+    # PNG: the mask has the image's (H, W) and the box where the image has it (top-right corner)
+    png = np.asarray(Image.open(out / "masks" / "a_blob_mask.png"))
+    assert png.shape == (40, 70) and png.dtype == np.uint8 and set(np.unique(png)) <= {0, 255}
+    assert iou(png, truth["png"]) > 0.8
+    assert png[:20, 35:].sum() > 0 and png[20:, :].sum() == 0 and png[:, :35].sum() == 0
+    assert int(ok.loc["a_blob.png", "height"]) == 40 and int(ok.loc["a_blob.png", "width"]) == 70
+    assert ok.loc["a_blob.png", "lesion_area_mm2"] == ""  # no spacing in a PNG
+
+    # 3D NIfTI with a non-RAS affine: same shape, affine and header; the cube in the input's own voxel order
+    source = nib.load(str(mixed_folder["root"] / "sub" / "volume.nii.gz"))
+    mask = nib.load(str(out / "masks" / "sub" / "volume_mask.nii.gz"))
+    assert mask.shape == source.shape
+    np.testing.assert_allclose(mask.affine, source.affine)
+    assert mask.header.get_zooms() == source.header.get_zooms()
+    assert int(mask.header["sform_code"]) == 1 and int(mask.header["qform_code"]) == 1
+    assert iou(np.asarray(mask.dataobj), truth["nifti"]) > 0.8
+    row = ok.loc["volume.nii.gz"]
+    assert int(row.n_slices) > 1 and int(row.lesion_voxels) > 0 and float(row.lesion_volume_mm3) > 0
+
+    # DICOM series: NIfTI in the series' geometry, array axes (columns, rows, slices)
+    from pipeline.data.sources.volumes import read_dicom_series
+
+    series = read_dicom_series(mixed_folder["root"] / "series_01")
+    mask = nib.load(str(out / "masks" / "series_01_mask.nii.gz"))
+    np.testing.assert_allclose(mask.affine, series.affine, atol=1e-4)
+    assert mask.shape == series.data.shape == truth["series"].shape
+    assert iou(np.asarray(mask.dataobj), truth["series"]) > 0.8
+
+    # single RGB ultrasound DICOM: PNG mask (Rows, Columns), area in mm² from PixelSpacing
+    dcm = np.asarray(Image.open(out / "masks" / "us_frame_mask.png"))
+    assert dcm.shape == (50, 80) and iou(dcm, truth["dicom"]) > 0.8
+    row = ok.loc["us_frame.dcm"]
+    assert float(row.lesion_area_mm2) == pytest.approx(int(row.lesion_area_px) * 0.1 * 0.2, rel=1e-3)
+
+    # 2D NIfTI with a flipped axis: same shape and affine, blob in place
+    source = nib.load(str(mixed_folder["root"] / "slice2d.nii.gz"))
+    mask = nib.load(str(out / "masks" / "slice2d_mask.nii.gz"))
+    assert mask.shape == source.shape == (24, 36)
+    np.testing.assert_allclose(mask.affine, source.affine)
+    assert iou(np.asarray(mask.dataobj), truth["nifti2d"]) > 0.8
+
+    for name in ("a_blob", "sub/volume", "series_01", "us_frame", "slice2d"):
+        assert (out / "overlays" / f"{name}_overlay.png").stat().st_size > 2000
+
+
+def test_mri_bundle_normalises_the_volume_and_keeps_its_geometry(mr_fake, tmp_path):
+    volume, cube = cube_volume(shape=(32, 28, 8), box=(slice(20, 32), slice(0, 8), slice(5, 8)))
+    volume = volume.astype(np.float32) * 3.7 + 250.0  # raw scanner values: normalised per volume first
+    path = nifti(tmp_path / "case.nii", volume, NON_RAS)
+    result = predict(mr_fake, path, tmp_path / "out", progress=False, batch_size=3)  # slices over several batches
+    assert result.exit_code == 0 and result.rows[0]["status"] == "ok"
+    assert result.rows[0]["predicted_class"] == "malignant"
+    mask = nib.load(result.rows[0]["mask"])
+    assert mask.shape == volume.shape
+    np.testing.assert_allclose(mask.affine, NON_RAS)
+    assert iou(np.asarray(mask.dataobj), cube) > 0.8
+
+
+def test_native_resolution_uses_the_sliding_window_at_the_image_size(us_fake, tmp_path):
+    truth = blob_png(tmp_path / "big.png", shape=(100, 150), box=(slice(70, 98), slice(5, 40)), rgb=False)
+    result = predict(us_fake, tmp_path / "big.png", tmp_path / "out", native_resolution=True, progress=False,
+                     overlays=False)
+    mask = np.asarray(Image.open(result.rows[0]["mask"]))
+    assert mask.shape == (100, 150)
+    assert iou(mask, truth) > 0.95  # no resizing: the fake model's mask is the box itself
+
+
+def test_bad_inputs_get_error_rows_and_exit_code_one(us_fake, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(bad / "one_pixel.png")
+    blob_png(tmp_path / "ok.png")
+    (bad / "truncated.png").write_bytes((tmp_path / "ok.png").read_bytes()[:80])
+    (bad / "notes.txt").write_text("not an image")
+    nifti(bad / "dce.nii.gz", np.zeros((8, 8, 4, 3), np.float32), np.eye(4))
+    us_dicom(bad / "no_pixels.dcm", pixels=False)
+    with_nan = np.ones((16, 16), np.float32)
+    with_nan[3, 4] = np.nan
+    nifti(bad / "nan.nii.gz", with_nan, np.eye(4))
+    expected = {
+        "empty.png": "file is empty (0 bytes)",
+        "one_pixel.png": "image is too small (1x1 pixels)",
+        "truncated.png": "truncated",
+        "notes.txt": "unsupported file type '.txt'",
+        "dce.nii.gz": "4D volume (shape (8, 8, 4, 3)",
+        "no_pixels.dcm": "DICOM file without pixel data",
+        "nan.nii.gz": "non-finite pixels (1 NaN, 0 inf)",
+    }
+    out = tmp_path / "out"
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(bad), "--output", str(out),
+                 "--no-progress"]) == 1
+    assert "0 input(s) predicted, 7 failed" in capsys.readouterr().out
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert (table.status == "error").all()
+    got = dict(zip(table.file.map(lambda f: Path(f).name), table.error))
+    assert set(got) == set(expected)
+    for name, problem in expected.items():
+        assert problem in got[name], (name, got[name])
+
+    shutil.copy(tmp_path / "ok.png", bad / "ok.png")  # one good input among the bad ones: exit code 0
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(bad), "--output", str(out),
+                 "--no-progress"]) == 0
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert table.status.tolist().count("ok") == 1 and len(table) == 8
+
+
+def test_output_folder_inside_the_input_is_not_read_back(us_fake, tmp_path):
+    blob_png(tmp_path / "a.png")
+    for _ in range(2):
+        result = predict(us_fake, tmp_path, tmp_path / "predictions", progress=False)
+        assert [Path(r["file"]).name for r in result.rows] == ["a.png"] and result.exit_code == 0
+
+
+def test_usage_errors_exit_two(us_fake, tmp_path, capsys):
+    blob_png(tmp_path / "x.png")
+    assert main(["predict", "--bundle", str(US_BUNDLE), "--input", str(tmp_path / "x.png"), "--output",
+                 str(tmp_path / "o")]) == 2  # a source bundle, not an exported one
+    assert "not an exported bundle" in capsys.readouterr().err
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "missing"), "--output",
+                 str(tmp_path / "o")]) == 2
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "x.png"), "--output",
+                 str(tmp_path / "o"), "--runtime", "onnx"]) == 2  # the fake bundle has no model.onnx
+    assert "model.onnx" in capsys.readouterr().err
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "x.png"), "--output",
+                 str(tmp_path / "o"), "--threshold", "1.5"]) == 2
+
+
+def test_refinement_empties_the_mask_of_an_image_classified_normal(us_exported, tmp_path):
+    bundle = with_fake_model(us_exported, tmp_path / "normal_bundle", [4.0, 0.0, 0.0])
+    blob_png(tmp_path / "img.png")
+    plain = predict(bundle, tmp_path / "img.png", tmp_path / "plain", progress=False, overlays=False).rows[0]
+    refined = predict(bundle, tmp_path / "img.png", tmp_path / "refined", refine=True, progress=False,
+                      overlays=False).rows[0]
+    assert plain["predicted_class"] == "normal" and plain["lesion_area_px"] > 0 and plain["refined"] is False
+    assert refined["refined"] is True and refined["lesion_area_px"] == 0
+    assert np.asarray(Image.open(refined["mask"])).max() == 0
+
+
+def test_gradcam_heatmap_has_the_image_size_and_is_not_constant(us_exported, tmp_path):
+    blob_png(tmp_path / "img.png", shape=(56, 90))
+    result = predict(us_exported, tmp_path / "img.png", tmp_path / "out", explain=True, progress=False)
+    heat = Image.open(result.rows[0]["heatmap"])
+    assert heat.size == (90, 56)  # (W, H) of the input
+    assert np.asarray(heat, dtype=np.float32).std() > 1.0
+    predictor = Predictor(us_exported, explain=True, progress=False)
+    cam = predictor.gradcam(torch.rand(1, 64, 64), class_index=2)
+    assert cam.shape == (64, 64) and cam.std() > 0 and 0.0 <= cam.min() and cam.max() <= 1.0
+
+
+def test_runtimes_agree(us_exported, tmp_path):
+    from pipeline.data.synthetic_us import make_us_case
+
+    image, _ = make_us_case(np.random.default_rng(3), "malignant", size=(72, 96))
+    Image.fromarray(image).save(tmp_path / "case.png")
+    rows = {rt: predict(us_exported, tmp_path / "case.png", tmp_path / rt, runtime=rt, progress=False,
+                        overlays=False).rows[0] for rt in ("torch", "torchscript", "onnx")}
+    masks = {rt: np.asarray(Image.open(r["mask"])) > 0 for rt, r in rows.items()}
+    for rt in ("torchscript", "onnx"):
+        for c in US_CLASSES:
+            assert rows[rt][f"prob_{c}"] == pytest.approx(rows["torch"][f"prob_{c}"], abs=1e-4)
+        assert (masks[rt] != masks["torch"]).mean() < 0.002  # at most a pixel or two at the threshold
+
+
+def test_exported_bundle_runs_alone_in_a_fresh_process(us_fake, mixed_folder, tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "my_bundle"
+    shutil.copytree(us_fake, elsewhere)
+    assert not (elsewhere / "configs" / "train.yaml").exists()
+    assert not any(p.name in ("train.yaml", "evaluate.yaml", "datalist.json") for p in elsewhere.rglob("*"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pipeline.cli", "predict", "--bundle", str(elsewhere), "--input",
+           str(mixed_folder["root"]), "--output", str(tmp_path / "out_cli"), "--no-progress"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5 input(s) predicted, 1 failed" in result.stdout
+    table = pd.read_csv(tmp_path / "out_cli" / "predictions.csv", keep_default_na=False)
+    assert table.status.tolist().count("ok") == 5
+
+    configs = [str(elsewhere / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--bundle_root", str(elsewhere),
+           "--config_file", json.dumps(configs), "--input_dir", str(mixed_folder["root"] / "a_blob.png"),
+           "--output_dir", str(tmp_path / "out_monai"), "--progress", "false", "--overlays", "false"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out_monai" / "predictions.csv", keep_default_na=False)
+    assert table.status.tolist() == ["ok"]
+    cli_mask = np.asarray(Image.open(tmp_path / "out_cli" / "masks" / "a_blob_mask.png"))
+    monai_mask = np.asarray(Image.open(tmp_path / "out_monai" / "masks" / "a_blob_mask.png"))
+    np.testing.assert_array_equal(cli_mask, monai_mask)
