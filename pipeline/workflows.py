@@ -194,7 +194,9 @@ def _log_parent_run(tracking_uri: str, name: str, summary: pd.DataFrame, child_n
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_name = "breast_mtl_cv"
     experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    # artifacts beside the store, not in the current directory (MLflow's default for an sqlite store)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        experiment_name, artifact_location=(output / "mlartifacts").as_uri())
     parent = client.create_run(experiment_id, run_name=f"cv_{name}")
     for key, value in summary.iloc[0].items():
         if isinstance(value, (int, float, np.floating)) and not np.isnan(value):
