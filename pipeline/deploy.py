@@ -204,7 +204,9 @@ def bundle_parser(bundle: str | os.PathLike, files: Sequence[str] = ("common.yam
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A network state dict from ``path`` with ``torch.load(weights_only=True)``; a training checkpoint holding
     ``{"network": state_dict, ...}`` (``last.pt``) gives its network entry."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    from pipeline.handlers.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, map_location="cpu")  # weights_only=True, errors name the file
     if isinstance(state, Mapping) and "network" in state and isinstance(state["network"], Mapping):
         state = state["network"]
     if not isinstance(state, Mapping):

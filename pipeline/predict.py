@@ -623,8 +623,12 @@ class Predictor:
             weights = self.root / "models" / MODEL_FILES["torch"]
             if not weights.is_file():
                 raise FileNotFoundError(f"{weights} not found (needed by the torch runtime and by Grad-CAM)")
+            from pipeline.handlers.checkpoint import check_checkpoint_fits
+
             wrapper = self.parser.get_parsed_content("export_network")
-            wrapper.load_state_dict(load_state_dict(weights))
+            state = load_state_dict(weights)
+            check_checkpoint_fits({"network": state}, {"network": wrapper.network}, weights)  # names the mismatch
+            wrapper.load_state_dict(state)
             self._eager = wrapper.to(self.device).eval()
         return self._eager
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.io import DataError
+from pipeline.data.io import DataError, display_path
 
 __all__ = [
     "ITEM_KEYS",
@@ -52,7 +52,7 @@ class SkipLog:
         """Record ``error`` (or raise it in strict mode)."""
         if self.strict:
             raise error
-        self.rows.append({"path": str(error.path), "problem": error.problem})
+        self.rows.append({"path": display_path(error.path), "problem": error.problem})
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "DataError",
+    "display_path",
     "IMAGE_EXTENSIONS",
     "read_grey",
     "read_mask",
@@ -39,7 +40,13 @@ class DataError(ValueError):
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{display_path(self.path)}: {problem}")
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable text: bytes of a file name that are not valid UTF-8 (a Latin-1 name on Linux, read by
+    Python as surrogate escapes that cannot be printed or written to a UTF-8 file) are shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def _open(path: Path) -> Image.Image:
@@ -54,8 +61,13 @@ def _open(path: Path) -> Image.Image:
             img.load()  # PIL opens lazily: force decoding so a truncated file fails here
     except UnidentifiedImageError:
         raise DataError(path, "not an image Pillow can read (wrong format or corrupt header)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(path, f"unreadable or truncated image ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(path, f"image is too large to be read safely ({e}); a corrupt header or a decompression "
+                              "bomb") from None
+    except MemoryError:
+        raise DataError(path, "image is too large: out of memory while decoding it") from None
+    except Exception as e:  # Pillow's decoders raise many types on corrupt data (struct.error, IndexError, ...)
+        raise DataError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
     if img.width < 2 or img.height < 2:
         raise DataError(path, f"image is too small ({img.width}x{img.height} pixels)")
     return img

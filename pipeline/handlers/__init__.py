@@ -1,8 +1,20 @@
-"""Ignite handlers that MONAI / Ignite do not already have: evaluation report and training history."""
+"""Ignite handlers that MONAI / Ignite do not already have: evaluation report, training history, and the reliability
+handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard)."""
 
 from __future__ import annotations
 
+from pipeline.handlers.checkpoint import SafeCheckpointLoader, SafeCheckpointSaver
+from pipeline.handlers.guards import NanGuard, NonFiniteLossError, ResumeState, SeedEachEpoch
 from pipeline.handlers.history import TrainingHistory
 from pipeline.handlers.report import EvaluationReport
 
-__all__ = ["EvaluationReport", "TrainingHistory"]
+__all__ = [
+    "EvaluationReport",
+    "NanGuard",
+    "NonFiniteLossError",
+    "ResumeState",
+    "SafeCheckpointLoader",
+    "SafeCheckpointSaver",
+    "SeedEachEpoch",
+    "TrainingHistory",
+]
