@@ -2,8 +2,9 @@
 
 Generate a synthetic ultrasound dataset and a synthetic MRI dataset, prepare both through the same ``prepare`` path
 as real data, check the folds, print a summary table; then train the ultrasound bundle's default network on fold 0
-with ``python -m monai.bundle run training``, evaluate it with ``run evaluating``, and print the metric table and where
-the MLflow store and the plots are.
+with ``python -m monai.bundle run training``, evaluate it with ``run evaluating``, export it (TorchScript + ONNX,
+parity-checked) and predict a folder of new synthetic images with the exported bundle; print the metric table and
+where the MLflow store, the plots and the predictions are.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.data.datalist import format_summary
+from pipeline.data.io import write_png
 from pipeline.data.prepare import prepare, prepared_summary
 from pipeline.data.splits import check_splits
 from pipeline.data.synthetic import make_mr_dataset, make_us_dataset
+from pipeline.data.synthetic_us import make_us_case
+from pipeline.deploy import export_bundle
+from pipeline.predict import predict
 from pipeline.workflows import run_bundle
 
 US_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "breast_us_mtl"
@@ -31,17 +38,17 @@ def run_demo(
     """Run the demo into ``output``; returns the process exit code (0 when every step succeeded)."""
     out = Path(output).resolve()
     start = time.perf_counter()
-    print(f"[1/5] synthetic data -> {out}")
+    print(f"[1/6] synthetic data -> {out}")
     us_raw = make_us_dataset(out / "raw" / "us", n=n_us, seed=seed)
     mr_raw = make_mr_dataset(out / "raw" / "mr", n=n_mr, seed=seed)
-    print("[2/5] prepare (the same path as real data)")
+    print("[2/6] prepare (the same path as real data)")
     summaries, datalists = {}, {}
     for name, source, raw in (("synthetic US", "busi", us_raw), ("synthetic MR", "nifti", mr_raw)):
         target = out / "prepared" / ("us" if source == "busi" else "mr")
         prepared, paths = prepare(source, raw, target, seed=seed)
         summaries[name] = prepared_summary(prepared)
         datalists[name] = paths["datalist"]
-    print("[3/5] check splits")
+    print("[3/6] check splits")
     ok = True
     for name, path in datalists.items():
         report = check_splits(json.loads(Path(path).read_text()))
@@ -60,10 +67,10 @@ def run_demo(
                  "seed": seed, "run_name": "demo_us_fold0"}
     if preset:
         overrides["preset"] = preset
-    print(f"\n[4/5] train the ultrasound bundle ({epochs} epochs, fold 0): python -m monai.bundle run training ...")
+    print(f"\n[4/6] train the ultrasound bundle ({epochs} epochs, fold 0): python -m monai.bundle run training ...")
     seconds = run_bundle(US_BUNDLE, "training", overrides)
     print(f"trained in {seconds:.0f} s")
-    print("\n[5/5] evaluate the best checkpoint on fold 0: python -m monai.bundle run evaluating ...")
+    print("\n[5/6] evaluate the best checkpoint on fold 0: python -m monai.bundle run evaluating ...")
     run_bundle(US_BUNDLE, "evaluating", overrides, quiet=True)
     summary = json.loads((run_dir / "eval_val" / "summary.json").read_text())
     print()
@@ -72,6 +79,18 @@ def run_demo(
     print(f"plots         : {run_dir / 'eval_val'} (roc, confusion_matrix, calibration, overlays), "
           f"{run_dir / 'learning_curves.png'}")
     print(f"checkpoints   : {run_dir / 'models'}")
+    print("\n[6/6] export (TorchScript + ONNX, parity-checked) and predict new images with the exported bundle")
+    exported = out / "exported" / "breast_us_mtl"
+    export_bundle(US_BUNDLE, run_dir, exported, overwrite=True)
+    new_images = out / "new_images"
+    new_images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    for i, cls in enumerate(("benign", "malignant", "normal", "malignant")):
+        image, _ = make_us_case(rng, cls, size=(160, 224))  # another size than training: mapped back to it
+        write_png(new_images / f"scan_{i}.png", image)
+    result = predict(exported, new_images, out / "predictions", progress=False)
+    print(f"exported bundle: {exported}")
+    print(f"predictions    : {result.csv_path} ({result.n_ok} images, masks and overlays beside it)")
     print(f"MLflow store  : {run_dir / 'mlruns.db'}")
     print(f"                mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
     print(f"done in {time.perf_counter() - start:.1f} s")
