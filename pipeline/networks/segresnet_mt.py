@@ -251,13 +251,27 @@ def _check_segresnet_args(
     return blocks_down, blocks_up
 
 
-def _check_effnet_args(width: float | None, depth: float, drop_connect_rate: float) -> None:
+def _effnet_classifier(
+    in_channels: int, num_classes: int, input_stride: int, init_filters: int, dropout: float,
+    width: float | None, depth: float, drop_connect_rate: float,
+) -> EfficientNetClassifier:
+    """Check the EfficientNet arguments the three EfficientNet variants share and build their classifier
+    (width ``None``: ``init_filters / 16``, so the default width 16 gives B0)."""
     if width is not None and not float(width) > 0:
         raise ValueError(f"effnet_width must be positive or None, got {width!r}")
     if not float(depth) > 0:
         raise ValueError(f"effnet_depth must be positive, got {depth!r}")
     if not 0.0 <= float(drop_connect_rate) < 1.0:
         raise ValueError(f"drop_connect_rate must be in [0, 1), got {drop_connect_rate!r}")
+    return EfficientNetClassifier(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        input_stride=input_stride,
+        width=init_filters / 16 if width is None else float(width),
+        depth=float(depth),
+        dropout=dropout,
+        drop_connect_rate=drop_connect_rate,
+    )
 
 
 class _SegResNetMultiTask(nn.Module):
@@ -433,21 +447,15 @@ class SegResNetEffNet(_SegResNetMultiTask):
         super().__init__(
             in_channels, seg_channels, num_classes, init_filters, dropout, blocks_down, blocks_up, seg_dropout
         )
-        _check_effnet_args(effnet_width, effnet_depth, drop_connect_rate)
         deepest = len(self.encoder_channels) - 1
         if feature_level is None:
             feature_level = deepest
         if int(feature_level) != feature_level or not 1 <= feature_level <= deepest:
             raise ValueError(f"feature_level must be an integer in 1..{deepest} (or None), got {feature_level!r}")
         self.feature_level = int(feature_level)
-        self.classifier = EfficientNetClassifier(
-            in_channels=self.encoder_channels[self.feature_level],
-            num_classes=self.num_classes,
-            input_stride=2**self.feature_level,
-            width=self.init_filters / 16 if effnet_width is None else float(effnet_width),
-            depth=float(effnet_depth),
-            dropout=dropout,
-            drop_connect_rate=drop_connect_rate,
+        self.classifier = _effnet_classifier(
+            self.encoder_channels[self.feature_level], self.num_classes, 2**self.feature_level, self.init_filters,
+            dropout, effnet_width, effnet_depth, drop_connect_rate,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -508,18 +516,12 @@ class SegResNetEffNetCascade(_SegResNetMultiTask):
         super().__init__(
             in_channels, seg_channels, num_classes, init_filters, dropout, blocks_down, blocks_up, seg_dropout
         )
-        _check_effnet_args(effnet_width, effnet_depth, drop_connect_rate)
         if not isinstance(detach_probability, bool):
             raise ValueError(f"detach_probability must be a bool, got {detach_probability!r}")
         self.detach_probability = detach_probability
-        self.classifier = EfficientNetClassifier(
-            in_channels=self.in_channels + 1,
-            num_classes=self.num_classes,
-            input_stride=1,
-            width=self.init_filters / 16 if effnet_width is None else float(effnet_width),
-            depth=float(effnet_depth),
-            dropout=dropout,
-            drop_connect_rate=drop_connect_rate,
+        self.classifier = _effnet_classifier(
+            self.in_channels + 1, self.num_classes, 1, self.init_filters, dropout, effnet_width, effnet_depth,
+            drop_connect_rate,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -577,15 +579,9 @@ class SegResNetEffNetParallel(_SegResNetMultiTask):
         super().__init__(
             in_channels, seg_channels, num_classes, init_filters, dropout, blocks_down, blocks_up, seg_dropout
         )
-        _check_effnet_args(effnet_width, effnet_depth, drop_connect_rate)
-        self.classifier = EfficientNetClassifier(
-            in_channels=self.in_channels,
-            num_classes=self.num_classes,
-            input_stride=1,
-            width=self.init_filters / 16 if effnet_width is None else float(effnet_width),
-            depth=float(effnet_depth),
-            dropout=dropout,
-            drop_connect_rate=drop_connect_rate,
+        self.classifier = _effnet_classifier(
+            self.in_channels, self.num_classes, 1, self.init_filters, dropout, effnet_width, effnet_depth,
+            drop_connect_rate,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
