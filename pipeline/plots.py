@@ -254,7 +254,8 @@ def plot_learning_curves(history: pd.DataFrame | Sequence[dict[str, Any]], path:
     if df.empty:
         df = pd.DataFrame({epoch_key: []})
     x = df[epoch_key] if epoch_key in df else pd.Series(np.arange(1, len(df) + 1))
-    numeric = [c for c in df.columns if c not in (epoch_key, lr_key) and pd.api.types.is_numeric_dtype(df[c])]
+    skip = (epoch_key, lr_key, "epoch_seconds")  # timing is not a curve to read against the metrics
+    numeric = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
     if loss_keys is None:
         loss_keys = [c for c in numeric if "loss" in c.lower()]
     if metric_keys is None:

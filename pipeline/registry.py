@@ -19,26 +19,33 @@ class NetworkInfo:
     name: str
     builder: Callable[..., nn.Module]
     paper: str
+    tasks: tuple[str, ...] = ("seg", "cls")  # the heads the network learns; single-task baselines learn one
 
 
 _REGISTRY: dict[str, NetworkInfo] = {}
 
 
-def register_network(name: str, paper: str = "") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_network(
+    name: str, paper: str = "", tasks: tuple[str, ...] = ("seg", "cls")
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Class or function decorator that registers a network builder under ``name``.
 
     Args:
         name: registry name, unique.
         paper: short reference of the method the network implements.
+        tasks: the heads the network learns, ``"seg"`` and/or ``"cls"``. Every network returns both heads; a
+            single-task baseline returns a constant for the other one (reports leave that task blank).
 
     Raises:
-        ValueError: when ``name`` is already registered.
+        ValueError: when ``name`` is already registered or ``tasks`` is empty or unknown.
     """
+    if not tasks or not set(tasks) <= {"seg", "cls"}:
+        raise ValueError(f"tasks must be a non-empty subset of ('seg', 'cls'), got {tasks!r}")
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"network name {name!r} is already registered by {_REGISTRY[name].builder!r}")
-        _REGISTRY[name] = NetworkInfo(name=name, builder=builder, paper=paper)
+        _REGISTRY[name] = NetworkInfo(name=name, builder=builder, paper=paper, tasks=tuple(tasks))
         return builder
 
     return decorator

@@ -38,9 +38,10 @@ class TrainingHistory:
 
     On each trainer iteration the loss is read from ``engine.state.output`` (with ``from_engine([loss_key],
     first=True)``, as MONAI's ``StatsHandler`` does: after decollation every per-image dict carries the batch loss);
-    on each epoch a row ``{epoch, train_loss, lr, <validator metrics>}`` is added to ``rows``, ``history.csv`` is
-    rewritten and ``learning_curves.png`` redrawn (loss on the left axis, validation metrics in [0, 1] on the right,
-    learning rate below; epochs without validation leave gaps).
+    on each epoch a row ``{epoch, train_loss, lr, epoch_seconds, <validator metrics>}`` is added to ``rows``
+    (``epoch_seconds``: Ignite's time of the epoch's iterations), ``history.csv`` is rewritten and
+    ``learning_curves.png`` redrawn (loss on the left axis, validation metrics in [0, 1] on the right, learning rate
+    below; epochs without validation leave gaps).
 
     The validator metrics are those of ``validator.state.metrics`` when the validator ran during this trainer epoch
     (e.g. MONAI's ``ValidationHandler`` at ``interval``). Whether this handler is attached before or after the
@@ -116,7 +117,7 @@ class TrainingHistory:
             self._save()
 
     def _val_columns(self, metrics: dict[str, float]) -> dict[str, float]:
-        reserved = {"epoch", "train_loss", "lr"}
+        reserved = {"epoch", "train_loss", "lr", "epoch_seconds"}
         return {(f"val_{k}" if k in reserved else k): v for k, v in metrics.items()}
 
     def _epoch_completed(self, engine: Engine) -> None:
@@ -132,6 +133,8 @@ class TrainingHistory:
             "epoch": epoch,
             "train_loss": self._loss_sum / self._loss_n if self._loss_n else float("nan"),
             "lr": float(self.optimizer.param_groups[0]["lr"]) if self.optimizer is not None else float("nan"),
+            # Ignite's duration of the epoch's iterations (set before EPOCH_COMPLETED fires; validation excluded)
+            "epoch_seconds": float(engine.state.times.get("EPOCH_COMPLETED") or float("nan")),
         }
         row.update(self._val_columns(self._val.get(epoch, {})))
         self.rows.append(row)

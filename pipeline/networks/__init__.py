@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.networks import flexunet_mt, mtil, mtl_oca, nmtnet, segresnet_mt, unetpp_mt  # noqa: F401
+from pipeline.networks import flexunet_mt, mtil, mtl_oca, nmtnet, segresnet_mt, single_task, unetpp_mt  # noqa: F401
 from pipeline.networks.heads import ClassificationHead
 
 __all__ = ["ClassificationHead"]

@@ -82,8 +82,9 @@ def test_history_without_validator_or_optimizer(tmp_path):
     history.attach(trainer)
     trainer.run(range(3), max_epochs=2)
     df = pd.read_csv(tmp_path / "history.csv")
-    assert list(df.columns) == ["epoch", "train_loss", "lr"] and len(df) == 2
+    assert list(df.columns) == ["epoch", "train_loss", "lr", "epoch_seconds"] and len(df) == 2
     assert df["lr"].isna().all()
+    assert (df["epoch_seconds"] >= 0).all()
     assert (tmp_path / "learning_curves.png").exists()
 
 

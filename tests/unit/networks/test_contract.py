@@ -7,7 +7,7 @@ import torch
 
 from pipeline.export import ExportWrapper
 from pipeline.keys import Head
-from pipeline.registry import create_network, list_networks
+from pipeline.registry import create_network, list_networks, network_info
 
 NETWORKS = list_networks()
 SMALL = {"init_filters": 8}  # the width argument every network takes; small keeps the suite fast
@@ -18,18 +18,24 @@ def _build(name: str, **kwargs) -> torch.nn.Module:
     return create_network(name, **{**SMALL, **kwargs})
 
 
-def _joint_loss(out: dict, mask: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    seg = torch.nn.functional.binary_cross_entropy_with_logits(out[Head.SEG], mask)
-    cls = torch.nn.functional.cross_entropy(out[Head.CLS], label)
-    return seg + cls
+def _joint_loss(out: dict, mask: torch.Tensor, label: torch.Tensor, tasks=("seg", "cls")) -> torch.Tensor:
+    """The sum of the losses of the tasks the network learns (a single-task baseline's other head is constant)."""
+    terms = {
+        "seg": lambda: torch.nn.functional.binary_cross_entropy_with_logits(out[Head.SEG], mask),
+        "cls": lambda: torch.nn.functional.cross_entropy(out[Head.CLS], label),
+    }
+    return sum(terms[task]() for task in tasks)
 
 
 def test_registry_lists_the_zoo():
     expected = {
         "segresnet_shared", "segresnet_effnet", "segresnet_effnet_cascade", "segresnet_effnet_parallel",
-        "nmtnet", "mtil", "mtl_oca", "unetpp_mt", "flexunet_mt",
+        "nmtnet", "mtil", "mtl_oca", "unetpp_mt", "flexunet_mt", "segresnet_seg_only", "efficientnet_cls_only",
     }
     assert expected <= set(NETWORKS)
+    assert network_info("segresnet_effnet").tasks == ("seg", "cls")
+    assert network_info("segresnet_seg_only").tasks == ("seg",)
+    assert network_info("efficientnet_cls_only").tasks == ("cls",)
 
 
 def test_unknown_name_lists_the_registered_ones():
@@ -121,7 +127,7 @@ def test_twenty_steps_lower_the_joint_loss(name):
     losses = []
     for _ in range(20):
         opt.zero_grad()
-        loss = _joint_loss(net(x), mask, label)
+        loss = _joint_loss(net(x), mask, label, network_info(name).tasks)
         loss.backward()
         opt.step()
         losses.append(loss.item())
