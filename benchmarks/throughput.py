@@ -151,11 +151,16 @@ def measure_one(kind: str, size: int, datalist: Path, epochs: int) -> dict[str, 
             plain_after = _plain_loop(wf, iterations, repeats=1)
             plain = (plain_before + plain_after) / 2  # the bundle ran between the two: drift cancels
             augmented = _timed_run(_workflow(datalist, Path(tmp) / "b", size, epochs, {"cache_rate": 1.0}))
+            # MONAI's trainer splits every batch output into per-image dicts (decollate) unless told not to
+            other = {"train#trainer#decollate": not wf.parser.get_parsed_content("train#trainer").decollate}
+            other_run = _timed_run(_workflow(datalist, Path(tmp) / "d", size, epochs, {**no_aug, **other}))
             # the per-epoch handlers cost a fixed time per epoch: project the ratio onto a BUS-BRA epoch
             busbra_iterations = 1500 // BATCH[size]
             busbra_epoch_s = busbra_iterations * BATCH[size] / bundle["iteration_ips"] + bundle["epoch_handler_s"]
             result = {"plain_ips": plain, "plain_ips_before_after": [plain_before, plain_after],
                       "bundle": bundle, "bundle_augmented": augmented,
+                      "decollate": wf.parser.get_parsed_content("train#trainer").decollate,
+                      "bundle_other_decollate": other_run,
                       "overhead_ratio": bundle["ips"] / plain,
                       "iteration_overhead_ratio": bundle["iteration_ips"] / plain,
                       "busbra_epoch_overhead_ratio": busbra_iterations * BATCH[size] / busbra_epoch_s / plain}
@@ -197,6 +202,9 @@ def _report(results: dict[str, dict[str, Any]], sizes: list[int]) -> str:
             f"| bundle, with its per-epoch handlers ({b['epoch_handler_s']:.2f} s per epoch: checkpoint, history, "
             f"curves) | {b['ips']:.2f} | {overhead['overhead_ratio']:.3f} |",
             f"| bundle projected on a BUS-BRA epoch (1,500 images) | | {overhead['busbra_epoch_overhead_ratio']:.3f} |",
+            f"| bundle with decollate={not overhead['decollate']} instead of {overhead['decollate']} "
+            f"(iterations only) | {overhead['bundle_other_decollate']['iteration_ips']:.2f} | "
+            f"{overhead['bundle_other_decollate']['iteration_ips'] / overhead['plain_ips']:.3f} |",
             f"| bundle with its augmentation (for reference) | {overhead['bundle_augmented']['ips']:.2f} | |", ""]
     knob_rows = []
     for size in sizes:

@@ -133,9 +133,10 @@ def test_markdown_results_blanks_the_task_a_baseline_does_not_learn():
     ], extra=[("epochs", "epochs")])
     lines = text.splitlines()
     assert len(lines) == 5 and lines[0].startswith("| network | dice |")
-    assert lines[2].count("0.500 (0.400-0.600)") == 8 and "-" not in lines[2].split("|")[4]  # hd95 has 1 digit
+    assert lines[2].count("0.500 (0.400-0.600)") == 8 and lines[2].split("|")[4].strip() == "0.5 (0.4-0.6)"
     seg_only = lines[3].split("|")
-    assert seg_only[1].strip() == "segresnet_seg_only" and seg_only[4].strip() == "-" and seg_only[-2].strip() == "3"
+    assert seg_only[1].strip() == "segresnet_seg_only" and seg_only[5].strip() == "-" and seg_only[-2].strip() == "3"
+    assert seg_only[4].strip() == "0.5 (0.4-0.6)"  # its own task (hd95) is kept
     assert "0.500 ± 0.100" in lines[4] and lines[4].split("|")[2].strip() == "-"
 
 
