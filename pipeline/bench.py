@@ -60,30 +60,36 @@ REPORTED_METRICS = SEG_METRICS + CLS_METRICS
 SHIFTS = ("gain", "speckle")
 
 
-def build_preset_network(
-    preset: str | Mapping[str, Any], in_channels: int = 1, num_classes: int = 2
-) -> torch.nn.Module:
-    """The network of a preset as the bundles build it (circle training wrapper included)."""
+def _config(preset: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
+    return load_preset(preset) if isinstance(preset, (str, os.PathLike)) else dict(preset)
+
+
+def _in_channels(config: Mapping[str, Any]) -> int:
+    """Image plus the preset's extra input channels, as the bundles count them."""
+    return 1 + len(config.get("extra_input_channels", []))
+
+
+def build_preset_network(preset: str | os.PathLike | Mapping[str, Any], num_classes: int = 2) -> torch.nn.Module:
+    """The network of a preset as the bundles build it (extra input channels, circle training wrapper included)."""
     from pipeline.engines import circle_training
 
-    config = load_preset(preset) if isinstance(preset, (str, os.PathLike)) else dict(preset)
-    net = create_network(
-        config["network_name"], **{**config["network_kwargs"], "in_channels": in_channels, "num_classes": num_classes}
-    )
+    config = _config(preset)
+    kwargs = {**config["network_kwargs"], "in_channels": _in_channels(config), "num_classes": num_classes}
+    net = create_network(config["network_name"], **kwargs)
     return circle_training(net) if config.get("circle_training") else net
 
 
 def train_images_per_second(preset: str, size: int = 128, batch: int = 16, steps: int = 3, seed: int = 0) -> float:
     """Training throughput of a preset's network in a plain PyTorch loop (forward, joint loss, backward, AdamW step)
     on random ``(batch, 1, size, size)`` data: images per second, median of ``steps`` steps after one warm-up."""
-    config = load_preset(preset)
+    config = _config(preset)
     torch.manual_seed(seed)
     net = build_preset_network(config).train()
     loss_cfg = config["loss"]
     loss_fn = MultiTaskLoss(make_seg_loss(loss_cfg["seg_loss"]), make_cls_loss(loss_cfg["cls_loss"]),
                             loss_cfg["seg_weight"], loss_cfg["cls_weight"], loss_cfg["aux_weights"])
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x = torch.rand(batch, 1, size, size)
+    x = torch.rand(batch, _in_channels(config), size, size)
     target = {Head.SEG.value: (torch.rand(batch, 1, size, size) > 0.8).float(),
               Head.CLS.value: torch.randint(0, 2, (batch,))}
     times = []
@@ -100,8 +106,9 @@ def train_images_per_second(preset: str, size: int = 128, batch: int = 16, steps
 @torch.no_grad()
 def inference_ms_per_image(preset: str, size: int = 128, repeats: int = 10) -> float:
     """Eval-mode forward time of a preset's network on one ``(1, 1, size, size)`` image, median ms."""
-    net = build_preset_network(preset).eval()
-    x = torch.rand(1, 1, size, size)
+    config = _config(preset)
+    net = build_preset_network(config).eval()
+    x = torch.rand(1, _in_channels(config), size, size)
     net(x)
     times = []
     for _ in range(repeats):

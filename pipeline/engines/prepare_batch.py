@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 
 from pipeline.keys import BatchKey, Head
@@ -19,15 +20,29 @@ class MultiTaskPrepareBatch(PrepareBatch):
         image_key: batch key of the image.
         mask_key: batch key of the lesion mask (becomes ``target["seg"]``, float).
         cls_key: batch key of the class index (becomes ``target["cls"]``, long, shape ``(B,)``).
+        keep_meta: pass ``MetaTensor``s on to the network as they are. Off by default: with a ``MetaTensor`` input
+            every operation of the network (forward and backward) goes through ``MetaTensor.__torch_function__``,
+            which copies metadata per operation (measured in BENCHMARKS.md, "engine overhead"), and nothing
+            downstream needs it: post-processing such as ``Invertd`` reads the metadata from the batch's image.
 
     Raises:
         KeyError: the batch lacks one of the keys (the message lists the batch's keys).
     """
 
     def __init__(
-        self, image_key: str = BatchKey.IMAGE, mask_key: str = BatchKey.LABEL, cls_key: str = BatchKey.CLS
+        self,
+        image_key: str = BatchKey.IMAGE,
+        mask_key: str = BatchKey.LABEL,
+        cls_key: str = BatchKey.CLS,
+        keep_meta: bool = False,
     ) -> None:
         self.image_key, self.mask_key, self.cls_key = str(image_key), str(mask_key), str(cls_key)
+        self.keep_meta = bool(keep_meta)
+
+    def _tensor(self, value: Any) -> torch.Tensor:
+        if isinstance(value, MetaTensor) and not self.keep_meta:
+            return value.as_tensor()
+        return torch.as_tensor(value)
 
     def __call__(
         self,
@@ -40,7 +55,7 @@ class MultiTaskPrepareBatch(PrepareBatch):
         if missing:
             raise KeyError(f"batch has no {missing} key(s); batch keys: {sorted(batchdata)}")
         to = {"device": device, "non_blocking": non_blocking, **kwargs}
-        image = torch.as_tensor(batchdata[self.image_key]).to(**to)
-        mask = torch.as_tensor(batchdata[self.mask_key]).to(**to).float()
-        label = torch.as_tensor(batchdata[self.cls_key]).to(**to).long().view(-1)
+        image = self._tensor(batchdata[self.image_key]).to(**to)
+        mask = self._tensor(batchdata[self.mask_key]).to(**to).float()
+        label = self._tensor(batchdata[self.cls_key]).to(**to).long().view(-1)
         return image, {Head.SEG.value: mask, Head.CLS.value: label}

@@ -31,6 +31,20 @@ def test_prepare_batch_builds_the_target_dict():
         MultiTaskPrepareBatch()({"image": image, "label": image}, device="cpu")
 
 
+def test_prepare_batch_hands_the_network_plain_tensors_unless_asked():
+    from monai.data import MetaTensor
+
+    meta = {"filename_or_obj": ["a.png", "b.png"]}
+    batch = {"image": MetaTensor(torch.rand(2, 1, 8, 8), meta=meta), "label": MetaTensor(torch.ones(2, 1, 8, 8)),
+             "cls": torch.tensor([1, 0])}
+    image, target = MultiTaskPrepareBatch()(batch, device="cpu")
+    assert type(image) is torch.Tensor and type(target["seg"]) is torch.Tensor
+    torch.testing.assert_close(image, batch["image"].as_tensor())
+    assert isinstance(batch["image"], MetaTensor)  # the batch itself keeps its metadata for post-processing
+    kept, _ = MultiTaskPrepareBatch(keep_meta=True)(batch, device="cpu")
+    assert isinstance(kept, MetaTensor) and kept.meta["filename_or_obj"] == ["a.png", "b.png"]
+
+
 def test_inferer_small_image_is_padded_and_cropped_back():
     net = _Net()
     x = torch.rand(1, 1, 50, 60)
