@@ -135,15 +135,22 @@ def joint(metrics: dict[str, Any]) -> float:
 
 
 def log_parent(bench_: Benchmark, params: dict[str, Any], rows: list[dict[str, Any]], files: list[Path]) -> None:
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=bench_.tracking_uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(
         EXPERIMENT, artifact_location=(bench_.output / "mlartifacts").as_uri())
-    parent = client.create_run(experiment_id, run_name=f"benchmark_{params['size']}px_{params['budget_minutes']}min")
+    name = f"benchmark_{params['size']}px_{params['budget_minutes']}min"
+    # a resumed benchmark updates its parent run instead of adding a second one
+    existing = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=1)
+    parent = existing[0] if existing else client.create_run(experiment_id, run_name=name)
     for key, value in params.items():
-        client.log_param(parent.info.run_id, key, str(value)[:500])
+        try:
+            client.log_param(parent.info.run_id, key, str(value)[:500])
+        except MlflowException:  # a resumed benchmark with another value (e.g. the commit): params are immutable
+            client.set_tag(parent.info.run_id, key, str(value)[:500])
     for row in rows:
         for metric in bench.REPORTED_METRICS:
             if metric in row and row[metric] is not None:
@@ -221,8 +228,9 @@ def report(bench_: Benchmark, records: list[dict[str, Any]], best: list[str], co
         pb = bench_.output / "runs" / b / "fold0" / "eval_val" / "per_image.csv"
         if pa.exists() and pb.exists():
             d = bench.paired_bootstrap(pa, pb)[metric]
+            p_text = f"{d['p']:.3f}" if d["p"] > 0 else "< 0.001"  # 1000 resamples, none on the other side of 0
             pair_lines.append(f"| {a} - {b} | {metric} | {d['diff']:+.3f} | {d['lo']:+.3f} to {d['hi']:+.3f} | "
-                              f"{d['p']:.3f} |")
+                              f"{p_text} |")
     if pair_lines:
         lines += ["", "### Multi-task vs single-task on fold 1 (paired bootstrap over the same images)", "",
                   "| comparison | metric | difference | 95 % CI | p |", "|---|---|---:|---:|---:|", *pair_lines]

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=["overhead", "knobs"], choices=["overhead", "knobs"],
                         help="what to measure now; the other results are kept from earlier calls")
     parser.add_argument("--images", type=int, default=None,
-                        help="synthetic images per size (default: 240 at 128², 96 at 256², 40 at 512²)")
+                        help="synthetic images per size (default: 240 at 128², 96 at 256², 24 at 512²)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement (the first is warm-up)")
     parser.add_argument("--data-root", default=str(REPO / "runs" / "throughput_data"))
     parser.add_argument("--results", default=str(REPO / "runs" / "throughput_results.json"),
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])])
     stamp = {"commit": git_commit(), "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
              "hardware": hardware_summary(), "command": f"`{command}`"}
-    default_images = {128: 240, 256: 96, 512: 40}
+    default_images = {128: 240, 256: 96, 512: 24}
     kinds = (["overhead"] if "overhead" in args.only else []) + (list(CONFIGS) if "knobs" in args.only else [])
     for size in args.sizes:
         datalist = make_data(Path(args.data_root), size, args.images or default_images[size])

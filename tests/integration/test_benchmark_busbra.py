@@ -72,7 +72,9 @@ def test_benchmark_runs_networks_baselines_shifts_and_folds(tmp_path, monkeypatc
     assert {r.info.run_name for r in children} >= {"tiny_segresnet_shared_fold0", "tiny_segresnet_shared_fold1",
                                                    "tiny_segresnet_seg_only_fold0"}
 
-    # a second call resumes: nothing is retrained
+    # a second call resumes: nothing is retrained and the parent run is updated, not duplicated
     before = (out / "runs" / "tiny_segresnet_shared" / "fold0" / "models" / "model.pt").stat().st_mtime
     assert script.main(argv) == 0
     assert (out / "runs" / "tiny_segresnet_shared" / "fold0" / "models" / "model.pt").stat().st_mtime == before
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if r.info.run_name.startswith("benchmark_")]) == 1
