@@ -220,8 +220,10 @@ def report(bench_: Benchmark, records: list[dict[str, Any]], best: list[str], co
             lines.append("| " + " | ".join(cells) + " |")
     # paired comparisons against the single-task baselines on the same images
     baselines = {task: [r["preset"] for r in fold0 if tasks_of(r["preset"]) == (task,)] for task in ("seg", "cls")}
+    # the best networks, and the like-for-like ablation: the baselines' own parts trained jointly
+    compared = best + [p for p in ("segresnet_effnet_parallel",) if p in {r["preset"] for r in fold0} and p not in best]
     pairs = [(b, base, metric) for metric, task in (("dice", "seg"), ("auc", "cls")) for base in baselines[task]
-             for b in best]
+             for b in compared]
     pair_lines = []
     for a, b, metric in pairs:
         pa = bench_.output / "runs" / a / "fold0" / "eval_val" / "per_image.csv"
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="every network on every fold (default: on when CUDA is available)")
     parser.add_argument("--shifts", nargs="*", default=list(bench.SHIFTS), choices=bench.SHIFTS)
     parser.add_argument("--report", default=str(REPO / "BENCHMARKS.md"), help="Markdown file whose section is replaced")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing more: report the finished fold-1 runs and whatever other folds are done")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     args.size = args.size or (256 if cuda else 128)
@@ -299,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     shifted = [r for r in records if all_folds or r["preset"] in best or not is_multitask(r["preset"])]
     records = [runner.run(r["preset"], 0, shifts) if r in shifted else r for r in records]
     for preset in presets if all_folds else best:
-        records += [runner.run(preset, f, {}) for f in folds if f != 0]
+        if args.report_only:  # the folds finished so far
+            done = [output / "runs" / preset / f"fold{f}" / "done.json" for f in folds if f != 0]
+            records += [json.loads(p.read_text()) for p in done if p.exists()]
+        else:
+            records += [runner.run(preset, f, {}) for f in folds if f != 0]
 
     table = pd.DataFrame([{**r, **{m: runner.results(r["preset"], r["fold"])[m]["mean"]
                                    for m in bench.REPORTED_METRICS}} for r in records])
