@@ -146,8 +146,10 @@ def log_parent(bench_: Benchmark, params: dict[str, Any], rows: list[dict[str, A
         EXPERIMENT, artifact_location=(bench_.output / "mlartifacts").as_uri())
     name = f"benchmark_{params['size']}px_{params['budget_minutes']}min"
     # a resumed benchmark updates its parent run instead of adding a second one
-    existing = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=1)
+    existing = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=100)
     parent = existing[0] if existing else client.create_run(experiment_id, run_name=name)
+    for duplicate in existing[1:]:  # left by an interrupted run of an older version
+        client.delete_run(duplicate.info.run_id)
     for key, value in params.items():
         try:
             client.log_param(parent.info.run_id, key, str(value)[:500])
