@@ -256,8 +256,8 @@ def report(bench_: Benchmark, records: list[dict[str, Any]], best: list[str], co
             row[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1))}
         cv_rows.append(row)
     if cv_rows:
-        lines += ["", f"### Five-fold cross-validation (folds {', '.join(str(f + 1) for f in folds_all)}), mean ± std "
-                  "over folds", "", bench.markdown_results(cv_rows)]
+        lines += ["", f"### Cross-validation on the official folds ({', '.join(str(f + 1) for f in folds_all)}), "
+                  "mean ± std over the folds each network has finished", "", bench.markdown_results(cv_rows)]
     return "\n".join(lines)
 
 
