@@ -75,7 +75,6 @@ class Benchmark:
         previous = json.loads(done.read_text()) if done.exists() else {}
         if previous and set(shifts) <= set(previous.get("shifts", [])):
             return previous
-        epochs = self.epochs_for(preset, fold)
         overrides = {
             "datalist": str(self.datalist), "fold": fold, "preset": preset, "output_dir": str(run_dir),
             "seed": self.args.seed, "image_size": [self.args.size, self.args.size], "tracking_uri": self.tracking_uri,
@@ -84,6 +83,7 @@ class Benchmark:
         start, trained = time.perf_counter(), False
         if not (run_dir / "models" / "model.pt").exists():
             trained = True
+            epochs = self.epochs_for(preset, fold)  # only training needs the plan (it may measure throughput)
             print(f"[bench] {preset} fold {fold}: training {epochs} epoch(s) ...", flush=True)
             run_bundle(self.args.bundle, "training", {**overrides, "epochs": epochs, "val_interval": epochs},
                        log_file=run_dir / "log_train.txt")
