@@ -162,9 +162,16 @@ def log_parent(bench_: Benchmark, params: dict[str, Any], rows: list[dict[str, A
                                   float(row[metric]["mean"]))
     for path in files:
         client.log_artifact(parent.info.run_id, str(path))
-    # every bundle run of this store's experiment is one of the benchmark's: nest them under the parent (MLflow UI)
-    for run in client.search_runs([experiment_id], max_results=5000):
-        if not run.info.run_name.startswith("benchmark_"):
+    # every bundle run of this store's experiment is one of the benchmark's: nest them under the parent (MLflow UI);
+    # a run retrained (its folder deleted) leaves an older MLflow run of the same name: keep only the newest
+    seen = set()
+    for run in client.search_runs([experiment_id], max_results=5000, order_by=["attributes.start_time DESC"]):
+        if run.info.run_name.startswith("benchmark_"):
+            continue
+        if run.info.run_name in seen:
+            client.delete_run(run.info.run_id)
+        else:
+            seen.add(run.info.run_name)
             client.set_tag(run.info.run_id, "mlflow.parentRunId", parent.info.run_id)
     client.set_terminated(parent.info.run_id)
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from pipeline.keys import Head
 from pipeline.networks.heads import ClassificationHead
-from pipeline.networks.utils import check_common_args, check_input
+from pipeline.networks.utils import EFFNET_BN_MOMENTUM, check_common_args, check_input
 from pipeline.registry import register_network
 
 __all__ = ["FlexUNetMultiTask", "DECODER_WIDTH_MULTIPLIERS"]
@@ -33,7 +33,8 @@ class FlexUNetMultiTask(nn.Module):
     encoder feature; ``init_filters`` sets the decoder width, ``decoder_channels = init_filters * (16, 8, 4, 2, 1)``
     (16 = MONAI's default ``(256, 128, 64, 32, 16)``); the encoder width is fixed by ``backbone``. The EfficientNet
     encoder's own classification layers (1x1 head conv, its batch norm, the 1000-way linear layer), which
-    FlexibleUNet never runs, are removed, so every parameter left is trained.
+    FlexibleUNet never runs, are removed, so every parameter left is trained. The encoder's batch norms use PyTorch's
+    momentum (0.1) instead of MONAI's TF value (0.01), for the reason given at ``EFFNET_BN_MOMENTUM``.
 
     ``pretrained=True`` loads ImageNet weights for the encoder through ``torch.hub`` (``model_zoo.load_url``): the
     file (``efficientnet-b0-355c32eb.pth`` for B0) must already be in the torch hub cache
@@ -101,6 +102,9 @@ class FlexUNetMultiTask(nn.Module):
         encoder._conv_head = nn.Identity()
         encoder._bn1 = nn.Identity()
         encoder._fc = nn.Identity()
+        for module in encoder.modules():  # MONAI's TF momentum (0.01) -> PyTorch's: see EFFNET_BN_MOMENTUM
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = EFFNET_BN_MOMENTUM
 
         deepest = FLEXUNET_BACKBONE.register_dict[backbone]["feature_channel"][-1]
         self.cls_head = ClassificationHead(deepest, self.num_classes, dropout=dropout, hidden=cls_hidden, pool=cls_pool)

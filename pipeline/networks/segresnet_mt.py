@@ -37,7 +37,7 @@ from torch import nn
 
 from pipeline.keys import Head
 from pipeline.networks.heads import ClassificationHead
-from pipeline.networks.utils import SIZE_MULTIPLE, check_common_args, check_input
+from pipeline.networks.utils import EFFNET_BN_MOMENTUM, SIZE_MULTIPLE, check_common_args, check_input
 from pipeline.registry import register_network
 
 __all__ = [
@@ -66,8 +66,8 @@ EFFICIENTNET_B0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 _B0_STEM_CHANNELS = 32
 _B0_HEAD_CHANNELS = 1280
 _B0_SE_RATIO = 0.25
-# EfficientNet's batch-norm settings (TF defaults, as in MONAI's EfficientNet)
-_EFFNET_NORM = ("batch", {"eps": 1e-3, "momentum": 0.01})
+# EfficientNet's batch-norm eps (TF); the momentum is PyTorch's, not TF's (see EFFNET_BN_MOMENTUM)
+_EFFNET_NORM = ("batch", {"eps": 1e-3, "momentum": EFFNET_BN_MOMENTUM})
 # static "same" padding of MBConvBlock is computed for this reference size; for stride 1 it does not depend on the
 # size, for stride 2 only on its parity, so it is right for every input whose sides are multiples of 32
 _REFERENCE_SIZE = 128

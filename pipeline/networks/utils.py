@@ -1,13 +1,19 @@
-"""Argument and input checks shared by every registered network."""
+"""Argument and input checks, and settings, shared by the registered networks."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["check_common_args", "check_input", "SIZE_MULTIPLE"]
+__all__ = ["check_common_args", "check_input", "SIZE_MULTIPLE", "EFFNET_BN_MOMENTUM"]
 
 # Every network downsamples at most 5 times (32x): inputs must have H and W divisible by it.
 SIZE_MULTIPLE = 32
+
+# EfficientNet batch norms use PyTorch's default momentum (as timm does), not TF's 0.01 (MONAI's
+# EfficientNet): at 0.01 the running statistics lag the weights by ~100 steps, and after 2-3 epochs on BUS-BRA's
+# 1,500 images the eval-mode classifier gave one output for every image (AUC 0.52-0.57); re-estimating the statistics
+# of those same weights gave AUC 0.72-0.74 (BENCHMARKS.md, "Batch-norm momentum").
+EFFNET_BN_MOMENTUM = 0.1
 
 
 def check_common_args(in_channels: int, seg_channels: int, num_classes: int, dropout: float) -> None:

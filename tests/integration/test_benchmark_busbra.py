@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -78,3 +79,11 @@ def test_benchmark_runs_networks_baselines_shifts_and_folds(tmp_path, monkeypatc
     assert (out / "runs" / "tiny_segresnet_shared" / "fold0" / "models" / "model.pt").stat().st_mtime == before
     runs = client.search_runs([experiment.experiment_id])
     assert len([r for r in runs if r.info.run_name.startswith("benchmark_")]) == 1
+
+    # a run whose folder is deleted trains again, and its older MLflow run is replaced, not kept beside the new one
+    shutil.rmtree(out / "runs" / "tiny_segresnet_seg_only" / "fold0")
+    assert script.main(argv) == 0
+    assert (out / "runs" / "tiny_segresnet_seg_only" / "fold0" / "done.json").exists()
+    names = [r.info.run_name for r in client.search_runs([experiment.experiment_id])]
+    assert names.count("tiny_segresnet_seg_only_fold0") == 1
+    assert names.count("tiny_segresnet_seg_only_fold0_gain") == 1
