@@ -2,14 +2,16 @@
 
 For each finished bundle run (a folder with ``run_config.json`` and ``models/model.pt``, e.g. one of
 ``benchmarks/busbra.py``'s), scores the model on its validation fold twice: with the running statistics it was saved
-with, then with statistics re-estimated from its training fold (one pass in train mode without gradients, cumulative
-average, as ``torch.optim.swa_utils.update_bn``; the weights are unchanged). A large gap means the statistics lag the
+with, then with statistics re-estimated from its training images, preprocessed but not augmented
+(``torch.optim.swa_utils.update_bn``: one pass in train mode without gradients, cumulative average; the weights are
+unchanged). A large gap means the statistics lag the
 weights (e.g. a small batch-norm momentum after a short training).
 
     python benchmarks/bn_statistics.py runs/bench_busbra/runs/segresnet_effnet/fold0 ...
 
 Prints a Markdown table: AUC (malignant) and mean Dice (threshold 0.5, at the training size, not the images' own size
-as the bundle's evaluation) before and after, and the standard deviation of the malignant probability over the images.
+as the bundle's evaluation) before and after, and the standard deviation of the malignant probability over the images
+("-": a task the network does not learn).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.bench import hardware_summary  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.keys import BatchKey, Head  # noqa: E402
+from pipeline.registry import network_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         saved = score(network, val, config["classes"])
         update_bn(_Images(train), network)
         again = score(network, val, config["classes"])
-        print(f"| {run_dir} | {saved['auc']:.3f} | {again['auc']:.3f} | {saved['dice']:.3f} | "
-              f"{again['dice']:.3f} | {saved['p_std']:.3f} |", flush=True)
+        tasks = network_info(config["network_name"]).tasks  # a single-task baseline's other head is a constant
+        cells = [f"{result[metric]:.3f}" if task in tasks else "-" for task, metric in (("cls", "auc"), ("seg", "dice"))
+                 for result in (saved, again)] + [f"{saved['p_std']:.3f}" if "cls" in tasks else "-"]
+        print(f"| {run_dir} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 
