@@ -4,8 +4,8 @@ For each finished bundle run (a folder with ``run_config.json`` and ``models/mod
 ``benchmarks/busbra.py``'s), scores the model on its validation fold twice: with the running statistics it was saved
 with, then with statistics re-estimated from its training images, preprocessed but not augmented
 (``torch.optim.swa_utils.update_bn``: one pass in train mode without gradients, cumulative average; the weights are
-unchanged). A large gap means the statistics lag the
-weights (e.g. a small batch-norm momentum after a short training).
+unchanged). A large gap means the statistics lag the weights (e.g. a small batch-norm momentum after a short
+training). The positive class is the datalist's last ("malignant"), as in the bundle's evaluation.
 
     python benchmarks/bn_statistics.py runs/bench_busbra/runs/segresnet_effnet/fold0 ...
 

@@ -9,10 +9,10 @@ __all__ = ["check_common_args", "check_input", "SIZE_MULTIPLE", "EFFNET_BN_MOMEN
 # Every network downsamples at most 5 times (32x): inputs must have H and W divisible by it.
 SIZE_MULTIPLE = 32
 
-# EfficientNet batch norms use PyTorch's default momentum (as timm does), not TF's 0.01 (MONAI's
-# EfficientNet): at 0.01 the running statistics lag the weights by ~100 steps, and after 2-3 epochs on BUS-BRA's
-# 1,500 images the eval-mode classifier gave one output for every image (AUC 0.52-0.57); re-estimating the statistics
-# of those same weights gave AUC 0.72-0.74 (BENCHMARKS.md, "Batch-norm momentum").
+# EfficientNet batch norms use PyTorch's default momentum (as timm does), not TF's 0.01 (MONAI's EfficientNet):
+# at 0.01 the running statistics lag the weights by ~100 steps, and after 1-3 epochs on BUS-BRA's 1,500 images the
+# eval-mode classifiers gave one output for every image (AUC 0.49-0.57); re-estimating the statistics of the same
+# weights gave AUC 0.60-0.74 (BENCHMARKS.md, "Batch-norm momentum").
 EFFNET_BN_MOMENTUM = 0.1
 
 

@@ -105,7 +105,7 @@ def test_eval_is_deterministic_and_state_dict_round_trips(name):
 def test_batch_norm_statistics_follow_training_within_an_epoch(name):
     """After 30 steps (a third of a BUS-BRA epoch at batch 16) a batch norm's running statistics must owe at most 5 %
     to their initial values. TF's momentum (0.01, MONAI's EfficientNet default) leaves 74 % and made the eval-mode
-    EfficientNet classifiers give one output for every image after 2-3 epochs (BENCHMARKS.md)."""
+    EfficientNet classifiers give one output for every image after 1-3 epochs (BENCHMARKS.md)."""
     norms = [m for m in _build(name).modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for norm in norms:
         initial_share = 0.0 if norm.momentum is None else (1.0 - norm.momentum) ** 30
