@@ -25,10 +25,10 @@ import datetime as dt
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
-import statistics
 import time
 from pathlib import Path
 from typing import Any
