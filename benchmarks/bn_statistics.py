@@ -17,13 +17,11 @@ as the bundle's evaluation) before and after, and the standard deviation of the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset
 from monai.metrics import DiceMetric
 from monai.transforms import Compose
@@ -34,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.bench import hardware_summary  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
+from pipeline.deploy import bundle_parser, load_run_config, load_state_dict  # noqa: E402
 from pipeline.keys import BatchKey, Head  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
 
@@ -52,15 +51,12 @@ class _Images:
 
 def load_run(run_dir: Path) -> tuple[torch.nn.Module, Compose, dict]:
     """The run's network with its saved weights, the bundle's preprocessing and the run's configuration."""
-    config = json.loads((run_dir / "run_config.json").read_text())
-    configs = REPO / "bundles" / config["bundle"] / "configs"
-    parser = ConfigParser()
-    parser.read_config([str(configs / "common.yaml")])
-    parser.update({"datalist": config["datalist"], "fold": config["fold"], "preset": config["preset"],
-                   "output_dir": str(run_dir), "image_size": config["image_size"]})
+    config = load_run_config(run_dir)
+    parser = bundle_parser(REPO / "bundles" / config["bundle"], ("common.yaml",), datalist=config["datalist"],
+                           fold=config["fold"], preset=config["preset"], output_dir=str(run_dir),
+                           image_size=config["image_size"])
     network = parser.get_parsed_content("network_def")
-    state = torch.load(run_dir / "models" / "model.pt", map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("model", state))
+    network.load_state_dict(load_state_dict(run_dir / "models" / "model.pt"))
     return network, Compose(parser.get_parsed_content("preprocessing_transforms")), config
 
 
