@@ -145,11 +145,11 @@ def log_parent(bench_: Benchmark, params: dict[str, Any], rows: list[dict[str, A
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(
         EXPERIMENT, artifact_location=(bench_.output / "mlartifacts").as_uri())
     name = f"benchmark_{params['size']}px_{params['budget_minutes']}min"
-    # a resumed benchmark updates its parent run instead of adding a second one
-    existing = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=100)
+    # a resumed benchmark updates its (newest) parent run instead of adding a second one
+    newest_first = ["attributes.start_time DESC"]
+    existing = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=1,
+                                  order_by=newest_first)
     parent = existing[0] if existing else client.create_run(experiment_id, run_name=name)
-    for duplicate in existing[1:]:  # left by an interrupted run of an older version
-        client.delete_run(duplicate.info.run_id)
     for key, value in params.items():
         try:
             client.log_param(parent.info.run_id, key, str(value)[:500])
@@ -162,16 +162,16 @@ def log_parent(bench_: Benchmark, params: dict[str, Any], rows: list[dict[str, A
                                   float(row[metric]["mean"]))
     for path in files:
         client.log_artifact(parent.info.run_id, str(path))
-    # every bundle run of this store's experiment is one of the benchmark's: nest them under the parent (MLflow UI);
-    # a run retrained (its folder deleted) leaves an older MLflow run of the same name: keep only the newest
+    # every bundle run of this store's experiment is one of the benchmark's: nest them under the parent (MLflow UI).
+    # Keep only the newest run of each name: a retrained run (its folder deleted) leaves an older bundle run, an
+    # interrupted older version of this script a second parent.
     seen = set()
-    for run in client.search_runs([experiment_id], max_results=5000, order_by=["attributes.start_time DESC"]):
-        if run.info.run_name.startswith("benchmark_"):
-            continue
+    for run in client.search_runs([experiment_id], max_results=5000, order_by=newest_first):
         if run.info.run_name in seen:
             client.delete_run(run.info.run_id)
-        else:
-            seen.add(run.info.run_name)
+            continue
+        seen.add(run.info.run_name)
+        if not run.info.run_name.startswith("benchmark_"):
             client.set_tag(run.info.run_id, "mlflow.parentRunId", parent.info.run_id)
     client.set_terminated(parent.info.run_id)
 
