@@ -25,8 +25,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             options[name] = value
+    test_devices = [d for d in args.test_devices.split(",") if d.strip()] if args.test_devices else None
     prepared, paths = prepare(
-        args.source, args.input, args.output, strict=args.strict, n_folds=args.folds, seed=args.seed, **options
+        args.source, args.input, args.output, strict=args.strict, n_folds=args.folds, seed=args.seed,
+        test_fold=args.test_fold, test_devices=test_devices, **options
     )
     print(format_summary({prepared.name: prepared_summary(prepared)}))
     print(f"\ndatalist: {paths['datalist']}\ndataset:  {paths['dataset']}\nskipped:  {paths['skipped']}")
@@ -191,8 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, type=Path, help="the dataset folder, in its original layout")
     p.add_argument("--output", required=True, type=Path, help="output folder (prepared images, masks, datalist)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input instead of skipping it")
-    p.add_argument("--folds", type=int, default=5, help="number of folds when the source has none (default 5)")
+    p.add_argument("--folds", type=int, default=5,
+                   help="number of folds when the source has none or a test set is held out (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    test = p.add_mutually_exclusive_group()
+    test.add_argument("--test-fold", type=int, default=None,
+                      help="hold this fold out as the test set (busbra: official fold k is k-1); the other patients "
+                      "are split anew into --folds folds for validation")
+    test.add_argument("--test-devices", default=None, metavar="NAMES",
+                      help="comma-separated scanner names (prefixes) held out as the test set, e.g. "
+                      "'Toshiba,U-Systems' (busbra: cross-scanner split); the other patients are split anew")
     p.add_argument("--labels", type=Path, help="udiat: CSV or XLSX with the 'Type' column (default: found in input)")
     p.add_argument("--classes-csv", type=Path, help="nifti/dicom: CSV 'case,class' (default: input/classes.csv)")
     p.add_argument("--axis", type=int, choices=[0, 1, 2], help="nifti/dicom: slicing axis (default 2, axial)")

@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.data.datalist import PreparedDataset, SkipLog, summarize, write_prepared
 from pipeline.data.io import DataError
-from pipeline.data.splits import assign_folds
+from pipeline.data.splits import assign_folds, hold_out_test
 
 __all__ = ["SOURCES", "prepare", "prepared_summary"]
 
@@ -52,6 +52,8 @@ def prepare(
     strict: bool = False,
     n_folds: int = 5,
     seed: int = 0,
+    test_fold: int | None = None,
+    test_devices: list[str] | None = None,
     **options: Any,
 ) -> tuple[PreparedDataset, dict[str, Path]]:
     """Convert ``input_dir`` (layout of ``source``) into ``output_dir`` and write the datalist files.
@@ -63,6 +65,11 @@ def prepare(
         strict: stop at the first bad input instead of skipping it.
         n_folds: folds of the stratified group k-fold (kept as-is when the source ships official folds).
         seed: seed of the fold assignment.
+        test_fold: hold this fold out as the ``test`` section (the source's official fold, BUS-BRA's fold 1 being
+            0, else fold ``test_fold`` of our own ``n_folds``-fold split); the other patients are split anew into
+            ``n_folds`` folds, so fold ``k`` is a validation split drawn from the training patients.
+        test_devices: hold these scanners out as the ``test`` section (prefixes of the ``device`` names, e.g.
+            ``["Toshiba", "U-Systems"]``: a cross-scanner split); the other patients are split anew as above.
         options: source-specific options of the converter (e.g. ``labels``, ``axis``, ``negative_slices``).
 
     Raises:
@@ -84,6 +91,13 @@ def prepare(
             f"no usable item found for source {source!r} ({len(log)} skipped, see {output_dir / 'skipped.csv'})",
         )
     _fill_groups_from_duplicates(prepared.items, output_dir)
+    if test_fold is not None or test_devices:
+        if test_fold is not None and any(item.get("fold") is None for item in prepared.items):
+            assign_folds(prepared.items, n_folds=n_folds, seed=seed)  # no official folds: the test fold is ours
+        prepared.items, held_out = hold_out_test(prepared.items, test_fold=test_fold, test_devices=test_devices)
+        prepared.test = prepared.test + held_out
+        prepared.extra["test_split"] = (f"fold {test_fold}" if test_fold is not None
+                                        else "devices " + ", ".join(test_devices))
     assign_folds(prepared.items, n_folds=n_folds, seed=seed)
     paths = write_prepared(prepared, output_dir)
     return prepared, paths

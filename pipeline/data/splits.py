@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-__all__ = ["assign_folds", "check_splits"]
+__all__ = ["assign_folds", "check_splits", "hold_out_test"]
 
 
 def assign_folds(items: list[dict[str, Any]], n_folds: int = 5, seed: int = 0) -> list[dict[str, Any]]:
@@ -52,6 +52,62 @@ def assign_folds(items: list[dict[str, Any]], n_folds: int = 5, seed: int = 0) -
     for i, fold in enumerate(_fill_empty_folds(groups, folds, n_folds)):
         items[i]["fold"] = fold
     return items
+
+
+def hold_out_test(
+    items: list[dict[str, Any]],
+    *,
+    test_fold: int | None = None,
+    test_devices: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split ``items`` into ``(training, test)`` by patient: a fold or a set of scanners becomes the test set.
+
+    A whole group (patient) goes to the test set when any of its images matches, so no patient straddles the two.
+    The training items lose their ``fold`` (it was drawn with the test patients in it): call :func:`assign_folds`
+    on them to draw the validation folds anew. Test items keep no fold either (the datalist's ``test`` section).
+
+    Args:
+        items: datalist items (``group``; ``fold`` for ``test_fold``; ``device`` for ``test_devices``).
+        test_fold: the fold held out as the test set (e.g. BUS-BRA's official fold 1 is fold 0).
+        test_devices: scanner names held out; an item matches when its ``device`` starts with one of them, case
+            ignored (BUS-BRA writes ``"Toshiba Aplio 300 @12-14 MHz"``; ``"Toshiba"`` matches it).
+
+    Raises:
+        ValueError: neither or both of ``test_fold`` and ``test_devices``; an item without the key needed; a
+            name that matches no item (a typo would otherwise silently give an empty test set); nothing left
+            to train on.
+    """
+    if (test_fold is None) == (not test_devices):
+        raise ValueError("give exactly one of test_fold and test_devices")
+    if test_fold is not None:
+        if any(item.get("fold") is None for item in items):
+            raise ValueError("test_fold needs folds on every item (a source with official folds, e.g. busbra)")
+
+        def matches(item: dict[str, Any]) -> bool:
+            return item["fold"] == test_fold
+
+        if not any(matches(item) for item in items):
+            raise ValueError(f"test_fold {test_fold} matches no item; folds present: "
+                             f"{sorted({item['fold'] for item in items})}")
+    else:
+        wanted = [str(name).strip().lower() for name in test_devices if str(name).strip()]
+        if any(not item.get("device") for item in items):
+            raise ValueError("test_devices needs the scanner of every item ('device'; busbra reads bus_data.csv's "
+                             "Device column)")
+        devices = sorted({str(item["device"]) for item in items})
+        for name in wanted:
+            if not any(d.lower().startswith(name) for d in devices):
+                raise ValueError(f"test device {name!r} matches no item; devices present: {', '.join(devices)}")
+
+        def matches(item: dict[str, Any]) -> bool:
+            return any(str(item["device"]).lower().startswith(name) for name in wanted)
+
+    test_groups = {str(item["group"]) for item in items if matches(item)}
+    training = [dict(item, fold=None) for item in items if str(item["group"]) not in test_groups]
+    test = [{k: v for k, v in item.items() if k != "fold"} for item in items if str(item["group"]) in test_groups]
+    if not training:
+        raise ValueError("the test set takes every patient: nothing is left to train on")
+    return training, test
 
 
 def _fill_empty_folds(groups: list[str], folds: list[int], n_folds: int) -> list[int]:
