@@ -1,8 +1,9 @@
 """Ignite handlers that MONAI / Ignite do not already have: evaluation report, training history, and the reliability
-handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard)."""
+handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard) and the training time budget."""
 
 from __future__ import annotations
 
+from pipeline.handlers.budget import TimeBudget
 from pipeline.handlers.checkpoint import SafeCheckpointLoader, SafeCheckpointSaver
 from pipeline.handlers.guards import NanGuard, NonFiniteLossError, ResumeState, SeedEachEpoch
 from pipeline.handlers.history import TrainingHistory
@@ -16,5 +17,6 @@ __all__ = [
     "SafeCheckpointLoader",
     "SafeCheckpointSaver",
     "SeedEachEpoch",
+    "TimeBudget",
     "TrainingHistory",
 ]

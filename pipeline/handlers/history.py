@@ -39,7 +39,7 @@ class TrainingHistory:
     On each trainer iteration the loss is read from ``engine.state.output`` (with ``from_engine([loss_key],
     first=True)``, as MONAI's ``StatsHandler`` does: after decollation every per-image dict carries the batch loss);
     on each epoch a row ``{epoch, train_loss, lr, epoch_seconds, <validator metrics>}`` is added to ``rows``
-    (``epoch_seconds``: Ignite's time of the epoch's iterations), ``history.csv`` is rewritten and
+    (``epoch_seconds``: Ignite's time of the epoch's iterations; ``val_seconds``: the validation's), ``history.csv`` is rewritten and
     ``learning_curves.png`` redrawn (loss on the left axis, validation metrics in [0, 1] on the right, learning rate
     below; epochs without validation leave gaps).
 
@@ -110,6 +110,10 @@ class TrainingHistory:
             return
         epoch = int(self._trainer.state.epoch)
         metrics = {k: v for k, v in ((k, _as_float(v)) for k, v in validator.state.metrics.items()) if v is not None}
+        # the validation's own duration (a time budget pays for it too)
+        seconds = validator.state.times.get("COMPLETED") or validator.state.times.get("EPOCH_COMPLETED")
+        if seconds is not None:
+            metrics["val_seconds"] = float(seconds)
         self._val[epoch] = metrics
         row = next((r for r in self.rows if r["epoch"] == epoch), None)
         if row is not None:  # the trainer's row of this epoch already exists: fill in its validation

@@ -86,6 +86,27 @@ def test_resume_continues_from_the_saved_epoch(us_datalist, tmp_path):
     assert history["epoch"].tolist() == [1, 2]  # epoch 1 was not trained again
 
 
+def test_time_budget_stops_training_and_resumes_with_its_clock(us_datalist, tmp_path):
+    """--budget_minutes: a budget smaller than one epoch trains one epoch, saves it and stops; the checkpoint holds
+    the spent time, so a resumed run with the same budget trains nothing more."""
+    import torch
+
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    common = dict(datalist=str(us_datalist), preset=str(preset), output_dir=str(tmp_path / "run"),
+                  run_name="budget", use_mlflow=False, budget_minutes=0.001)
+    wf = run_workflow(US_BUNDLE, "training", **common)
+    assert wf.parser.get_parsed_content("max_epochs") == 1000  # the budget, not the epochs, ends the run
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["epoch"].tolist() == [1] and history["val_seconds"].iloc[0] > 0
+    state = torch.load(tmp_path / "run" / "models" / "last.pt", weights_only=True)["time_budget"]
+    assert state["epochs_done"] == 1 and state["elapsed"] > 0.06
+    # the LR followed the budget: the cosine was told the run ends after this epoch
+    assert wf.parser.get_parsed_content("lr_scheduler").t_total == len(wf.parser.get_parsed_content("train#dataloader"))
+    wf = run_workflow(US_BUNDLE, "training", **common)
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 1
+    assert pd.read_csv(tmp_path / "run" / "history.csv")["epoch"].tolist() == [1]
+
+
 @pytest.mark.parametrize("network", list_networks())
 def test_every_network_trains_one_epoch_through_the_bundle(network, us_datalist, tmp_path):
     preset = tiny_preset(tmp_path / "preset.yaml", network=network)
