@@ -574,6 +574,11 @@ class Predictor:
         self.normalisation = str(input_normalisation or get("input_normalisation", "none"))
         self.cam_layer = cam_layer if cam_layer not in (None, "", "null", "None") else get("cam_layer", None)
         self.progress = _flag(progress)
+        self.flip_tta = _flag(get("flip_tta", False))
+        # the bundle's mask cleaning (largest component, hole filling) after our own threshold, as evaluation does
+        from monai.transforms import AsDiscreted
+
+        self.mask_cleaning = [t for t in get("mask_postprocessing", []) if not isinstance(t, AsDiscreted)]
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if not 0.0 < self.threshold < 1.0:
@@ -695,7 +700,7 @@ class Predictor:
     def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from pipeline.engines import MultiTaskInferer
 
-        inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size)
+        inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size, flip_tta=self.flip_tta)
         out = inferer(batch.to(self.device), self.model)
         return out[Head.SEG.value].float().cpu(), out[Head.CLS.value].float().cpu()
 
@@ -709,7 +714,10 @@ class Predictor:
         prob = torch.sigmoid(seg[:1]) if seg.shape[0] == 1 else torch.softmax(seg, 0)[1:2]
         if tuple(prob.shape[-2:]) != tuple(size):
             prob = Resize(spatial_size=size, mode="bilinear", anti_aliasing=False)(prob)
-        mask = torch.as_tensor(prob) >= self.threshold
+        mask = {"pred_seg": (torch.as_tensor(prob) >= self.threshold).float()}
+        for clean in self.mask_cleaning:
+            mask = clean(mask)
+        mask = torch.as_tensor(mask["pred_seg"]) > 0
         probs = torch.softmax(cls, 0)
         refined = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=self.normal_index,
                                     enabled=self.refine)({"pred_seg": mask, "pred_cls": probs})

@@ -28,13 +28,20 @@ class MultiTaskInferer(Inferer):
         sw_batch_size: tiles per forward pass.
         overlap: tile overlap fraction.
         mode: blending of overlapping tiles, ``"gaussian"`` or ``"constant"``.
+        flip_tta: test-time augmentation: also run on the left-right flipped image and average both heads' logits
+            (the flipped segmentation flipped back). Left-right is the flip the training augmentation uses.
 
     Raises:
         ValueError: ``roi_size`` is not two positive integers.
     """
 
     def __init__(
-        self, roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.25, mode: str = "gaussian"
+        self,
+        roi_size: Sequence[int],
+        sw_batch_size: int = 4,
+        overlap: float = 0.25,
+        mode: str = "gaussian",
+        flip_tta: bool = False,
     ) -> None:
         super().__init__()
         roi = tuple(int(s) for s in roi_size)
@@ -42,8 +49,19 @@ class MultiTaskInferer(Inferer):
             raise ValueError(f"roi_size must be two positive integers (H, W), got {roi_size!r}")
         self.roi_size = roi
         self.sliding = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode)
+        self.flip_tta = bool(flip_tta)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        out = self._infer(inputs, network, *args, **kwargs)
+        if not self.flip_tta:
+            return out
+        flipped = self._infer(torch.flip(inputs, dims=(-1,)), network, *args, **kwargs)
+        seg, cls = Head.SEG.value, Head.CLS.value
+        out[seg] = (out[seg] + torch.flip(flipped[seg], dims=(-1,))) / 2
+        out[cls] = (out[cls] + flipped[cls]) / 2
+        return out
+
+    def _infer(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
         h, w = inputs.shape[-2:]
         roi_h, roi_w = self.roi_size
         if h <= roi_h and w <= roi_w:

@@ -68,3 +68,26 @@ def test_inferer_large_image_tiles_seg_and_resizes_for_cls():
 def test_inferer_rejects_bad_roi():
     with pytest.raises(ValueError, match="roi_size"):
         MultiTaskInferer(roi_size=(64,))
+
+
+class _LeftNet(torch.nn.Module):
+    """Seg marks the left half; cls is the mean of the left half, so a flip changes both heads."""
+
+    def forward(self, x):
+        w = x.shape[-1]
+        seg = torch.zeros_like(x[:, :1])
+        seg[..., : w // 2] = 1.0
+        left = x[..., : w // 2].mean(dim=(1, 2, 3))
+        return {"seg": seg, "cls": torch.stack([left, -left], dim=1), "aux": seg}
+
+
+def test_inferer_flip_tta_averages_both_heads():
+    x = torch.zeros(1, 1, 64, 64)
+    x[..., 32:] = 1.0  # bright right half
+    plain = MultiTaskInferer(roi_size=(64, 64))(x, _LeftNet())
+    tta = MultiTaskInferer(roi_size=(64, 64), flip_tta=True)(x, _LeftNet())
+    assert plain["seg"].mean() == 0.5 and plain["cls"][0, 0] == 0.0
+    # the flipped pass marks the right half, flipped back it is the right half: the average is 0.5 everywhere
+    torch.testing.assert_close(tta["seg"], torch.full_like(x, 0.5))
+    torch.testing.assert_close(tta["cls"], torch.tensor([[0.5, -0.5]]))
+    assert "aux" in tta
