@@ -136,15 +136,19 @@ def joint(metrics: dict[str, Any]) -> float:
     return (metrics["dice"]["mean"] + metrics["auc"]["mean"]) / 2
 
 
-def log_parent(bench_: Benchmark, params: dict[str, Any], rows: list[dict[str, Any]], files: list[Path]) -> None:
+def log_parent(bench_: Any, params: dict[str, Any], rows: list[dict[str, Any]], files: list[Path],
+               experiment: str = EXPERIMENT, name: str | None = None) -> None:
+    """One MLflow parent run (``name``, default from the size and budget) in ``experiment`` of ``bench_``'s store:
+    params, one metric per row (``<network>.fold<fold>.<metric>``), ``files`` as artifacts, and every other run of
+    the experiment nested under it (the newest of each name kept)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=bench_.tracking_uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        EXPERIMENT, artifact_location=(bench_.output / "mlartifacts").as_uri())
-    name = f"benchmark_{params['size']}px_{params['budget_minutes']}min"
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=(bench_.output / "mlartifacts").as_uri())
+    name = name or f"benchmark_{params['size']}px_{params['budget_minutes']}min"
     # a resumed benchmark updates its (newest) parent run instead of adding a second one
     newest_first = ["attributes.start_time DESC"]
     existing = client.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'", max_results=1,
@@ -171,7 +175,7 @@ def log_parent(bench_: Benchmark, params: dict[str, Any], rows: list[dict[str, A
             client.delete_run(run.info.run_id)
             continue
         seen.add(run.info.run_name)
-        if not run.info.run_name.startswith("benchmark_"):
+        if run.info.run_id != parent.info.run_id and not run.info.run_name.startswith("benchmark_"):
             client.set_tag(run.info.run_id, "mlflow.parentRunId", parent.info.run_id)
     client.set_terminated(parent.info.run_id)
 

@@ -1,0 +1,326 @@
+"""Recipe benchmark (issue 12): the bundle's default recipe against the plain MONAI reference, at one training budget.
+
+    python benchmarks/recipe.py --data ../shared/data/BUSBRA --output runs/recipe --split A --budget-minutes 20
+    python benchmarks/recipe.py --data ../shared/data/BUSBRA --output runs/recipe --split B --budget-minutes 20 \\
+        --seeds 0 1 2 --rows reference default
+
+Splits (each prepared with ``bmtl prepare --source busbra``; the validation fold is drawn from training patients):
+- ``A`` (in-domain): ``--test-fold 0`` (official fold 1 is the test set), the other patients in 10 folds; training
+  runs on 9 of them and selects its checkpoint on fold 0, never on the test set.
+- ``B`` (cross-scanner, a stand-in for other hospitals): ``--test-devices Toshiba,U-Systems``; training on the two GE
+  scanners, the same 10-fold validation split.
+
+Rows (``ROWS``): ``reference`` is ``benchmarks/reference.py`` (plain MONAI, last epoch, threshold only); every other
+row is the stock bundle (``python -m monai.bundle run training`` with ``--datalist`` and ``--fold`` plus the row's
+overrides) or an evaluation-only variant of a trained row (the same weights, other post-processing). Every row is
+scored by the bundle's ``evaluating`` workflow on the test split (Dice/Jaccard at each image's own size, bootstrap
+95 % CIs) and compared with the reference of the same seed by a paired bootstrap.
+
+Budget: ``--budget-mode epochs`` (default) converts the budget into epochs from each training row's epoch time
+measured in a 2-epoch calibration run (validation included), so the comparison holds when the machine is busy; run
+it on an idle machine (the calibration is what must be idle). ``--budget-mode wall`` passes the budget itself
+(``--budget_minutes`` of the bundle, ``--budget-minutes`` of the reference): only on an idle machine.
+
+Everything is resumable (``done.json`` per run, ``plan.json`` for the calibrations); one MLflow parent run per split
+(``<output>/mlruns.db``) holds every bundle run; ``<output>/results_<split>.csv``; the ``recipe_<split>`` section of
+``BENCHMARKS.md`` is replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from busbra import log_parent  # noqa: E402
+
+from pipeline import bench  # noqa: E402
+from pipeline.data.datalist import split_items  # noqa: E402
+from pipeline.workflows import run_bundle  # noqa: E402
+
+BUNDLE = REPO / "bundles" / "breast_us_mtl"
+EXPERIMENT = "recipe_benchmark"
+SPLITS = {
+    "A": {"test_fold": 0, "title": "split A (in-domain): official fold 1 held out"},
+    "B": {"test_devices": ["Toshiba", "U-Systems"],
+          "title": "split B (cross-scanner): train on GE Logiq 7 + Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
+}
+VAL_FOLDS, VAL_FOLD = 10, 0
+DEFAULT_PRESET = "nmtnet"   # the bundle's (configs/common.yaml), for the inference-time column
+# the plain reference's post-processing: a 0.5 threshold and nothing else
+PLAIN_POST = {"flip_tta": False, "keep_largest_component": False, "fill_holes": False}
+
+
+@dataclass
+class Row:
+    """A benchmark row: ``kind`` reference | bundle (trained) | variant (evaluation-only, of row ``base``)."""
+
+    kind: str
+    note: str
+    train: dict[str, Any] = field(default_factory=dict)   # bundle overrides of training (and evaluation)
+    eval: dict[str, Any] = field(default_factory=dict)    # bundle overrides of evaluation only
+    base: str | None = None
+
+
+ROWS: dict[str, Row] = {
+    "reference": Row("reference", "plain MONAI SegResNet + linear head (benchmarks/reference.py)"),
+    "default": Row("bundle", "the bundle's default recipe, nothing overridden"),
+    "default_no_tta": Row("variant", "default without flip test-time augmentation", eval={"flip_tta": False},
+                          base="default"),
+    "default_no_cleaning": Row("variant", "default without largest component + hole filling",
+                               eval={"keep_largest_component": False, "fill_holes": False}, base="default"),
+    "default_plain_post": Row("variant", "default with the reference's post-processing (threshold only, no TTA)",
+                              eval=PLAIN_POST, base="default"),
+    "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
+                       train={"preset": "segresnet_effnet"}),
+    "shared_recipe": Row("bundle", "the reference's network (segresnet_shared) with the default recipe",
+                         train={"preset": "segresnet_shared"}),
+}
+
+
+class RecipeBenchmark:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.output = Path(args.output).resolve()
+        self.split = args.split
+        self.root = self.output / f"split{self.split}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.output / 'mlruns.db'}"
+        self.plan_path = self.root / "plan.json"
+        self.plan: dict[str, Any] = json.loads(self.plan_path.read_text()) if self.plan_path.exists() else {}
+        self.datalist = self.prepare()
+        self.n_train = len(split_items(self.datalist, VAL_FOLD, "train"))
+        self.n_all = self.n_train + len(split_items(self.datalist, VAL_FOLD, "val"))
+
+    # ---- data
+    def prepare(self) -> Path:
+        if self.args.datalist:
+            return Path(self.args.datalist).resolve()
+        out = self.output / f"data_{self.split}"
+        if not (out / "datalist.json").exists():
+            from pipeline.data.prepare import prepare
+
+            print(f"[recipe] preparing {SPLITS[self.split]['title']} into {out} ...", flush=True)
+            options = {k: v for k, v in SPLITS[self.split].items() if k in ("test_fold", "test_devices")}
+            prepare("busbra", self.args.data, out, n_folds=VAL_FOLDS, **options)
+        return out / "datalist.json"
+
+    def _save_plan(self) -> None:
+        tmp = self.plan_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.plan, indent=1))
+        os.replace(tmp, self.plan_path)
+
+    # ---- budget -> epochs from an idle 2-epoch calibration run of each training configuration
+    def epochs_for(self, name: str) -> int:
+        if self.args.epochs:
+            return self.args.epochs
+        if name not in self.plan:
+            row, calib = ROWS[name], self.root / "calibration" / name
+            print(f"[recipe] {name}: 2-epoch calibration run (keep the machine idle) ...", flush=True)
+            if row.kind == "reference":
+                self.train_reference(calib, epochs=2, seed=0)
+                history = pd.read_csv(calib / "history.csv")
+                seconds = float(history["epoch_seconds"].iloc[-1])
+            else:
+                self.train_bundle(name, calib, {"epochs": 2, "use_mlflow": False}, seed=0)
+                last = pd.read_csv(calib / "history.csv").iloc[-1]
+                seconds = float(last["epoch_seconds"]) + float(last.get("val_seconds", 0.0))
+            self.plan[name] = {"epoch_seconds": round(seconds, 2)}
+            self._save_plan()
+        return max(1, math.floor(self.args.budget_minutes * 60 / self.plan[name]["epoch_seconds"]))
+
+    # ---- training
+    def train_reference(self, run_dir: Path, epochs: int | None, seed: int) -> None:
+        cmd = [sys.executable, str(REPO / "benchmarks" / "reference.py"), "--datalist", str(self.datalist),
+               "--output", str(run_dir), "--seed", str(seed)]
+        cmd += ["--epochs", str(epochs)] if epochs else ["--budget-minutes", str(self.args.budget_minutes)]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "log_train.txt", "w") as log:
+            result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"reference training failed: see {run_dir / 'log_train.txt'}")
+
+    def bundle_overrides(self, name: str, run_dir: Path, seed: int) -> dict[str, Any]:
+        common = {"datalist": str(self.datalist), "fold": VAL_FOLD, "output_dir": str(run_dir), "seed": seed,
+                  "tracking_uri": self.tracking_uri, "experiment_name": f"{EXPERIMENT}_{self.split}",
+                  "run_name": f"{name}_seed{seed}"}
+        if ROWS[name].kind == "reference":  # the reference's own network, size and post-processing
+            return {**common, "preset": "segresnet_shared", **PLAIN_POST}
+        return {**common, **self.args.override, **ROWS[name].train}
+
+    def train_bundle(self, name: str, run_dir: Path, extra: dict[str, Any], seed: int) -> None:
+        run_bundle(BUNDLE, "training", {**self.bundle_overrides(name, run_dir, seed), **extra},
+                   log_file=run_dir / "log_train.txt")
+
+    def train(self, name: str, seed: int) -> Path:
+        run_dir = self.root / "runs" / f"{name}_seed{seed}"
+        done = run_dir / "done.json"
+        if done.exists():
+            return run_dir
+        row = ROWS[name]
+        wall = self.args.budget_mode == "wall"
+        epochs = None if wall else self.epochs_for(name)
+        print(f"[recipe] split {self.split} {name} seed {seed}: training "
+              f"{f'{self.args.budget_minutes} min' if wall else f'{epochs} epochs'} ...", flush=True)
+        start = time.perf_counter()
+        if row.kind == "reference":
+            self.train_reference(run_dir, epochs, seed)
+        else:
+            extra = {"budget_minutes": self.args.budget_minutes} if wall else {"epochs": epochs}
+            self.train_bundle(name, run_dir, extra, seed)
+        history = pd.read_csv(run_dir / "history.csv")
+        n = self.n_all if row.kind == "reference" else self.n_train
+        # the median epoch: robust to an epoch slowed by another job on the machine
+        record = {"epochs": int(history["epoch"].max()), "train_wall_seconds": round(time.perf_counter() - start),
+                  "train_images_per_second": round(n / float(history["epoch_seconds"].median()), 1)}
+        done.write_text(json.dumps(record, indent=1))
+        return run_dir
+
+    # ---- evaluation
+    def evaluate(self, name: str, seed: int, split: str = "test") -> Path:
+        row = ROWS[name]
+        base = row.base or name
+        run_dir = self.root / "runs" / f"{base}_seed{seed}"
+        eval_dir = run_dir / (f"eval_{split}" if row.kind != "variant" else f"eval_{split}_{name}")
+        if (eval_dir / "summary.json").exists():
+            return eval_dir
+        overrides = {**self.bundle_overrides(base, run_dir, seed), **row.eval}
+        overrides.update({"split": split, "eval_dir": str(eval_dir), "run_name": f"{name}_seed{seed}",
+                          "n_bootstrap": 1000 if split == "test" else 0})
+        print(f"[recipe] split {self.split} {name} seed {seed}: evaluating ({split}) ...", flush=True)
+        run_bundle(BUNDLE, "evaluating", overrides, log_file=eval_dir.parent / f"log_{eval_dir.name}.txt")
+        return eval_dir
+
+    def inference_ms(self, name: str) -> float:
+        """Eval-mode forward time per image at 128² (twice for flip TTA)."""
+        base = ROWS[ROWS[name].base or name]
+        plain = base.kind == "reference"
+        preset = "segresnet_shared" if plain else (base.train.get("preset") or self.args.override.get("preset")
+                                                   or DEFAULT_PRESET)
+        key = f"inference_ms:{preset}"
+        if key not in self.plan:
+            self.plan[key] = round(bench.inference_ms_per_image(preset), 2)
+            self._save_plan()
+        tta = {**(PLAIN_POST if plain else {}), **ROWS[name].eval}.get("flip_tta", True)
+        return self.plan[key] * (2 if tta else 1)
+
+    # ---- one split
+    def run(self) -> list[dict[str, Any]]:
+        records = []
+        for seed in self.args.seeds:
+            for name in self.args.rows:
+                row = ROWS[name]
+                if row.kind != "variant":
+                    self.train(name, seed)
+                for split in ("test", "val") if name != "reference" else ("test",):
+                    self.evaluate(name, seed, split)
+        for seed in self.args.seeds:
+            ref_dir = self.root / "runs" / f"reference_seed{seed}" / "eval_test"
+            for name in self.args.rows:
+                eval_dir = self.evaluate(name, seed, "test")
+                base_dir = eval_dir.parent
+                done = json.loads((base_dir / "done.json").read_text())
+                record = {"network": name, "seed": seed, "note": ROWS[name].note, **done,
+                          **bench.read_summary(eval_dir),
+                          "ece": json.loads((eval_dir / "summary.json").read_text())["classification"].get("ece"),
+                          "inference_ms": round(self.inference_ms(name), 1)}
+                val = self.evaluate(name, seed, "val") if name != "reference" else None
+                if val is not None:
+                    v = bench.read_summary(val)
+                    record["val_dice"], record["val_auc"] = round(v["dice"]["mean"], 3), round(v["auc"]["mean"], 3)
+                if name != "reference" and ref_dir.exists():
+                    diff = bench.paired_bootstrap(eval_dir / "per_image.csv", ref_dir / "per_image.csv")
+                    record["vs_ref_dice"] = f"{diff['dice']['diff']:+.3f} ({diff['dice']['lo']:+.3f} to " \
+                                            f"{diff['dice']['hi']:+.3f})"
+                    record["vs_ref_auc"] = f"{diff['auc']['diff']:+.3f} ({diff['auc']['lo']:+.3f} to " \
+                                           f"{diff['auc']['hi']:+.3f})"
+                records.append(record)
+        return records
+
+
+def report(b: RecipeBenchmark, records: list[dict[str, Any]], command: str, started: str) -> str:
+    metrics = (*bench.REPORTED_METRICS,)
+    extra = [("ECE", "ece_fmt"), ("vs ref Dice", "vs_ref_dice"), ("vs ref AUC", "vs_ref_auc"), ("epochs", "epochs"),
+             ("train img/s", "train_images_per_second"), ("infer ms/img", "inference_ms"),
+             ("val Dice", "val_dice"), ("val AUC", "val_auc")]
+    rows = []
+    for r in records:
+        rows.append({**r, "network": f"{r['network']} (seed {r['seed']})",
+                     "ece_fmt": "" if r.get("ece") is None else f"{r['ece']:.3f}"})
+    lines = [
+        f"### Recipe benchmark, {SPLITS[b.split]['title']}",
+        "",
+        f"Command: `{command}`  ",
+        f"Commit {bench.git_commit(REPO)}, {started}, {bench.hardware_summary()}.  ",
+        f"Budget {b.args.budget_minutes} min of training per row ({b.args.budget_mode} mode"
+        + (": epochs from each row's idle 2-epoch calibration, validation included" if b.args.budget_mode == "epochs"
+           else "") + "). Test images scored at their own size; CIs: bootstrap 95 %; 'vs ref': paired bootstrap "
+        "difference against the reference of the same seed. 'val' columns: the validation fold (what the recipe "
+        "choices may be selected on).",
+        "",
+        bench.markdown_results(rows, metrics, extra),
+        "",
+        "Rows: " + "; ".join(f"`{name}`: {ROWS[name].note}" for name in b.args.rows) + ".",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "BUSBRA")
+    parser.add_argument("--output", type=Path, default=Path("runs/recipe"))
+    parser.add_argument("--split", choices=sorted(SPLITS), default="A")
+    parser.add_argument("--budget-minutes", type=float, default=20.0)
+    parser.add_argument("--budget-mode", choices=["epochs", "wall"], default="epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--datalist", type=Path, default=None,
+                        help="a prepared datalist with a test section and a fold 0 (instead of preparing --data)")
+    parser.add_argument("--epochs", type=int, default=None, help="fixed epochs for every row (no calibration)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="bundle value for every bundle row (YAML value), e.g. image_size=[64,64]")
+    parser.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md", help="Markdown file to update")
+    parser.add_argument("--rows", nargs="+", default=["reference", "default", "default_no_tta", "default_no_cleaning",
+                                                      "default_plain_post"], choices=sorted(ROWS))
+    args = parser.parse_args(argv)
+    try:
+        args.override = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.override)}
+    except ValueError:
+        parser.error("--override takes KEY=VALUE")
+    missing = {ROWS[n].base for n in args.rows if ROWS[n].base} - set(args.rows)
+    if missing:
+        parser.error(f"--rows: variants need their trained row too: add {', '.join(sorted(missing))}")
+    started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    command = "python benchmarks/recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    b = RecipeBenchmark(args)
+    records = b.run()
+    frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
+    csv_path = b.output / f"results_{args.split}.csv"
+    frame.to_csv(csv_path.with_suffix(".tmp"), index=False)
+    os.replace(csv_path.with_suffix(".tmp"), csv_path)
+    text = report(b, records, command, started)
+    print(text)
+    bench.replace_section(args.report, f"recipe_{args.split}", text)
+    log_parent(b, {"split": args.split, "budget_minutes": args.budget_minutes, "size": 128,
+                   "budget_mode": args.budget_mode, "commit": bench.git_commit(REPO)},
+               [{**r, "fold": f"{args.split}.seed{r['seed']}"} for r in records], [csv_path],
+               experiment=f"{EXPERIMENT}_{args.split}", name=f"recipe_{args.split}_{args.budget_minutes}min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""benchmarks/recipe.py and benchmarks/reference.py end to end on a tiny synthetic datalist with a test section."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.data.prepare import prepare
+from pipeline.data.synthetic import make_us_dataset
+from pipeline.presets import load_preset
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _load_script():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_recipe", REPO / "benchmarks" / "recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_benchmark_reference_default_variant_report_mlflow(tmp_path, monkeypatch):
+    raw = make_us_dataset(tmp_path / "raw", n=24, seed=0, size=(64, 64))
+    _, paths = prepare("busi", raw, tmp_path / "prepared", n_folds=3, seed=0, test_fold=2)
+    config = load_preset("segresnet_shared")
+    config["network_kwargs"] = {**config["network_kwargs"], "init_filters": 8}
+    config.update(batch_size=4, image_size=[64, 64])
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(config))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out, report = tmp_path / "recipe", tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\nkept text\n")
+    script = _load_script()
+    argv = ["--datalist", str(paths["datalist"]), "--output", str(out), "--epochs", "1", "--override",
+            f"preset={preset}", "--report", str(report), "--rows", "reference", "default", "default_no_tta"]
+    assert script.main(argv) == 0
+
+    runs = out / "splitA" / "runs"
+    results = pd.read_csv(out / "results_A.csv")
+    assert results["network"].tolist() == ["reference", "default", "default_no_tta"]
+    assert (results["epochs"] == 1).all() and results["dice"].between(0, 1).all()
+    assert results["vs_ref_dice"].iloc[0] != results["vs_ref_dice"].iloc[0]  # the reference is not compared to itself
+    assert results["vs_ref_dice"].iloc[1].startswith(("+", "-")) and results["inference_ms"].iloc[1] > 0
+    # the variant is an evaluation of the default's weights, not a training run of its own
+    assert (runs / "default_seed0" / "eval_test_default_no_tta" / "summary.json").exists()
+    assert not (runs / "default_no_tta_seed0").exists()
+    # the reference is a run folder the bundle evaluates: scored by the same protocol on the test split
+    n_test = len(pd.read_csv(runs / "default_seed0" / "eval_test" / "per_image.csv"))
+    assert len(pd.read_csv(runs / "reference_seed0" / "eval_test" / "per_image.csv")) == n_test > 0
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nkept text\n") and "<!-- recipe_A:begin -->" in text
+    assert "| default_no_tta (seed 0) |" in text and "vs ref Dice" in text
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("recipe_benchmark_A")
+    all_runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in all_runs if r.info.run_name.startswith("recipe_A")]
+    children = {r.info.run_name for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert {"default_seed0", "default_seed0_eval_test", "reference_seed0_eval_test",
+            "default_no_tta_seed0_eval_test"} <= children
+
+    before = (runs / "default_seed0" / "models" / "model.pt").stat().st_mtime
+    assert script.main(argv) == 0  # resumes: nothing retrained
+    assert (runs / "default_seed0" / "models" / "model.pt").stat().st_mtime == before
