@@ -86,6 +86,7 @@ ROWS: dict[str, Row] = {
                                eval={"keep_largest_component": False, "fill_holes": False}, base="default"),
     "default_plain_post": Row("variant", "default with the reference's post-processing (threshold only, no TTA)",
                               eval=PLAIN_POST, base="default"),
+    "default_lr2e-3": Row("bundle", "default with learning rate 2e-3", train={"learning_rate": 0.002}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),
     "shared_recipe": Row("bundle", "the reference's network (segresnet_shared) with the default recipe",

@@ -41,7 +41,9 @@ SUMMARY_METRICS = (
 
 
 def _format_override(value: Any) -> str:
-    if isinstance(value, (list, tuple, dict, bool)) or value is None:
+    if isinstance(value, bool):
+        return str(value)  # Python Fire reads True/False as bools; JSON's true/false would arrive as strings
+    if isinstance(value, (list, tuple, dict)) or value is None:
         return json.dumps(value)
     return str(value)
 

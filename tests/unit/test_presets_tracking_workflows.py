@@ -40,7 +40,7 @@ def test_bundle_command_is_the_readme_command(tmp_path):
     assert cmd[1:5] == ["-m", "monai.bundle", "run", "training"]
     assert json.loads(cmd[cmd.index("--config_file") + 1])[-1].endswith("train.yaml")
     assert cmd[cmd.index("--fold") + 1] == "2" and cmd[cmd.index("--image_size") + 1] == "[64, 64]"
-    assert cmd[cmd.index("--use_mlflow") + 1] == "false"
+    assert cmd[cmd.index("--use_mlflow") + 1] == "False"  # a Python literal: Fire reads "false" as a string
     with pytest.raises(ValueError, match="workflow must be one of"):
         bundle_command(US_BUNDLE, "serving")
     with pytest.raises(FileNotFoundError, match="not a bundle folder"):
@@ -59,3 +59,13 @@ def test_compare_builds_one_table_from_cv_summaries(tmp_path):
     assert "| a | 5 | 0.800 ± 0.010 | 0.900 ± 0.020 |" in md
     with pytest.raises(FileNotFoundError, match="run `bmtl cv`"):
         compare([tmp_path / "missing"])
+
+
+def test_switches_must_be_bools():
+    from pipeline.switches import require_bools
+    from pipeline.workflows import _format_override
+
+    require_bools(a=True, b=False, c=0, d=1)
+    with pytest.raises(ValueError, match="--flip_tta 'false' is not a switch: .* --flip_tta False"):
+        require_bools(flip_tta="false")
+    assert _format_override(False) == "False" and _format_override(True) == "True"  # Fire reads these as bools
