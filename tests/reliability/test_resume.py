@@ -29,7 +29,7 @@ def _command(datalist: Path, preset: Path, out: Path, extra: Path) -> list[str]:
     files = [str(configs / "common.yaml"), str(configs / "train.yaml"), str(extra)]
     return [sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", str(configs / "metadata.json"),
             "--config_file", json.dumps(files), "--bundle_root", str(US_BUNDLE), "--datalist", str(datalist),
-            "--preset", str(preset), "--epochs", str(EPOCHS), "--output_dir", str(out), "--use_mlflow", "false"]
+            "--preset", str(preset), "--epochs", str(EPOCHS), "--output_dir", str(out), "--use_mlflow", "False"]
 
 
 def _extra_config(path: Path, marker: Path) -> Path:
