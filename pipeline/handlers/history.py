@@ -39,9 +39,9 @@ class TrainingHistory:
     On each trainer iteration the loss is read from ``engine.state.output`` (with ``from_engine([loss_key],
     first=True)``, as MONAI's ``StatsHandler`` does: after decollation every per-image dict carries the batch loss);
     on each epoch a row ``{epoch, train_loss, lr, epoch_seconds, <validator metrics>}`` is added to ``rows``
-    (``epoch_seconds``: Ignite's time of the epoch's iterations; ``val_seconds``: the validation's), ``history.csv`` is rewritten and
-    ``learning_curves.png`` redrawn (loss on the left axis, validation metrics in [0, 1] on the right, learning rate
-    below; epochs without validation leave gaps).
+    (``epoch_seconds``: Ignite's time of the epoch's iterations; ``val_seconds``: the validation's), ``history.csv``
+    is rewritten and ``learning_curves.png`` redrawn (loss on the left axis, validation metrics in [0, 1] on the
+    right, learning rate below; epochs without validation leave gaps).
 
     The validator metrics are those of ``validator.state.metrics`` when the validator ran during this trainer epoch
     (e.g. MONAI's ``ValidationHandler`` at ``interval``). Whether this handler is attached before or after the
