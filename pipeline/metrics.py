@@ -1,4 +1,4 @@
-"""Metrics of both heads, following the conventions in DESIGN.md.
+"""Metrics of both heads, following the conventions in docs/ARCHITECTURE.md.
 
 Segmentation (MONAI metrics, per image, lesion channel, prediction thresholded at 0.5): Dice and Jaccard with
 ``ignore_empty=False`` -- an image with an empty truth scores 1 when the prediction is empty too, else 0 (how
