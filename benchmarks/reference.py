@@ -151,7 +151,8 @@ def main() -> None:
     write_run_config(args.output, {
         "bundle": "reference", "modality": datalist["modality"], "preset": PRESET, "preset_config": preset,
         "network_name": preset["network_name"], "network_kwargs": preset["network_kwargs"], "in_channels": 1,
-        "num_classes": len(classes), "classes": classes, "image_size": list(SIZE), "extra_input_channels": [],
+        "num_classes": len(classes), "classes": classes, "image_size": list(SIZE), "resize_mode": "area",
+        "extra_input_channels": [],
         "circle_training": False, "seg_threshold": 0.5, "datalist": str(args.datalist), "fold": args.exclude_fold,
         "seed": args.seed, "epochs": epoch, "train_seconds": round(train_seconds, 1),
         "train_images_per_second": round(epoch * (n // batch) * batch / train_seconds, 2),

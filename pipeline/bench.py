@@ -24,6 +24,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
+from pipeline.atomic import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.data.datalist import load_datalist, split_items
 from pipeline.keys import Head
 from pipeline.losses import MultiTaskLoss, make_cls_loss, make_seg_loss
@@ -169,13 +170,14 @@ def write_shifted_datalist(
         with Image.open(item["image"]) as img:
             grey = np.asarray(img.convert("L"))
         name = Path(item["image"]).name
-        Image.fromarray(shift_image(grey, kind, rng)).save(output / "images" / name)
+        with atomic_path(output / "images" / name, fsync=False) as tmp:  # bulk output: atomic, no flush per file
+            Image.fromarray(shift_image(grey, kind, rng)).save(tmp)
         items.append({**item, "image": f"images/{name}", "source": f"{item.get('source', '')}+{kind}"})
     shifted = {key: value for key, value in source.items() if key not in ("training", "test")}
     shifted.update({"training": items, "test": [],
                     "description": f"{source.get('description', '')} fold {fold} test images with shift {kind!r}"})
     path = output / "datalist.json"
-    path.write_text(json.dumps(shifted, indent=1))
+    write_json_atomic(path, shifted, indent=1, default=None)
     return path
 
 
@@ -288,7 +290,7 @@ def replace_section(path: str | os.PathLike, name: str, text: str) -> None:
         content = head + block + rest.split(end, 1)[1]
     else:
         content = (content.rstrip() + "\n\n" if content.strip() else "") + block + "\n"
-    path.write_text(content, encoding="utf-8")
+    write_text_atomic(path, content)  # a kill mid-write must not truncate the rest of the document
 
 
 def hardware_summary() -> str:

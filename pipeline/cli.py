@@ -99,6 +99,33 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.workflows import train_run
+
+    overrides = dict(_parse_overrides(args.override))
+    overrides["fold"] = args.fold
+    for name in ("preset", "seed", "epochs", "budget_minutes"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    output = args.output or Path("runs") / f"{args.preset or 'default'}_fold{args.fold}"
+    run = train_run(args.datalist, output, bundle_dir=args.bundle, overrides=overrides, quiet=args.quiet)
+    print(f"\nrun:     {run}\nhistory: {run / 'history.csv'}\nlog:     {run / 'train.log'}")
+    print(f"next:    bmtl evaluate --run {run}")
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.workflows import evaluate_run, format_metrics
+
+    eval_dir = evaluate_run(args.run, split=args.split, datalist=args.datalist, eval_dir=args.output,
+                            overrides=dict(_parse_overrides(args.override)), quiet=not args.verbose)
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    print(format_metrics(summary, split={"val": "validation"}.get(args.split, args.split)))
+    print(f"\nper image: {eval_dir / 'per_image.csv'}\nsummary:   {eval_dir / 'summary.json'}")
+    print(f"log:       {Path(args.run).resolve() / 'evaluate.log'}")
+    return EXIT_OK
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pipeline.workflows import markdown_table, compare
 
@@ -175,11 +202,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _cmd_log_model(args: argparse.Namespace) -> int:
+    import shutil
+
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.mlflow_model import log_bundle_model, serve_command
+
+    try:
+        uri = log_bundle_model(args.bundle, tracking_uri=args.tracking_uri, run_id=args.run_id,
+                               register_name=args.register_model)
+    except MlflowException as e:  # unknown run id, unreachable server, ...
+        print(f"error: {e.message}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"model: {uri}")
+    if args.register_model:
+        print(f"registered: models:/{args.register_model}/latest")
+    print(f"serve: MLFLOW_TRACKING_URI={args.tracking_uri} {serve_command(uri)}")
+    if shutil.which("uvicorn") is None:  # mlflow starts the HTTP server by name
+        print(f"       with {Path(sys.executable).parent} on PATH (mlflow runs `uvicorn` from there)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bmtl",
         description="Breast tumour segmentation + classification with MONAI: data preparation, networks, demo.",
     )
+    from pipeline import __version__
+
+    parser.add_argument("--version", action="version", version=f"bmtl (breast-mtl) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -255,6 +307,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="input size for the forward-time column (default 128)")
     p.add_argument("--repeats", type=int, default=5, help="timed forward passes per network (median reported)")
     p.set_defaults(func=_cmd_networks)
+
+    p = sub.add_parser(
+        "train",
+        help="train one run with a bundle (python -m monai.bundle run training), log in RUN/train.log",
+        description="Train one model through the bundle's training workflow (the same as `python -m monai.bundle "
+        "run training ...`). The bundle defaults to the project's bundle for the datalist's modality. A run folder "
+        "that already holds checkpoints resumes. The values given here are recorded in RUN/train_args.json, so "
+        "`bmtl evaluate --run RUN` scores the run with the same values.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl train --datalist /tmp/busbra/datalist.json --fold 0 --budget-minutes 20 "
+        "--output runs/busbra_fold0\n"
+        "         bmtl train --datalist D --preset segresnet_shared --override learning_rate=2e-3 --override "
+        "flip_tta=false",
+    )
+    p.add_argument("--datalist", required=True, type=Path, help="a datalist.json made by `bmtl prepare`")
+    p.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: by the datalist's modality)")
+    p.add_argument("--fold", type=int, default=0, help="validation fold; the other folds train (default 0)")
+    p.add_argument("--preset", default=None, help="network preset from configs/ (default: the bundle's)")
+    p.add_argument("--output", type=Path, default=None, help="run folder (default runs/<preset>_fold<k>)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the bundle's)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="wall-clock training budget, validation included; the LR schedule follows it")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the bundle's, 0)")
+    p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="write the training output to RUN/train.log only")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained run (python -m monai.bundle run evaluating): metrics with CIs, plots, per-image CSV",
+        description="Evaluate a run's best checkpoint (models/model.pt) on its validation fold, the test split or a "
+        "whole datalist, with the run's own values (RUN/train_args.json or run_config.json). Masks are scored at "
+        "each image's own size; summary.json holds bootstrap 95% CIs. Log: RUN/evaluate.log.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl evaluate --run runs/busbra_fold0 --split test",
+    )
+    p.add_argument("--run", required=True, type=Path, help="a training run folder (made by `bmtl train`)")
+    p.add_argument("--split", choices=["val", "test", "all"], default="val",
+                   help="val: the run's validation fold (default); test: the datalist's test split; all: every item")
+    p.add_argument("--datalist", type=Path, default=None, help="another prepared datalist (default: the run's)")
+    p.add_argument("--output", type=Path, default=None, help="evaluation folder (default RUN/eval_<split>)")
+    p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
+    p.add_argument("--verbose", action="store_true", help="stream the evaluation output")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "cv",
@@ -360,6 +456,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "log-model",
+        help="log an exported bundle as an MLflow pyfunc model (image in; mask and class probabilities out)",
+        description="Log an exported bundle as an MLflow model: a pyfunc taking a column 'image' of image files "
+        "(base64 in JSON) and returning prob_<class>, predicted_class, mask_png (base64 PNG, 0/255, the input's size), "
+        "height and width, with its signature, an input example, the pipeline package as code and the project's "
+        "requirements. `mlflow models serve` then serves it with no other code.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl log-model --bundle exported/breast_us_mtl --tracking-uri sqlite:///runs/mlruns.db "
+        "--register-model breast_us_mtl\n"
+        "         mlflow models serve -m runs:/<run_id>/model --env-manager local -p 5001",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="exported bundle folder (made by `bmtl export`)")
+    p.add_argument("--tracking-uri", required=True, help="MLflow tracking store (sqlite:///mlruns.db, http://...)")
+    p.add_argument("--run-id", default=None, help="log into this run (e.g. the training run; default: a new run)")
+    p.add_argument("--register-model", default=None, metavar="NAME", help="also register the model under NAME")
+    p.set_defaults(func=_cmd_log_model)
     return parser
 
 

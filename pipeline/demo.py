@@ -24,11 +24,11 @@ from pipeline.data.synthetic import make_mr_dataset, make_us_dataset
 from pipeline.data.synthetic_us import make_us_case
 from pipeline.deploy import export_bundle
 from pipeline.predict import predict
-from pipeline.workflows import run_bundle
+from pipeline.workflows import format_metrics, run_bundle
 
 US_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "breast_us_mtl"
 
-__all__ = ["run_demo", "format_metrics"]
+__all__ = ["run_demo"]
 
 
 def run_demo(
@@ -95,23 +95,3 @@ def run_demo(
     print(f"                mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
-
-
-def format_metrics(summary: dict) -> str:
-    """The metric table of an evaluation ``summary.json`` (value and bootstrap 95% CI)."""
-    rows = [("metric", "value", "95% CI")]
-    seg, cls = summary["segmentation"], summary["classification"]
-    for key in ("dice", "jaccard"):
-        ci = seg[key].get("ci95") or [float("nan")] * 2
-        rows.append((key, f"{seg[key]['mean']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"))
-    if seg["hd95"].get("mean") is not None:
-        rows.append(("hd95 (px)", f"{seg['hd95']['mean']:.1f}", ""))
-    for key in ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity"):
-        value = cls.get(key)
-        ci = (cls.get("ci95") or {}).get(key)
-        rows.append((key, "n/a" if value is None else f"{value:.3f}",
-                     f"{ci[0]:.3f}-{ci[1]:.3f}" if ci and None not in ci else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"{summary['n_images']} validation images\n" + "\n".join(lines)

@@ -21,6 +21,10 @@ Exported bundle layout (``bmtl export --bundle bundles/breast_us_mtl --run RUN_D
 
 The folder needs no training config, no datalist and no training run: ``bmtl predict --bundle EXPORT_DIR ...`` and
 ``python -m monai.bundle run inferring`` work from it alone (see ``pipeline.predict``).
+
+The bundle is built and checked in a hidden sibling folder and only then swapped in (``pipeline.atomic.atomic_dir``):
+an export that fails or is interrupted leaves the previous bundle as it was. ``models/export_report.json`` is written
+last and marks a complete export: ``bmtl predict`` refuses a bundle without it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 import torch
 import yaml
 
+from pipeline.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 from pipeline.export import (
     DEFAULT_ATOL,
     ExportWrapper,
@@ -52,6 +57,7 @@ from pipeline.keys import Head
 __all__ = [
     "FORMATS",
     "COPIED_CONFIGS",
+    "EXPORT_REPORT",
     "CheckRow",
     "load_run_config",
     "deploy_config",
@@ -67,6 +73,7 @@ FORMATS = ("torchscript", "onnx")
 COPIED_CONFIGS = ("common.yaml", "inference.yaml", "logging.conf")
 RUN_CONFIG = "run_config.json"
 MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
+EXPORT_REPORT = "export_report.json"  # in models/, written last: the completion marker of an export
 
 
 # ------------------------------------------------------------------------------------------------------ run config
@@ -106,6 +113,8 @@ def deploy_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
         "network_name": run_config["network_name"],
         "network_kwargs": dict(run_config["network_kwargs"]),
         "image_size": [int(s) for s in run_config["image_size"]],
+        # runs from before `resize_mode` existed were trained on area-resized images
+        "resize_mode": str(run_config.get("resize_mode", "area")),
         "in_channels": int(run_config["in_channels"]),
         "extra_input_channels": list(run_config.get("extra_input_channels", [])),
         "circle_training": bool(run_config.get("circle_training", False)),
@@ -237,7 +246,9 @@ def export_bundle(
     Copies the shared configs, pins the run in ``configs/deploy.yaml``, fills ``metadata.json``, copies the
     checkpoint to ``models/model.pt``, rebuilds ``export_network`` from the exported configs alone (proving they
     suffice), and writes ``models/model.ts`` and/or ``models/model.onnx`` after checking parity with the eager network
-    on random and synthetic inputs. On any failure the output folder is removed: no half-exported bundle is left.
+    on random and synthetic inputs, then ``models/export_report.json``. All of it happens in a hidden sibling folder
+    that replaces ``output`` only once complete: on any failure it is removed and ``output`` (a previous bundle, with
+    ``overwrite``) is left untouched.
 
     Args:
         bundle: the source bundle folder (``bundles/breast_us_mtl``).
@@ -246,7 +257,7 @@ def export_bundle(
         formats: any of ``"torchscript"``, ``"onnx"``.
         checkpoint: checkpoint file name in ``run/models`` (``model.pt``: the best; ``last.pt`` also works).
         atol: parity tolerance on the logits of both heads.
-        overwrite: replace an existing non-empty ``output``.
+        overwrite: replace an existing non-empty ``output`` (once the new bundle is complete).
 
     Returns:
         the export report (also written to ``models/export_report.json``).
@@ -254,7 +265,8 @@ def export_bundle(
     Raises:
         FileNotFoundError: missing bundle, run config or checkpoint.
         FileExistsError: ``output`` exists and is not empty.
-        ValueError: unknown format; metadata not following the schema.
+        ValueError: unknown format; metadata not following the schema; ``output`` is the source bundle or holds it or
+            the run (replacing it would delete them).
         pipeline.export.ExportParityError: an export does not reproduce the eager network.
     """
     from pipeline.schemas import validate_metadata
@@ -272,18 +284,19 @@ def export_bundle(
         raise FileNotFoundError(f"checkpoint {ckpt} not found")
     if output == bundle:
         raise ValueError(f"output {output} must not be the source bundle itself")
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{output} exists and is not empty (use --overwrite to replace it)")
-        shutil.rmtree(output)
-    created = not output.exists()
-    try:
-        report = _export_into(bundle, run, run_config, ckpt, output, formats, atol, validate_metadata)
-    except BaseException:
-        if created or overwrite:
-            shutil.rmtree(output, ignore_errors=True)
-        raise
-    return report
+    for source, what in ((bundle, "source bundle"), (run, "training run")):
+        if output in source.parents or output == source:
+            raise ValueError(f"output {output} holds the {what} {source}: replacing it would delete it")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output} exists and is not empty (use --overwrite to replace it)")
+    # built and checked beside output, swapped in only when complete: a failure keeps the previous bundle
+    with atomic_dir(output) as staging:
+        return _export_into(bundle, run, run_config, ckpt, staging, formats, atol, validate_metadata)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copy2(source, tmp)
 
 
 def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: Path, formats: list[str],
@@ -295,20 +308,20 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
         source = bundle / "configs" / name
         if not source.is_file():
             raise FileNotFoundError(f"{source} not found: the bundle must provide it for deployment")
-        shutil.copy2(source, configs / name)
-    (configs / "preset.yaml").write_text(
-        f"# preset of the exported run ({_preset_name(run_config.get('preset', ''))}), as trained\n"
-        + yaml.safe_dump(run_config["preset_config"], sort_keys=False, width=1000), encoding="utf-8")
-    (configs / "deploy.yaml").write_text(
-        _DEPLOY_HEADER + yaml.safe_dump(deploy_config(run_config), sort_keys=False, width=1000), encoding="utf-8")
+        _copy_atomic(source, configs / name)
+    write_text_atomic(configs / "preset.yaml",
+                      f"# preset of the exported run ({_preset_name(run_config.get('preset', ''))}), as trained\n"
+                      + yaml.safe_dump(run_config["preset_config"], sort_keys=False, width=1000))
+    write_text_atomic(configs / "deploy.yaml",
+                      _DEPLOY_HEADER + yaml.safe_dump(deploy_config(run_config), sort_keys=False, width=1000))
     for name in ("docs/README.md", "LICENSE"):
         if (bundle / name).is_file():
-            (output / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(bundle / name, output / name)
+            _copy_atomic(bundle / name, output / name)
 
     # the network from the exported configs alone, with the checkpoint loaded into the export wrapper
     state = load_state_dict(ckpt)
-    torch.save(state, models / "model.pt")
+    with atomic_path(models / MODEL_FILES["torch"]) as tmp:
+        torch.save(state, tmp)
     parser = bundle_parser(output, ("common.yaml", "deploy.yaml"))
     wrapper = parser.get_parsed_content("export_network")
     if not isinstance(wrapper, ExportWrapper):
@@ -323,7 +336,7 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
     template = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     meta = fill_metadata(template, run_config, seg_channels=int(seg.shape[1]), onnx="onnx" in formats)
     validate_metadata(meta)
-    (configs / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
+    write_json_atomic(configs / "metadata.json", meta, indent=4, default=None)
 
     report: dict[str, Any] = {
         "source_bundle": str(bundle),
@@ -348,7 +361,7 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
         report["parity"]["onnx"] = export_onnx(wrapper, models / "model.onnx", inputs, atol=atol)
         report["files"]["onnx"] = "models/model.onnx"
         report["onnxruntime_version"] = onnxruntime.__version__
-    (models / "export_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(models / EXPORT_REPORT, report, default=None)  # last: marks the export complete
     return report
 
 

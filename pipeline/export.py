@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.atomic import atomic_path
+from pipeline.data.io import DataError
 from pipeline.keys import Head
 
 __all__ = [
@@ -236,7 +238,8 @@ def export_torchscript(
 ) -> dict[str, dict[str, float]]:
     """Trace ``wrapper`` (``torch.jit.trace`` through MONAI's ``convert_to_torchscript``), save it with ``meta`` as
     MONAI's ``metadata.json`` extra file (``save_net_with_metadata``, the format ``ckpt_export`` writes), load it back
-    and check parity. Nothing is left at ``path`` when parity fails.
+    and check parity. The file is written and checked under a temporary name and renamed to ``path`` only when parity
+    holds (``pipeline.atomic``): a failed export leaves ``path`` as it was.
 
     Args:
         wrapper: an ``ExportWrapper`` (or any module returning ``(seg, cls)``), on CPU.
@@ -255,28 +258,49 @@ def export_torchscript(
     from monai.data.torchscript_utils import save_net_with_metadata
     from monai.networks.utils import convert_to_torchscript
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = wrapper.eval()
     example = next(iter(inputs.values()))
     with _quiet():
         traced = convert_to_torchscript(wrapper, inputs=[example], use_trace=True, verify=False, check_trace=False)
-        save_net_with_metadata(traced, str(path), include_config_vals=True, meta_values=dict(meta or {}),
-                               more_extra_files=dict(extra_files or {}))
-    try:
-        report = check_parity(wrapper, load_torchscript(path), inputs, atol=atol, name="TorchScript")
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # only a model that passed the parity check becomes ``path``
+        with _quiet():
+            # save_net_with_metadata adds ".ts" only to a name without extension: the temporary name keeps its own
+            save_net_with_metadata(traced, str(tmp), include_config_vals=True, meta_values=dict(meta or {}),
+                                   more_extra_files=dict(extra_files or {}))
+        report = check_parity(wrapper, load_torchscript(tmp), inputs, atol=atol, name="TorchScript")
     return report
 
 
+def _unreadable(path: str | os.PathLike, what: str, error: BaseException) -> DataError:
+    """The error for a model file that does not load: names the file, the loader's first line, and the fix."""
+    lines = str(error).strip().splitlines()
+    detail = lines[0].strip().split(". ", 1)[0][:300] if lines else ""  # torch appends paragraphs of advice
+    return DataError(path, f"not a readable {what} model (truncated or corrupt file? re-export the bundle with "
+                           f"`bmtl export ... --overwrite`): {type(error).__name__}: {detail}")
+
+
+def _jit_load(path: str | os.PathLike, device: str | torch.device, **kwargs: Any) -> torch.jit.ScriptModule:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"TorchScript model {path} not found")
+    if path.stat().st_size == 0:
+        raise DataError(path, "TorchScript model file is empty (0 bytes): an interrupted export? re-export the bundle")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(str(path), map_location=device, **kwargs)
+    except (RuntimeError, ValueError, OSError, EOFError) as e:  # torch's message alone does not name the file
+        raise _unreadable(path, "TorchScript", e) from None
+
+
 def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """Load a TorchScript model (no training code needed), in eval mode on ``device``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = torch.jit.load(str(path), map_location=device)
-    return model.eval()
+    """Load a TorchScript model (no training code needed), in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        pipeline.data.io.DataError: an empty, truncated or corrupt file (the message names it).
+    """
+    return _jit_load(path, device).eval()
 
 
 def read_torchscript_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -284,9 +308,7 @@ def read_torchscript_metadata(path: str | os.PathLike) -> dict[str, Any]:
     from monai.data.torchscript_utils import METADATA_FILENAME
 
     files = {METADATA_FILENAME: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    _jit_load(path, "cpu", _extra_files=files)
     return json.loads(files[METADATA_FILENAME] or "{}")
 
 
@@ -303,7 +325,8 @@ def export_onnx(
     The export uses MONAI's ``convert_to_onnx`` with torch's dynamo exporter and ``external_data=False`` (every
     weight inside the one ``.onnx`` file). The graph has one input ``"image"`` ``(batch, C, H, W)`` and two outputs
     ``"seg"`` and ``"cls"``; the batch axis is dynamic, the spatial size is the one of the inputs (the training size:
-    predictions resize to it, and sliding-window tiles have it). Nothing is left at ``path`` when parity fails.
+    predictions resize to it, and sliding-window tiles have it). The file is written and checked under a temporary
+    name and renamed to ``path`` only when parity holds: a failed export leaves ``path`` as it was.
 
     Raises:
         ExportParityError: ONNX Runtime does not reproduce the eager network.
@@ -316,24 +339,19 @@ def export_onnx(
             __import__(module)
         except ImportError as e:
             raise ImportError(f"ONNX export needs {module}: pip install 'breast-mtl[onnx]'") from e
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = wrapper.eval()
     example = next(iter(inputs.values()))
     dynamic = {ONNX_INPUT: {0: "batch"}, ONNX_OUTPUTS[0]: {0: "batch"}, ONNX_OUTPUTS[1]: {0: "batch"}}
-    with _quiet():
-        convert_to_onnx(wrapper, [example], input_names=[ONNX_INPUT], output_names=list(ONNX_OUTPUTS),
-                        dynamic_axes=dynamic, filename=str(path), opset_version=opset_version, verify=False,
-                        use_trace=True, dynamo=True, external_data=False, verbose=False)
-    sidecar = path.with_name(path.name + ".data")
-    if sidecar.exists():  # pragma: no cover - external_data=False keeps the weights inside
-        sidecar.unlink()
-        raise RuntimeError(f"ONNX export wrote external data beside {path}; expected one file")
-    try:
-        report = check_parity(wrapper, OnnxModel(path), inputs, atol=atol, name="ONNX Runtime")
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # only a model that passed the parity check becomes ``path``
+        with _quiet():
+            convert_to_onnx(wrapper, [example], input_names=[ONNX_INPUT], output_names=list(ONNX_OUTPUTS),
+                            dynamic_axes=dynamic, filename=str(tmp), opset_version=opset_version, verify=False,
+                            use_trace=True, dynamo=True, external_data=False, verbose=False)
+        sidecar = tmp.with_name(tmp.name + ".data")
+        if sidecar.exists():  # pragma: no cover - external_data=False keeps the weights inside
+            sidecar.unlink()
+            raise RuntimeError(f"ONNX export wrote external data beside {path}; expected one file")
+        report = check_parity(wrapper, OnnxModel(tmp), inputs, atol=atol, name="ONNX Runtime")
     return report
 
 
@@ -357,7 +375,12 @@ class OnnxModel:
         if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model {self.path} not found")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail) are not RuntimeErrors: name the file
+            raise _unreadable(self.path, "ONNX", e) from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.device = torch.device(device)

@@ -25,6 +25,8 @@ from skimage import measure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
+from pipeline.atomic import atomic_path
+
 __all__ = [
     "expected_calibration_error",
     "plot_roc",
@@ -41,8 +43,8 @@ DPI = 110
 
 def _save(fig: Figure, path: str | PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    with atomic_path(path) as tmp:  # a viewer or a kill never sees half a PNG
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
 
 

@@ -42,7 +42,6 @@ is enough (``torch.load(weights_only=True)`` for ``model.pt``).
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import warnings
@@ -54,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.atomic import atomic_path, write_rows_atomic
 from pipeline.data.io import IMAGE_EXTENSIONS, DataError
 from pipeline.keys import Head
 
@@ -261,8 +261,8 @@ def _png_writer(masks: list[np.ndarray], path: Path) -> Path:
     from PIL import Image
 
     path = path.with_name(path.name + ".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.where(masks[0], 255, 0).astype(np.uint8)).save(path)
+    with atomic_path(path, fsync=False) as tmp:  # per-image output: atomic against a kill, no flush per file
+        Image.fromarray(np.where(masks[0], 255, 0).astype(np.uint8)).save(tmp)
     return path
 
 
@@ -380,8 +380,8 @@ def _load_nifti(item: InputItem, axis: int, normalise: bool) -> _Case:
             result.set_sform(img.get_sform(), int(img.header["sform_code"]))
             result.set_qform(img.get_qform(), int(img.header["qform_code"]))
         out = out.with_name(out.name + ".nii.gz")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(result, str(out))
+        with atomic_path(out, fsync=False) as tmp:  # the temporary name ends in .nii.gz: nibabel compresses it
+            nib.save(result, str(tmp))
         return out
 
     return _volume_case(item, Volume(volume_data, affine, path), axis, normalise, write)
@@ -400,8 +400,8 @@ def _load_dicom_series(item: InputItem, axis: int, normalise: bool) -> _Case:
         result.set_qform(volume.affine, code=1)
         result.header.set_xyzt_units("mm")
         out = out.with_name(out.name + ".nii.gz")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(result, str(out))
+        with atomic_path(out, fsync=False) as tmp:
+            nib.save(result, str(tmp))
         return out
 
     return _volume_case(item, volume, axis, normalise, write)
@@ -534,6 +534,8 @@ class Predictor:
 
     Raises:
         FileNotFoundError: not an exported bundle, or the runtime's model file is missing.
+        pipeline.data.io.DataError: an incomplete bundle (no ``models/export_report.json``), or a truncated or
+            corrupt model file (the message names the folder or the file).
         ValueError: bad option values.
     """
 
@@ -553,12 +555,18 @@ class Predictor:
         cam_layer: str | None = None,
         progress: bool = True,
     ) -> None:
-        from pipeline.deploy import bundle_parser
+        from pipeline.deploy import EXPORT_REPORT, bundle_parser
 
         self.root = Path(bundle).resolve()
         if not (self.root / "configs" / "deploy.yaml").is_file():
             raise FileNotFoundError(f"{self.root} is not an exported bundle (configs/deploy.yaml not found): make one "
                                     "with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output DIR`")
+        if not (self.root / "models" / EXPORT_REPORT).is_file():
+            # written last by `bmtl export`: without it the folder is a partial copy or an interrupted export
+            raise DataError(self.root, f"incomplete exported bundle: models/{EXPORT_REPORT}, which `bmtl export` "
+                                       "writes last, is missing (an interrupted export or a partial copy); re-export "
+                                       "it with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output "
+                                       f"{self.root} --overwrite`")
         self.parser = bundle_parser(self.root, ("common.yaml", "deploy.yaml", "inference.yaml"))
         get = self._get
         self.classes = [str(c) for c in get("classes")]
@@ -575,6 +583,9 @@ class Predictor:
         self.cam_layer = cam_layer if cam_layer not in (None, "", "null", "None") else get("cam_layer", None)
         self.progress = _flag(progress)
         self.flip_tta = _flag(get("flip_tta", False))
+        # the lesion probability goes back to the input's size by the interpolation that brought the image to the
+        # training size, as evaluation's Invertd does
+        self.resize_mode = str(get("resize_mode", "bilinear"))
         # the bundle's mask cleaning (largest component, hole filling) after our own threshold, as evaluation does
         from monai.transforms import AsDiscreted
 
@@ -713,7 +724,7 @@ class Predictor:
 
         prob = torch.sigmoid(seg[:1]) if seg.shape[0] == 1 else torch.softmax(seg, 0)[1:2]
         if tuple(prob.shape[-2:]) != tuple(size):
-            prob = Resize(spatial_size=size, mode="bilinear", anti_aliasing=False)(prob)
+            prob = Resize(spatial_size=size, mode=self.resize_mode, anti_aliasing=False)(prob)
         mask = {"pred_seg": (torch.as_tensor(prob) >= self.threshold).float()}
         for clean in self.mask_cleaning:
             mask = clean(mask)
@@ -942,10 +953,8 @@ class Predictor:
     def _write_table(self, rows: list[dict[str, Any]], out: Path) -> PredictionResult:
         path = out / "predictions.csv"
         columns = self.columns
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+        # a rerun killed while writing keeps the previous complete table
+        write_rows_atomic(path, columns, rows, extrasaction="ignore")
         n_ok = sum(r["status"] == "ok" for r in rows)
         return PredictionResult(rows=rows, csv_path=path, output_dir=out, runtime=self.runtime, device=str(self.device),
                                 n_ok=n_ok, n_failed=len(rows) - n_ok, columns=columns)
@@ -971,8 +980,8 @@ def _write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Seque
         ax.contour(np.asarray(mask, dtype=np.float32), levels=[0.5], colors="red", linewidths=1.5)
     ax.set_axis_off()
     ax.set_title("\n".join(lines), fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, facecolor="white")
+    with atomic_path(path, fsync=False) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, facecolor="white")
     return path
 
 
@@ -986,8 +995,8 @@ def _write_heatmap(path: Path, image: np.ndarray, heat: np.ndarray) -> Path:
     grey = np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
     blend = 0.5 * grey[..., None] + 0.5 * colours
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(blend * 255).astype(np.uint8)).save(path)
+    with atomic_path(path, fsync=False) as tmp:
+        Image.fromarray(np.round(blend * 255).astype(np.uint8)).save(tmp)
     return path
 
 
@@ -1014,6 +1023,7 @@ def predict(
 
     Raises:
         FileNotFoundError: the input or the bundle's model is missing; not an exported bundle.
+        pipeline.data.io.DataError: an incomplete exported bundle, a truncated or corrupt model file.
         ValueError: bad options.
     """
     if not str(input):

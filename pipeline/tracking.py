@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pipeline.atomic import write_json_atomic
 
 __all__ = ["flatten_params", "log_artifacts", "write_run_config", "MAX_PARAM_LENGTH"]
 
@@ -53,8 +54,6 @@ def log_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths:
 def write_run_config(output_dir: str | os.PathLike, run_config: Mapping[str, Any]) -> str:
     """Write ``run_config.json`` (network, preset, classes, sizes of a training run) into ``output_dir``, so the run
     can be exported and served without its datalist. Returns the path."""
-    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "run_config.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(dict(run_config), f, indent=2, default=str)
+    write_json_atomic(path, dict(run_config), default=str)  # export reads it: never a partial file
     return path

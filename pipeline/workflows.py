@@ -6,8 +6,10 @@ types, so the CLI, the demo and the benchmarks exercise the same path as the REA
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,8 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+
 __all__ = [
+    "BUNDLES_DIR",
     "WORKFLOWS",
+    "default_bundle",
+    "train_run",
+    "evaluate_run",
     "SUMMARY_METRICS",
     "bundle_command",
     "run_bundle",
@@ -27,8 +35,12 @@ __all__ = [
     "compare",
     "aggregate_folds",
     "markdown_table",
+    "format_metrics",
 ]
 
+BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLE_FOR_MODALITY = {"US": "breast_us_mtl", "MR": "breast_mri_mtl"}
+TRAIN_ARGS = "train_args.json"   # how `train_run` made a run: bundle and overrides, reused by `evaluate_run`
 # workflow -> (run id, config files after common.yaml)
 WORKFLOWS = {
     "training": ("training", ["train.yaml"]),
@@ -80,27 +92,150 @@ def bundle_command(
 
 def run_bundle(
     bundle_dir: str | os.PathLike, workflow: str, overrides: Mapping[str, Any] | None = None,
-    log_file: str | os.PathLike | None = None, quiet: bool = False,
+    log_file: str | os.PathLike | None = None, quiet: bool | None = None,
 ) -> float:
     """Run one bundle workflow in a child process; returns the wall time in seconds.
+
+    Args:
+        bundle_dir: the bundle folder.
+        workflow: a key of ``WORKFLOWS``.
+        overrides: bundle values (``--key value`` of ``monai.bundle run``).
+        log_file: the child's output is written here as it comes (the folder is created).
+        quiet: do not echo the child's output on the console (it still goes to ``log_file``); default: quiet when
+            there is a log file.
 
     Raises:
         RuntimeError: the run failed; the message gives the command and the end of its log.
     """
     cmd = bundle_command(bundle_dir, workflow, overrides)
+    quiet = log_file is not None if quiet is None else quiet
     start = time.perf_counter()
     if log_file is None and not quiet:
         result = subprocess.run(cmd, text=True)
         tail = ""
     else:
-        result = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        tail = result.stdout[-4000:]
+        log = None
         if log_file is not None:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(log_file).write_text(result.stdout)
+            log = open(log_file, "w", encoding="utf-8")
+        tail_lines: collections.deque[str] = collections.deque(maxlen=60)
+        try:
+            # streamed, not collected: the log shows a long training's progress while it runs
+            with subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as child:
+                for line in child.stdout:
+                    tail_lines.append(line)
+                    if log is not None:
+                        log.write(line)
+                        log.flush()
+                    if not quiet:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+            result = child
+        finally:
+            if log is not None:
+                log.close()
+        tail = "".join(tail_lines)[-4000:]
     if result.returncode != 0:
         raise RuntimeError(f"bundle {workflow} failed (exit {result.returncode}): {' '.join(cmd)}\n{tail}")
     return time.perf_counter() - start
+
+
+def default_bundle(datalist: str | os.PathLike) -> Path:
+    """The project's bundle for the modality of ``datalist`` (US: breast_us_mtl, MR: breast_mri_mtl).
+
+    Raises:
+        DataError: ``datalist`` is missing or invalid.
+    """
+    from pipeline.data.datalist import load_datalist
+
+    return BUNDLES_DIR / BUNDLE_FOR_MODALITY[load_datalist(datalist)["modality"]]
+
+
+def train_run(
+    datalist: str | os.PathLike, output_dir: str | os.PathLike, bundle_dir: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None, quiet: bool = False,
+) -> Path:
+    """Train one run with the bundle's ``training`` workflow into ``output_dir`` (log: ``train.log``).
+
+    ``train_args.json`` records the bundle and the overrides, so that :func:`evaluate_run` scores the run with the same
+    values (image size, post-processing, ...) without the user repeating them.
+
+    Args:
+        datalist: the prepared ``datalist.json``.
+        output_dir: the run folder (checkpoints, ``history.csv``, ``run_config.json``); a run already there resumes.
+        bundle_dir: the bundle (default: the project's bundle for the datalist's modality).
+        overrides: further bundle values, e.g. ``{"fold": 1, "budget_minutes": 20}``.
+        quiet: keep the training output in ``train.log`` only.
+
+    Returns:
+        the run folder.
+    """
+    from pipeline.data.datalist import load_datalist
+
+    datalist = Path(datalist).resolve()
+    load_datalist(datalist)   # a missing or invalid datalist is named before anything is created
+    bundle = Path(bundle_dir).resolve() if bundle_dir else default_bundle(datalist)
+    output = Path(output_dir).resolve()
+    values = {"datalist": str(datalist), "output_dir": str(output), "run_name": output.name, **(overrides or {})}
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / TRAIN_ARGS, {"bundle": str(bundle), "overrides": values})
+    run_bundle(bundle, "training", values, log_file=output / "train.log", quiet=quiet)
+    return output
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike, split: str = "val", datalist: str | os.PathLike | None = None,
+    eval_dir: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None, quiet: bool = False,
+) -> Path:
+    """Evaluate a training run with the bundle's ``evaluating`` workflow (log: ``evaluate.log`` in the run folder).
+
+    The bundle and the values come from the run's ``train_args.json`` (written by :func:`train_run`), else from its
+    ``run_config.json`` (bundle, preset, datalist, fold, seed: runs trained with ``python -m monai.bundle run``).
+
+    Args:
+        run_dir: the training run folder.
+        split: ``val`` (the run's validation fold), ``test`` or ``all``.
+        datalist: another prepared datalist to score (default: the one the run was trained on); its metrics are
+            named ``external_<dataset>_*`` and go to ``<run>/eval_external_<dataset>_<split>`` by default.
+        eval_dir: where ``summary.json``, ``per_image.csv`` and the plots go (default ``<run>/eval_<split>``).
+        overrides: further bundle values, e.g. ``{"flip_tta": False}``.
+        quiet: keep the output in the log only.
+
+    Returns:
+        the evaluation folder.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a training run (no ``models/model.pt`` or no record of its values).
+        ValueError: unknown ``split``.
+    """
+    if split not in ("val", "test", "all"):
+        raise ValueError(f"split must be val, test or all, got {split!r}")
+    run = Path(run_dir).resolve()
+    if not (run / "models" / "model.pt").is_file():
+        raise FileNotFoundError(f"{run}: not a trained run (no models/model.pt); train it first with `bmtl train`")
+    if (run / TRAIN_ARGS).is_file():
+        record = json.loads((run / TRAIN_ARGS).read_text())
+        bundle, values = Path(record["bundle"]), dict(record["overrides"])
+    elif (run / "run_config.json").is_file():
+        config = json.loads((run / "run_config.json").read_text())
+        bundle = BUNDLES_DIR / config["bundle"]
+        values = {k: config[k] for k in ("preset", "datalist", "fold", "seed") if k in config}
+    else:
+        raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
+    values.update(output_dir=str(run), split=split, run_name=run.name)
+    if datalist is not None and Path(datalist).resolve() != Path(values.get("datalist", "")).resolve():
+        from pipeline.data.datalist import load_datalist
+
+        values["datalist"] = str(Path(datalist).resolve())
+        # metrics of a dataset the run was not trained on are never confused with its own val/test figures
+        name = re.sub(r"[^A-Za-z0-9]+", "_", load_datalist(datalist)["name"]).strip("_").lower() or "dataset"
+        values["metric_prefix"] = f"external_{name}_"
+    default_dir = f"eval_{values['metric_prefix']}{split}" if "metric_prefix" in values else f"eval_{split}"
+    target = Path(eval_dir).resolve() if eval_dir else run / default_dir
+    values["eval_dir"] = str(target)
+    values.update(overrides or {})
+    run_bundle(bundle, "evaluating", values, log_file=run / "evaluate.log", quiet=quiet)
+    return target
 
 
 def _read_summary(eval_dir: Path) -> dict[str, float]:
@@ -164,10 +299,10 @@ def run_cv(
         print(f"[cv] {name}: fold {fold}: " + ", ".join(
             f"{k}={row[k]:.3f}" for k in ("dice", "auc") if k in row), flush=True)
     table = pd.DataFrame(rows)
-    table.to_csv(output / "cv_folds.csv", index=False)
+    write_csv_atomic(output / "cv_folds.csv", table)
     summary = aggregate_folds(table, name)
-    summary.to_csv(output / "cv_summary.csv", index=False)
-    (output / "cv_summary.md").write_text(markdown_table(summary) + "\n")
+    write_csv_atomic(output / "cv_summary.csv", summary)
+    write_text_atomic(output / "cv_summary.md", markdown_table(summary) + "\n")
     _log_parent_run(tracking_uri, name, summary, [f"{name}_fold{f}" for f in fold_ids], output)
     return table
 
@@ -231,7 +366,26 @@ def compare(cv_dirs: Sequence[str | os.PathLike], output: str | os.PathLike | No
     table = pd.concat(frames, ignore_index=True)
     if output is not None:
         out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
-        out.with_suffix(".md").write_text(markdown_table(table) + "\n")
+        write_csv_atomic(out, table)
+        write_text_atomic(out.with_suffix(".md"), markdown_table(table) + "\n")
     return table
+
+
+def format_metrics(summary: Mapping[str, Any], split: str = "validation") -> str:
+    """The metric table of an evaluation ``summary.json`` (value and bootstrap 95% CI)."""
+    rows = [("metric", "value", "95% CI")]
+    seg, cls = summary["segmentation"], summary["classification"]
+    for key in ("dice", "jaccard"):
+        ci = seg[key].get("ci95") or [float("nan")] * 2
+        rows.append((key, f"{seg[key]['mean']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"))
+    if seg["hd95"].get("mean") is not None:
+        rows.append(("hd95 (px)", f"{seg['hd95']['mean']:.1f}", ""))
+    for key in ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity"):
+        value = cls.get(key)
+        ci = (cls.get("ci95") or {}).get(key)
+        rows.append((key, "n/a" if value is None else f"{value:.3f}",
+                     f"{ci[0]:.3f}-{ci[1]:.3f}" if ci and None not in ci else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"{summary['n_images']} {split} images\n" + "\n".join(lines)

@@ -7,7 +7,6 @@ inside the datalist are relative to its folder, as ``monai.data.load_decathlon_d
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json_atomic, write_rows_atomic
 from pipeline.data.io import DataError, display_path
 
 __all__ = [
@@ -58,12 +58,7 @@ class SkipLog:
         return len(self.rows)
 
     def write_csv(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=SKIPPED_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        return path
+        return write_rows_atomic(path, SKIPPED_COLUMNS, self.rows)
 
 
 @dataclass
@@ -185,7 +180,8 @@ def write_prepared(prepared: PreparedDataset, output_dir: str | os.PathLike) -> 
     }
     validate_datalist(datalist, source=prepared.name)
     paths = {"datalist": out / "datalist.json", "dataset": out / "dataset.json", "skipped": out / "skipped.csv"}
-    paths["datalist"].write_text(json.dumps(datalist, indent=2) + "\n", encoding="utf-8")
+    # a kill mid-prepare leaves the previous datalist (or none), never a truncated one
+    write_json_atomic(paths["datalist"], datalist, default=None)
     summary = summarize(datalist, n_skipped=len(prepared.skipped))
     dataset = {
         "name": prepared.name,
@@ -197,7 +193,7 @@ def write_prepared(prepared: PreparedDataset, output_dir: str | os.PathLike) -> 
         "citation": prepared.citation,
         **prepared.extra,
     }
-    paths["dataset"].write_text(json.dumps(dataset, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(paths["dataset"], dataset, default=None)
     prepared.skipped.write_csv(paths["skipped"])
     return paths
 

@@ -63,9 +63,7 @@ recall: of the 117 pairs with SSIM >= 0.4 among each image's 30 best-correlated 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 import warnings
 from collections import Counter
@@ -79,6 +77,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.metrics import structural_similarity
 
+from pipeline.atomic import write_json_atomic, write_rows_atomic
 from pipeline.data.datalist import load_datalist, validate_datalist
 from pipeline.data.io import IMAGE_EXTENSIONS, DataError, read_grey
 
@@ -398,11 +397,7 @@ def _datalist_entries(datalist: dict[str, Any], root: Path) -> list[_Entry]:
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_rows_atomic(path, columns, rows)
 
 
 def _rebase(path: str, old_root: Path, new_root: Path) -> str:
@@ -556,5 +551,5 @@ def run_dedup(
     }
     validate_datalist(curated, source="datalist_curated.json")
     paths["datalist"] = out / "datalist_curated.json"
-    paths["datalist"].write_text(json.dumps(curated, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(paths["datalist"], curated, default=None)
     return paths

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.atomic import atomic_path
+
 __all__ = [
     "DataError",
     "display_path",
@@ -156,10 +158,10 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a 2D uint8 or uint16 array as a grey PNG (parents created). Returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_png expects a 2D uint8/uint16 array, got {image.dtype} {image.shape}")
-    Image.fromarray(image).save(path)
+    with atomic_path(path, fsync=False) as tmp:  # a kill mid-prepare never leaves a truncated image (bulk: no flush)
+        Image.fromarray(image).save(tmp)  # format from the suffix, kept by the temporary name
     return path
 
 

@@ -91,6 +91,7 @@ def prepare(
             f"no usable item found for source {source!r} ({len(log)} skipped, see {output_dir / 'skipped.csv'})",
         )
     _fill_groups_from_duplicates(prepared.items, output_dir)
+    _label_synthetic(prepared, input_dir)
     if test_fold is not None or test_devices:
         if test_fold is not None and any(item.get("fold") is None for item in prepared.items):
             assign_folds(prepared.items, n_folds=n_folds, seed=seed)  # no official folds: the test fold is ours
@@ -101,6 +102,21 @@ def prepare(
     assign_folds(prepared.items, n_folds=n_folds, seed=seed)
     paths = write_prepared(prepared, output_dir)
     return prepared, paths
+
+
+def _label_synthetic(prepared: PreparedDataset, input_dir: Path) -> None:
+    """Data made by ``bmtl synth`` is called synthetic everywhere: not the real dataset whose layout it copies."""
+    from pipeline.data.synthetic import read_synthetic_marker
+
+    marker = read_synthetic_marker(input_dir)
+    if marker is None:
+        return
+    prepared.name = f"synthetic_{str(marker.get('modality', prepared.modality)).lower()}"
+    prepared.description = str(marker.get("description", "synthetic data"))
+    prepared.license = str(marker.get("license", ""))
+    prepared.citation = ""
+    prepared.extra["synthetic"] = True
+    prepared.extra["generator"] = {k: marker[k] for k in ("generator", "n", "seed", "layout") if k in marker}
 
 
 def prepared_summary(prepared: PreparedDataset) -> dict[str, Any]:

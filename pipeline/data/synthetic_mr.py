@@ -37,7 +37,6 @@ by ``(seed, i)``; the class of each case comes from a balanced, shuffled list dr
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from collections.abc import Sequence
@@ -48,6 +47,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from pipeline.atomic import atomic_path, write_rows_atomic
 
 __all__ = [
     "MR_CLASSES",
@@ -313,7 +314,8 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
+    with atomic_path(path, fsync=False) as tmp:  # bulk output: atomic against a kill, no flush per file
+        nib.save(img, str(tmp))
 
 
 def make_mr_dataset(
@@ -360,10 +362,10 @@ def make_mr_dataset(
                                PatientID=case, PatientName=case)
         _save_nifti(mask, affine, out / "labels" / f"{case}.nii.gz")
         rows.append({"case": case, "class": str(cls)})
-    with open(out / "classes.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["case", "class"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows_atomic(out / "classes.csv", ["case", "class"], rows)
+    from pipeline.data.synthetic import mark_synthetic  # here: that module re-exports this one
+
+    mark_synthetic(out, "MR", n, seed, "NIfTI" if fmt == "nifti" else "DICOM series")
     return out
 
 
@@ -529,5 +531,6 @@ def write_dicom_series(
         pixels = np.ascontiguousarray(stored[:, :, k].T)  # (Rows, Columns) = (j, i)
         ds.PixelData = pixels.astype("<u2").tobytes()
         ds["PixelData"].VR = "OW"
-        ds.save_as(out / f"{file_prefix}{k + 1:04d}.dcm", enforce_file_format=True)
+        with atomic_path(out / f"{file_prefix}{k + 1:04d}.dcm", fsync=False) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
     return out

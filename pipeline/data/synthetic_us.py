@@ -54,6 +54,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from pipeline.atomic import atomic_path
+
 __all__ = ["US_CLASSES", "make_us_case", "make_us_dataset", "class_counts"]
 
 US_CLASSES: tuple[str, str, str] = ("normal", "benign", "malignant")
@@ -484,11 +486,13 @@ def _split_mask(mask: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]
 
 
 def _save_grey_rgb(img: np.ndarray, path: Path) -> None:
-    Image.fromarray(np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))).save(path)
+    with atomic_path(path, fsync=False) as tmp:  # bulk output: atomic against a kill, no flush per file
+        Image.fromarray(np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))).save(tmp)
 
 
 def _save_mask(mask: np.ndarray, path: Path) -> None:
-    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    with atomic_path(path, fsync=False) as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp)
 
 
 def make_us_dataset(
@@ -550,4 +554,7 @@ def make_us_dataset(
             else:
                 _save_mask(mask, folder / f"{stem}_mask.png")
                 (folder / f"{stem}_mask_1.png").unlink(missing_ok=True)  # left over from an earlier run
+    from pipeline.data.synthetic import mark_synthetic  # here: that module re-exports this one
+
+    mark_synthetic(root, "US", n, seed, "BUSI")
     return root

@@ -2,10 +2,10 @@
 
 ``SafeCheckpointSaver`` is MONAI's ``CheckpointSaver`` with these changes:
 
-* **atomic writes**: every file is written to a temporary file in the same folder, flushed to disk and renamed over
-  the target (``os.replace`` is atomic on POSIX and Windows), so a kill during saving leaves the previous complete
-  file, never a truncated one. MONAI 1.6.1 builds its ``DiskSaver`` with ``atomic=False`` (its comment says atomic
-  files lose group/other read permission; ignite 0.5 restores them), hence this class;
+* **atomic writes** (``pipeline.atomic``): every file is written to a temporary file in the same folder, flushed to
+  disk and renamed over the target (``os.replace`` is atomic on POSIX and Windows), so a kill during saving leaves
+  the previous complete file, never a truncated one. MONAI 1.6.1 builds its ``DiskSaver`` with ``atomic=False`` (its
+  comment says atomic files lose group/other read permission; ignite 0.5 restores them), hence this class;
 * **new before old**: ignite's ``Checkpoint`` deletes the file it rotates out *before* writing the new one (and
   MONAI deletes ``last.pt`` before rewriting it), so a kill in between would leave no checkpoint at all. Here
   deletions wait until the new file is complete;
@@ -32,7 +32,6 @@ import os
 import pickle
 import re
 import stat
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from pipeline.atomic import atomic_path
 from pipeline.data.io import DataError
 
 __all__ = [
@@ -107,27 +107,13 @@ class AtomicDiskSaver(DiskSaver):
             self._pending.append(self.filename or filename)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
-        # Own version of ignite's atomic branch: same temp-file-then-os.replace scheme, plus fsync and a temporary name
-        # that says what it is (".last.pt.x1y2.partial" instead of "tmpx1y2"), so leftovers of a killed save are
+        # ignite's atomic branch, through pipeline.atomic (temp file, fsync, os.replace, folder fsync) with a temporary
+        # name that says what it is (".last.pt.x1y2.partial" instead of "tmpx1y2"), so leftovers of a killed save are
         # recognisable and cleaned up by ``SafeCheckpointSaver`` at the next start.
-        fd, tmp = tempfile.mkstemp(dir=self.dirname, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with atomic_path(path, fsync=self.fsync, temp_suffix=TEMP_SUFFIX) as tmp:
+            with open(tmp, "wb") as f:
                 func(checkpoint, f, **self.kwargs)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.chmod(tmp, os.stat(tmp).st_mode | stat.S_IRGRP | stat.S_IROTH)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        if self.fsync and hasattr(os, "O_DIRECTORY"):
-            dir_fd = os.open(self.dirname, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            os.chmod(tmp, os.stat(tmp).st_mode | stat.S_IRGRP | stat.S_IROTH)  # as ignite's atomic DiskSaver
 
 
 def remove_partial_files(folder: str | os.PathLike) -> list[Path]:

@@ -15,6 +15,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
 from pipeline import plots
+from pipeline.atomic import write_csv_atomic
 
 __all__ = ["TrainingHistory"]
 
@@ -153,7 +154,7 @@ class TrainingHistory:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         df = pd.DataFrame(self.rows)
-        df.to_csv(self.csv_path, index=False)
+        write_csv_atomic(self.csv_path, df)  # a kill mid-write keeps the previous epochs' table
         if self.plot:
             try:
                 plots.plot_learning_curves(df, self.png_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import math
 import warnings
@@ -22,6 +21,7 @@ from monai.metrics import compute_hausdorff_distance
 from skimage.transform import resize
 
 from pipeline import plots
+from pipeline.atomic import write_csv_atomic, write_json_atomic
 from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, segmentation_scores
 
 __all__ = ["EvaluationReport", "CONVENTIONS"]
@@ -425,9 +425,9 @@ class EvaluationReport:
                reservoir: list[dict[str, Any]]) -> None:
         out = self.output_dir
         out.mkdir(parents=True, exist_ok=True)
-        self._table(records).to_csv(out / "per_image.csv", index=False)
-        with open(out / "summary.json", "w") as f:
-            json.dump(self.summary(), f, indent=2, allow_nan=False)
+        # each file is the previous evaluation's or this one's, never a partial one
+        write_csv_atomic(out / "per_image.csv", self._table(records))
+        write_json_atomic(out / "summary.json", self.summary(), allow_nan=False, default=None)
         df = pd.DataFrame(records)
         probs = df[[f"prob_{c}" for c in self.classes]].to_numpy(np.float64)
         labels, predicted = df["_label"].to_numpy(int), df["_pred"].to_numpy(int)

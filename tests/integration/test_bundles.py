@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,7 +73,9 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     for plot in ("roc.png", "confusion_matrix.png", "calibration.png", "overlays.png"):
         assert (out / "eval_val" / plot).stat().st_size > 5000
     eval_run = _mlflow_metrics(out / "mlruns.db", "smoke_eval_val")
-    assert "test_dice" in eval_run.data.metrics
+    # named after the split evaluated: the validation fold's figures are never called test_*
+    assert {"val_dice", "val_auc", "val_auc_ci_low"} <= set(eval_run.data.metrics)
+    assert not any(name.startswith("test_") for name in eval_run.data.metrics)
 
 
 def test_resume_continues_from_the_saved_epoch(us_datalist, tmp_path):
@@ -183,6 +186,83 @@ def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys):
     assert len(children) >= 2 and "dice_mean" in parent.data.metrics
     assert main(["compare", str(out), "--output", str(tmp_path / "compare.csv")]) == 0
     assert (tmp_path / "compare.md").is_file()
+
+
+def test_bmtl_train_then_evaluate_keep_logs_and_the_run_values(us_datalist, tmp_path, capsys):
+    """`bmtl train` runs the bundle's training, keeps train.log and the values it was given; `bmtl evaluate` scores
+    the run with those same values (here a non-default threshold) and keeps evaluate.log beside history.csv."""
+    from pipeline.cli import main
+
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    run = tmp_path / "run"
+    assert main(["train", "--datalist", str(us_datalist), "--preset", str(preset), "--output", str(run),
+                 "--epochs", "1", "--fold", "1", "--override", "seg_threshold=0.4", "--override", "use_mlflow=false",
+                 "--quiet"]) == 0
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1]
+    assert "Epoch[1] Complete" in (run / "train.log").read_text()   # the trainer's own log, streamed into the file
+    recorded = json.loads((run / "train_args.json").read_text())["overrides"]
+    assert recorded["fold"] == 1 and recorded["seg_threshold"] == 0.4 and recorded["use_mlflow"] is False
+    assert json.loads((run / "run_config.json").read_text())["fold"] == 1
+
+    assert main(["evaluate", "--run", str(run), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "validation images" in out and "dice" in out
+    summary = json.loads((run / "eval_val" / "summary.json").read_text())
+    val_fold_items = [i for i in json.loads(us_datalist.read_text())["training"] if i["fold"] == 1]
+    assert summary["n_images"] == len(val_fold_items)     # fold 1 from train_args.json, not the bundle's fold 0
+    assert (run / "evaluate.log").stat().st_size > 0
+
+    # external validation: another dataset, every item, metrics and folder named as external
+    from pipeline.data.prepare import prepare
+    from pipeline.data.synthetic import make_us_dataset
+
+    raw = make_us_dataset(tmp_path / "other_raw", n=9, seed=5, size=(64, 64))
+    _, other = prepare("busi", raw, tmp_path / "other", n_folds=3, seed=0)
+    assert main(["evaluate", "--run", str(run), "--datalist", str(other["datalist"]), "--split", "all"]) == 0
+    (external,) = run.glob("eval_external_*_all")
+    assert json.loads((external / "summary.json").read_text())["n_images"] == 9
+    assert (run / "eval_val" / "summary.json").is_file()   # the run's own evaluation is kept
+
+    assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
+    assert "not a trained run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("resize_mode", ["bilinear", "area"])
+def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode, tmp_path):
+    """A file means the same thing in evaluation and in `bmtl predict`: same preprocessing, same way back to the
+    image's own size (larger than the training size here), same mask cleaning, so the same lesion areas and class
+    probabilities for every image."""
+    from pipeline.data.prepare import prepare
+    from pipeline.data.synthetic import make_us_dataset
+    from pipeline.deploy import export_bundle
+    from pipeline.predict import predict
+
+    raw = make_us_dataset(tmp_path / "raw", n=12, seed=3, size=(96, 120))
+    _, paths = prepare("busi", raw, tmp_path / "prepared", n_folds=3, seed=0)
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    run = tmp_path / "run"
+    common = dict(datalist=str(paths["datalist"]), preset=str(preset), output_dir=str(run), use_mlflow=False,
+                  resize_mode=resize_mode)
+    run_workflow(US_BUNDLE, "training", epochs=2, warmup_epochs=0, **common)
+    run_workflow(US_BUNDLE, "evaluating", n_bootstrap=0, **common)
+    evaluated = pd.read_csv(run / "eval_val" / "per_image.csv").set_index("file")
+
+    export_bundle(US_BUNDLE, run, tmp_path / "exported", formats=["torchscript"])
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for file in evaluated.index:
+        (inputs / Path(file).name).write_bytes(Path(file).read_bytes())
+    result = predict(tmp_path / "exported", inputs, tmp_path / "pred", runtime="torch", overlays=False,
+                     progress=False)
+    predicted = pd.read_csv(result.csv_path)
+    predicted.index = [Path(f).name for f in predicted["file"]]
+    assert len(predicted) == len(evaluated) > 0
+    for file, row in evaluated.iterrows():
+        out = predicted.loc[Path(file).name]
+        assert out["lesion_area_px"] == pytest.approx(row["lesion_area_pred_px"], abs=2), file
+        for c in ("normal", "benign", "malignant"):
+            assert out[f"prob_{c}"] == pytest.approx(row[f"prob_{c}"], abs=1e-4), (file, c)
+    assert (evaluated["lesion_area_pred_px"] > 0).any()   # not a comparison of empty masks only
 
 
 @pytest.mark.parametrize("option", [{"oversample": True}, {"weighted_sampler": True}, {"channels_last": True}])

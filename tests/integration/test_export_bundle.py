@@ -213,6 +213,47 @@ def test_failed_parity_leaves_no_bundle(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_old_bundle_until_the_new_one_passes(tmp_path, monkeypatch, capsys):
+    """`bmtl export --overwrite`: the new bundle is built and checked beside the old one and swapped in only when
+    complete; a failed parity check leaves the previous bundle byte for byte, and no temporary folder either way."""
+    import pipeline.export as export
+
+    out = tmp_path / "out"
+    old_run = make_run(tmp_path / "old_run", "segresnet_shared")
+    new_run = make_run(tmp_path / "new_run", "segresnet_shared", seed=1)
+    export_bundle(US_BUNDLE, old_run, out, formats=["torchscript"])
+    before = _snapshot(out)
+
+    def failing(eager, exported, inputs, atol=1e-4, name="exported model"):
+        raise ExportParityError(f"{name} does not match the eager network: seg on 'random uniform'")
+
+    with monkeypatch.context() as m:
+        m.setattr(export, "check_parity", failing)
+        with pytest.raises(ExportParityError, match="TorchScript does not match"):
+            export_bundle(US_BUNDLE, new_run, out, formats=["torchscript"], overwrite=True)
+        assert _snapshot(out) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["new_run", "old_run", "out"]
+        assert main(["export", "--bundle", str(US_BUNDLE), "--run", str(new_run), "--output", str(out),
+                     "--format", "torchscript", "--overwrite"]) == 1
+        assert "export FAILED" in capsys.readouterr().err
+        assert _snapshot(out) == before
+
+    report = export_bundle(US_BUNDLE, new_run, out, formats=["torchscript"], overwrite=True)
+    after = _snapshot(out)
+    assert report["source_run"] == str(new_run.resolve())
+    assert json.loads(after["models/export_report.json"])["source_run"] == str(new_run.resolve())
+    assert after["models/model.pt"] != before["models/model.pt"]  # the other run's weights
+    assert set(after) == set(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new_run", "old_run", "out"]
+    with pytest.raises(ValueError, match="holds the training run"):  # replacing it would delete the run
+        export_bundle(US_BUNDLE, new_run, tmp_path, formats=["torchscript"], overwrite=True)
+    assert (new_run / "models" / "model.pt").is_file()
+
+
 def test_export_usage_errors(tmp_path, capsys):
     run = make_run(tmp_path / "run", "segresnet_shared")
     (tmp_path / "busy").mkdir()

@@ -321,6 +321,70 @@ def test_usage_errors_exit_two(us_fake, tmp_path, capsys):
                  str(tmp_path / "o"), "--threshold", "1.5"]) == 2
 
 
+@pytest.mark.parametrize("killed", ["predictions.csv", "a_mask.png", "a_overlay.png"])
+def test_outputs_are_replaced_atomically(us_fake, tmp_path, monkeypatch, killed):
+    """A kill between writing a new output and renaming it keeps the previous run's complete file, no temporary."""
+    import pipeline.atomic
+
+    (tmp_path / "in").mkdir()
+    blob_png(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    predict(us_fake, tmp_path / "in", out, progress=False)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    blob_png(tmp_path / "in" / "a.png", box=(slice(20, 30), slice(5, 20)))  # another image under the same name
+    real = os.replace
+
+    def replace(src, dst):
+        if os.path.basename(dst) == killed:
+            raise OSError("killed before the rename")
+        return real(src, dst)
+
+    monkeypatch.setattr(pipeline.atomic.os, "replace", replace)
+    if killed == "predictions.csv":
+        with pytest.raises(OSError, match="killed before the rename"):
+            predict(us_fake, tmp_path / "in", out, progress=False)
+    else:  # a failed image output is that input's error row; the table is written
+        row = predict(us_fake, tmp_path / "in", out, progress=False).rows[0]
+        assert row["status"] == "error" and "killed before the rename" in row["error"]
+    after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert set(after) == set(before)  # no temporary file
+    name = next(k for k in before if k.endswith(killed))
+    assert after[name] == before[name]
+
+
+def test_incomplete_bundle_is_refused(us_fake, tmp_path, capsys):
+    """An export that did not finish (no models/export_report.json, written last) is named and not used."""
+    bundle = tmp_path / "half_exported"
+    shutil.copytree(us_fake, bundle)
+    (bundle / "models" / "export_report.json").unlink()
+    blob_png(tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"half_exported: incomplete exported bundle: models/export_report.json"):
+        predict(bundle, tmp_path / "x.png", tmp_path / "o", progress=False)
+    assert main(["predict", "--bundle", str(bundle), "--input", str(tmp_path / "x.png"), "--output",
+                 str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "half_exported" in err and "re-export" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "predictions.csv").exists()
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx", "torch"])
+def test_truncated_model_file_is_named(us_exported, tmp_path, capsys, runtime):
+    """A truncated model.ts / model.onnx / model.pt gives one error naming the file, not the loader's traceback."""
+    from pipeline.predict import MODEL_FILES
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(us_exported, bundle)
+    model = bundle / "models" / MODEL_FILES[runtime]
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    blob_png(tmp_path / "x.png")
+    with pytest.raises(ValueError, match=rf"{MODEL_FILES[runtime]}: .*(truncated|corrupt)"):
+        predict(bundle, tmp_path / "x.png", tmp_path / "o", runtime=runtime, progress=False)
+    assert main(["predict", "--bundle", str(bundle), "--input", str(tmp_path / "x.png"), "--output",
+                 str(tmp_path / "o"), "--runtime", runtime]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(model) in err and "Traceback" not in err
+
+
 def test_refinement_empties_the_mask_of_an_image_classified_normal(us_exported, tmp_path):
     bundle = with_fake_model(us_exported, tmp_path / "normal_bundle", [4.0, 0.0, 0.0])
     blob_png(tmp_path / "img.png")

@@ -37,3 +37,17 @@ def test_every_command_has_help_with_an_example():
         assert command.epilog and command.epilog.startswith("example: bmtl"), name
     with pytest.raises(SystemExit):
         parser.parse_args(["prepare", "--source", "pacs"])
+
+
+def test_version_and_train_evaluate_usage_errors(tmp_path, capsys):
+    from pipeline import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+    # a missing datalist is named before any training starts (DataError: exit 1)
+    assert main(["train", "--datalist", str(tmp_path / "none.json"), "--output", str(tmp_path / "run")]) == 1
+    assert "none.json" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    (tmp_path / "half").mkdir()
+    assert main(["evaluate", "--run", str(tmp_path / "half")]) == 2
+    assert "not a trained run" in capsys.readouterr().err

@@ -69,3 +69,22 @@ def test_switches_must_be_bools():
     with pytest.raises(ValueError, match="--flip_tta 'false' is not a switch: .* --flip_tta False"):
         require_bools(flip_tta="false")
     assert _format_override(False) == "False" and _format_override(True) == "True"  # Fire reads these as bools
+
+
+@pytest.mark.parametrize("switches,absent", [
+    ({}, set()),
+    ({"zoom_augmentation": False}, {"RandZoomd"}),
+    ({"intensity_augmentation": False}, {"RandAdjustContrastd", "RandScaleIntensityd", "RandSpeckleNoised"}),
+])
+def test_augmentation_switches_remove_their_transforms(switches, absent):
+    from monai.bundle import ConfigParser
+
+    from tests.integration.conftest import US_BUNDLE
+
+    parser = ConfigParser()
+    parser.read_config([str(US_BUNDLE / "configs" / "common.yaml"), str(US_BUNDLE / "configs" / "train.yaml")])
+    parser.update(switches)
+    names = {type(t).__name__ for t in parser.get_parsed_content("train#augmentation")}
+    everything = {"RandFlipd", "RandRotated", "RandZoomd", "RandAdjustContrastd", "RandScaleIntensityd",
+                  "RandSpeckleNoised"}
+    assert names - {"EnsureTyped"} == everything - absent

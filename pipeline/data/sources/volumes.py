@@ -86,6 +86,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from pipeline.atomic import atomic_path
 from pipeline.data.datalist import PreparedDataset, SkipLog
 from pipeline.data.io import DataError
 from pipeline.data.sources.common import KNOWN_CLASSES, IdMaker, check_not_empty, find_child, natural_key, read_table
@@ -586,7 +587,9 @@ def _write_nifti_2d(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
+    # bulk output: atomic against a kill, no flush per file; the temporary name keeps .nii/.nii.gz for nibabel
+    with atomic_path(path, fsync=False) as tmp:
+        nib.save(img, str(tmp))
 
 
 def _read_any(path: Path, what: str) -> Volume:

@@ -75,7 +75,7 @@ def _shape_features(root: Path):
 
 def test_layout_and_counts(busi):
     assert busi.name == "Dataset_BUSI_with_GT"
-    assert sorted(p.name for p in busi.iterdir()) == sorted(US_CLASSES)
+    assert sorted(p.name for p in busi.iterdir()) == sorted([*US_CLASSES, "SYNTHETIC.json"])
     counts = class_counts(N)
     assert counts == {"normal": 24, "benign": 54, "malignant": 42}
     for cls in US_CLASSES:
@@ -240,3 +240,23 @@ def test_make_us_case_bad_arguments():
         make_us_case(rng, "benign", (16, 64))
     with pytest.raises(ValueError, match="rng"):
         make_us_case(0, "benign", (64, 64))
+
+
+def test_prepared_synthetic_data_is_labelled_synthetic_not_busi(busi, tmp_path):
+    """The BUSI layout is borrowed, BUSI's name, licence and citation are not: dataset.json and the datalist say
+    synthetic, for MR (NIfTI) too."""
+    import json
+
+    from pipeline.data.prepare import prepare
+    from pipeline.data.synthetic import make_mr_dataset
+
+    _, paths = prepare("busi", busi.parent, tmp_path / "us", n_folds=3)
+    dataset = json.loads(paths["dataset"].read_text())
+    assert dataset["synthetic"] is True and dataset["name"] == "synthetic_us"
+    assert "Synthetic US data" in dataset["description"] and "BUSI layout" in dataset["description"]
+    assert dataset["citation"] == "" and "CC0" not in dataset["license"]
+    assert json.loads(paths["datalist"].read_text())["name"] == "synthetic_us"
+
+    mr = make_mr_dataset(tmp_path / "mr_raw", n=2, seed=0, shape=(32, 32, 6))
+    _, paths = prepare("nifti", mr, tmp_path / "mr", n_folds=2, negative_slices=1)
+    assert json.loads(paths["dataset"].read_text())["name"] == "synthetic_mr"
