@@ -24,9 +24,9 @@ from pipeline.data.synthetic import make_mr_dataset, make_us_dataset
 from pipeline.data.synthetic_us import make_us_case
 from pipeline.deploy import export_bundle
 from pipeline.predict import predict
-from pipeline.workflows import format_metrics, run_bundle
+from pipeline.workflows import BUNDLES_DIR, format_metrics, run_bundle
 
-US_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "breast_us_mtl"
+US_BUNDLE = BUNDLES_DIR / "breast_us_mtl"
 
 __all__ = ["run_demo"]
 
