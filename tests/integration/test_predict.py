@@ -322,24 +322,15 @@ def test_usage_errors_exit_two(us_fake, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("killed", ["predictions.csv", "a_mask.png", "a_overlay.png"])
-def test_outputs_are_replaced_atomically(us_fake, tmp_path, monkeypatch, killed):
+def test_outputs_are_replaced_atomically(us_fake, tmp_path, kill_before_rename, killed):
     """A kill between writing a new output and renaming it keeps the previous run's complete file, no temporary."""
-    import pipeline.atomic
-
     (tmp_path / "in").mkdir()
     blob_png(tmp_path / "in" / "a.png")
     out = tmp_path / "out"
     predict(us_fake, tmp_path / "in", out, progress=False)
     before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     blob_png(tmp_path / "in" / "a.png", box=(slice(20, 30), slice(5, 20)))  # another image under the same name
-    real = os.replace
-
-    def replace(src, dst):
-        if os.path.basename(dst) == killed:
-            raise OSError("killed before the rename")
-        return real(src, dst)
-
-    monkeypatch.setattr(pipeline.atomic.os, "replace", replace)
+    kill_before_rename(killed)
     if killed == "predictions.csv":
         with pytest.raises(OSError, match="killed before the rename"):
             predict(us_fake, tmp_path / "in", out, progress=False)

@@ -106,19 +106,14 @@ def test_history_keeps_earlier_rows_on_resume(tmp_path):
     assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1]
 
 
-def test_history_csv_is_replaced_atomically(tmp_path, monkeypatch):
+def test_history_csv_is_replaced_atomically(tmp_path, kill_before_rename):
     """A kill between writing the new table and renaming it keeps the previous complete history.csv."""
-    import pipeline.atomic
-
     first = _trainer(None)
     TrainingHistory(tmp_path).attach(first)
     first.run(range(3), max_epochs=2)
     before = (tmp_path / "history.csv").read_bytes()
 
-    def killed(src, dst):
-        raise OSError("killed before the rename")
-
-    monkeypatch.setattr(pipeline.atomic.os, "replace", killed)
+    kill_before_rename()  # every rename
     fresh = _trainer(None)  # a new run in the same folder rewrites the history at its first epoch
     TrainingHistory(tmp_path).attach(fresh)
     with pytest.raises(OSError, match="killed before the rename"):

@@ -255,23 +255,12 @@ def test_batch_dicts_without_decollation(tmp_path):
 
 
 @pytest.mark.parametrize("killed", ["per_image.csv", "summary.json", "roc.png"])
-def test_report_files_are_replaced_atomically(tmp_path, monkeypatch, killed):
+def test_report_files_are_replaced_atomically(tmp_path, kill_before_rename, killed):
     """A kill between writing a new report file and renaming it keeps the previous evaluation's complete file."""
-    import os
-
-    import pipeline.atomic
-
     batches, _ = _data(2)
     engine = _run(EvaluationReport(tmp_path, CLASSES_2, n_bootstrap=0, n_overlays=2), batches)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    real = os.replace
-
-    def replace(src, dst):
-        if os.path.basename(dst) == killed:
-            raise OSError("killed before the rename")
-        return real(src, dst)
-
-    monkeypatch.setattr(pipeline.atomic.os, "replace", replace)
+    kill_before_rename(killed)
     with pytest.raises(OSError, match="killed before the rename"):
         engine.run(batches[:1], max_epochs=1)  # a new evaluation of fewer images
     assert (tmp_path / killed).read_bytes() == before[killed]
