@@ -87,15 +87,20 @@ ROWS: dict[str, Row] = {
                                eval={"keep_largest_component": False, "fill_holes": False}, base="default"),
     "default_plain_post": Row("variant", "default with the reference's post-processing (threshold only, no TTA)",
                               eval=PLAIN_POST, base="default"),
-    "default_bilinear_resize": Row("variant", "default's weights evaluated with bilinear + anti-aliased resizing in "
-                                   "and its inverse back out (resize_mode bilinear, the default since the weights of "
-                                   "this table were trained with area)", eval={"resize_mode": "bilinear"},
-                                   base="default"),
-    "default_lr2e-3": Row("bundle", "default with learning rate 2e-3", train={"learning_rate": 0.002},
-                          same_cost_as="default"),
-    "default_flip_rot_aug": Row("bundle", "default with the reference's augmentation only (flip + rotation: no zoom, "
-                                "no intensity or speckle)",
-                                train={"zoom_augmentation": False, "intensity_augmentation": False}),
+    "default_bilinear_resize": Row("variant", "default_contiguous's weights evaluated with bilinear + anti-aliased "
+                                   "resizing in and its inverse back out (resize_mode bilinear, the default since "
+                                   "the weights of this row were trained with area)", eval={"resize_mode": "bilinear"},
+                                   base="default_contiguous"),
+    # the three rows below were trained before channels_last became the default: they are variants of the
+    # contiguous default (channels_last changes the speed, not the arithmetic beyond rounding)
+    "default_contiguous": Row("bundle", "default without channels_last (network and input in the contiguous "
+                              "memory format: the default before 2026-12-01)", train={"channels_last": False}),
+    "default_lr2e-3": Row("bundle", "default_contiguous with learning rate 2e-3",
+                          train={"channels_last": False, "learning_rate": 0.002}, same_cost_as="default_contiguous"),
+    "default_flip_rot_aug": Row("bundle", "default_contiguous with the reference's augmentation only (flip + "
+                                "rotation: no zoom, no intensity or speckle)",
+                                train={"channels_last": False, "zoom_augmentation": False,
+                                       "intensity_augmentation": False}),
     "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)", train={"batch_size": 8}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),

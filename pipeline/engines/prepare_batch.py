@@ -24,6 +24,9 @@ class MultiTaskPrepareBatch(PrepareBatch):
             every operation of the network (forward and backward) goes through ``MetaTensor.__torch_function__``,
             which copies metadata per operation (measured in BENCHMARKS.md, "engine overhead"), and nothing
             downstream needs it: post-processing such as ``Invertd`` reads the metadata from the batch's image.
+        channels_last: give the network a 4D image in ``torch.channels_last`` memory format, to match a network
+            converted with ``.to(memory_format=torch.channels_last)``; a contiguous input would make every
+            convolution convert formats (measured in BENCHMARKS.md, "recipe").
 
     Raises:
         KeyError: the batch lacks one of the keys (the message lists the batch's keys).
@@ -35,9 +38,11 @@ class MultiTaskPrepareBatch(PrepareBatch):
         mask_key: str = BatchKey.LABEL,
         cls_key: str = BatchKey.CLS,
         keep_meta: bool = False,
+        channels_last: bool = False,
     ) -> None:
         self.image_key, self.mask_key, self.cls_key = str(image_key), str(mask_key), str(cls_key)
         self.keep_meta = bool(keep_meta)
+        self.channels_last = bool(channels_last)
 
     def _tensor(self, value: Any) -> torch.Tensor:
         if isinstance(value, MetaTensor) and not self.keep_meta:
@@ -56,6 +61,8 @@ class MultiTaskPrepareBatch(PrepareBatch):
             raise KeyError(f"batch has no {missing} key(s); batch keys: {sorted(batchdata)}")
         to = {"device": device, "non_blocking": non_blocking, **kwargs}
         image = self._tensor(batchdata[self.image_key]).to(**to)
+        if self.channels_last and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
         mask = self._tensor(batchdata[self.mask_key]).to(**to).float()
         label = self._tensor(batchdata[self.cls_key]).to(**to).long().view(-1)
         return image, {Head.SEG.value: mask, Head.CLS.value: label}

@@ -45,6 +45,16 @@ def test_prepare_batch_hands_the_network_plain_tensors_unless_asked():
     assert isinstance(kept, MetaTensor) and kept.meta["filename_or_obj"] == ["a.png", "b.png"]
 
 
+def test_prepare_batch_gives_a_channels_last_network_a_channels_last_image():
+    batch = {"image": torch.rand(2, 3, 8, 8), "label": torch.ones(2, 1, 8, 8), "cls": torch.tensor([1, 0])}
+    plain, _ = MultiTaskPrepareBatch()(batch, device="cpu")
+    assert plain.is_contiguous() and not plain.is_contiguous(memory_format=torch.channels_last)
+    image, target = MultiTaskPrepareBatch(channels_last=True)(batch, device="cpu")
+    assert image.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(image, batch["image"])
+    assert target["seg"].is_contiguous()  # the target keeps its layout: only the network's input is converted
+
+
 def test_inferer_small_image_is_padded_and_cropped_back():
     net = _Net()
     x = torch.rand(1, 1, 50, 60)
