@@ -50,7 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from busbra import log_parent  # noqa: E402
 
 from pipeline import bench  # noqa: E402
+from pipeline.atomic import write_json_atomic  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
+from pipeline.handlers.operating_point import OPERATING_POINT  # noqa: E402
+from pipeline.metrics import choose_operating_threshold  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 
 BUNDLE = REPO / "bundles" / "breast_us_mtl"
@@ -64,6 +67,7 @@ VAL_FOLDS, VAL_FOLD = 10, 0
 DEFAULT_PRESET = "nmtnet"   # the bundle's (configs/common.yaml), for the inference-time column
 # the plain reference's post-processing: a 0.5 threshold and nothing else
 PLAIN_POST = {"flip_tta": False, "keep_largest_component": False, "fill_holes": False}
+OLD_DEFAULT = {"channels_last": False, "resize_mode": "area"}   # the bundle's default before 2026-12-01
 
 
 @dataclass
@@ -87,20 +91,23 @@ ROWS: dict[str, Row] = {
                                eval={"keep_largest_component": False, "fill_holes": False}, base="default"),
     "default_plain_post": Row("variant", "default with the reference's post-processing (threshold only, no TTA)",
                               eval=PLAIN_POST, base="default"),
+    "default_argmax": Row("variant", "default deciding the class by argmax instead of the operating threshold chosen "
+                          "on the validation fold", eval={"cls_threshold": None}, base="default"),
     "default_bilinear_resize": Row("variant", "default_contiguous's weights evaluated with bilinear + anti-aliased "
                                    "resizing in and its inverse back out (resize_mode bilinear, the default since "
                                    "the weights of this row were trained with area)", eval={"resize_mode": "bilinear"},
                                    base="default_contiguous"),
-    # the three rows below were trained before channels_last became the default: they are variants of the
-    # contiguous default (channels_last changes the speed, not the arithmetic beyond rounding)
+    # the three rows below were trained before channels_last and bilinear resizing became the default: they are
+    # variants of the contiguous, area-resized default (channels_last changes the speed, not the arithmetic beyond
+    # rounding)
     "default_contiguous": Row("bundle", "default without channels_last (network and input in the contiguous "
-                              "memory format: the default before 2026-12-01)", train={"channels_last": False}),
+                              "memory format) and with area resizing: the default before 2026-12-01",
+                              train={**OLD_DEFAULT}),
     "default_lr2e-3": Row("bundle", "default_contiguous with learning rate 2e-3",
-                          train={"channels_last": False, "learning_rate": 0.002}, same_cost_as="default_contiguous"),
+                          train={**OLD_DEFAULT, "learning_rate": 0.002}, same_cost_as="default_contiguous"),
     "default_flip_rot_aug": Row("bundle", "default_contiguous with the reference's augmentation only (flip + "
                                 "rotation: no zoom, no intensity or speckle)",
-                                train={"channels_last": False, "zoom_augmentation": False,
-                                       "intensity_augmentation": False}),
+                                train={**OLD_DEFAULT, "zoom_augmentation": False, "intensity_augmentation": False}),
     "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)", train={"batch_size": 8}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),
@@ -216,12 +223,32 @@ class RecipeBenchmark:
         eval_dir = run_dir / (f"eval_{split}" if row.kind != "variant" else f"eval_{split}_{name}")
         if (eval_dir / "summary.json").exists():
             return eval_dir
+        if split == "test" and ROWS[base].kind == "bundle":
+            self.backfill_operating_point(base, seed, run_dir)
         overrides = {**self.bundle_overrides(base, run_dir, seed), **row.eval}
         overrides.update({"split": split, "eval_dir": str(eval_dir), "run_name": f"{name}_seed{seed}",
                           "n_bootstrap": 1000 if split == "test" else 0})
         print(f"[recipe] split {self.split} {name} seed {seed}: evaluating ({split}) ...", flush=True)
         run_bundle(BUNDLE, "evaluating", overrides, log_file=eval_dir.parent / f"log_{eval_dir.name}.txt")
         return eval_dir
+
+    def backfill_operating_point(self, name: str, seed: int, run_dir: Path) -> None:
+        """A run trained before training chose its operating threshold (``models/operating_point.json``) gets the one
+        training would have chosen: Youden's J on the validation fold's class probabilities of ``model.pt``, read
+        from its validation evaluation (the same network input and TTA as training's validation)."""
+        path = run_dir / "models" / OPERATING_POINT
+        if path.exists():
+            return
+        frame = pd.read_csv(self.evaluate(name, seed, "val") / "per_image.csv")
+        positive = json.loads((run_dir / "run_config.json").read_text())["classes"][-1]
+        truth = (frame["true_class"] == positive).to_numpy()
+        record = {"positive_class": positive,
+                  "threshold": choose_operating_threshold(frame[f"prob_{positive}"].to_numpy(), truth),
+                  "criterion": "Youden's J (sensitivity + specificity - 1) on the validation fold",
+                  "n_images": len(frame), "n_positive": int(truth.sum()),
+                  "note": "chosen by benchmarks/recipe.py from the validation evaluation of model.pt (the run was "
+                          "trained before training chose it)"}
+        write_json_atomic(path, record)
 
     def inference_ms(self, name: str) -> float:
         """Eval-mode forward time per image at 128² (twice for flip TTA)."""

@@ -101,8 +101,9 @@ def _preset_name(preset: Any) -> str:
     return Path(text).stem if text.endswith((".yaml", ".yml")) else text
 
 
-def deploy_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The content of ``configs/deploy.yaml``: every value training derived from the datalist or the preset, pinned."""
+def deploy_config(run_config: Mapping[str, Any], cls_threshold: float | None = None) -> dict[str, Any]:
+    """The content of ``configs/deploy.yaml``: every value training derived from the datalist or the preset, pinned,
+    with the operating threshold chosen on the validation fold for the exported checkpoint (``None``: argmax)."""
     return {
         "datalist": "",
         "use_mlflow": False,
@@ -119,6 +120,7 @@ def deploy_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
         "extra_input_channels": list(run_config.get("extra_input_channels", [])),
         "circle_training": bool(run_config.get("circle_training", False)),
         "seg_threshold": float(run_config.get("seg_threshold", 0.5)),
+        "cls_threshold": None if cls_threshold is None else float(cls_threshold),
         "output_dir": "$os.path.join(@bundle_root, 'predictions')",
         "source_run": {k: run_config.get(k) for k in ("bundle", "preset", "datalist", "fold", "seed")},
     }
@@ -135,7 +137,7 @@ _DEPLOY_HEADER = """\
 
 
 def fill_metadata(template: Mapping[str, Any], run_config: Mapping[str, Any], seg_channels: int = 1,
-                  onnx: bool = False) -> dict[str, Any]:
+                  onnx: bool = False, cls_threshold: float | None = None) -> dict[str, Any]:
     """The bundle's ``metadata.json`` with the run's classes, input channels, sizes and versions filled in."""
     import monai
     import numpy
@@ -181,6 +183,7 @@ def fill_metadata(template: Mapping[str, Any], run_config: Mapping[str, Any], se
         "network_name": run_config["network_name"],
         "circle_training": bool(run_config.get("circle_training", False)),
         "seg_threshold": float(run_config.get("seg_threshold", 0.5)),
+        "cls_threshold": None if cls_threshold is None else float(cls_threshold),
         "exported": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     return meta
@@ -312,8 +315,12 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
     write_text_atomic(configs / "preset.yaml",
                       f"# preset of the exported run ({_preset_name(run_config.get('preset', ''))}), as trained\n"
                       + yaml.safe_dump(run_config["preset_config"], sort_keys=False, width=1000))
-    write_text_atomic(configs / "deploy.yaml",
-                      _DEPLOY_HEADER + yaml.safe_dump(deploy_config(run_config), sort_keys=False, width=1000))
+    from pipeline.handlers.operating_point import read_operating_threshold
+
+    # the operating point belongs to the best checkpoint (model.pt), whose validation epoch chose it
+    cls_threshold = read_operating_threshold(run / "models") if ckpt.name == "model.pt" else None
+    write_text_atomic(configs / "deploy.yaml", _DEPLOY_HEADER + yaml.safe_dump(
+        deploy_config(run_config, cls_threshold), sort_keys=False, width=1000))
     for name in ("docs/README.md", "LICENSE"):
         if (bundle / name).is_file():
             _copy_atomic(bundle / name, output / name)
@@ -334,7 +341,8 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
         seg, _ = wrapper(next(iter(inputs.values())))
 
     template = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    meta = fill_metadata(template, run_config, seg_channels=int(seg.shape[1]), onnx="onnx" in formats)
+    meta = fill_metadata(template, run_config, seg_channels=int(seg.shape[1]), onnx="onnx" in formats,
+                         cls_threshold=cls_threshold)
     validate_metadata(meta)
     write_json_atomic(configs / "metadata.json", meta, indent=4, default=None)
 

@@ -5,6 +5,8 @@ Segmentation (MONAI metrics, per image, lesion channel, prediction thresholded a
 "normal" images count) -- and HD95 over images whose truth and prediction are both non-empty.
 Classification (scikit-learn): AUC of the positive class (malignant) vs rest, macro one-vs-rest AUC for 3 classes,
 accuracy, balanced accuracy, macro F1, sensitivity and specificity of the positive class, confusion matrix.
+The predicted class is the argmax of the probabilities or, with an operating threshold (chosen on the validation
+fold by ``choose_operating_threshold``), the positive class wherever its probability reaches the threshold.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ __all__ = [
     "classification_scores",
     "ClassificationMetrics",
     "CLASSIFICATION_METRICS",
+    "choose_operating_threshold",
+    "gather_arrays",
+    "predicted_classes",
     "positive_vs_rest",
     "joint_score",
 ]
@@ -48,7 +53,58 @@ def segmentation_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, np
     return {"dice": dice.view(-1).numpy(), "jaccard": iou.view(-1).numpy(), "hd95": hd95.numpy()}
 
 
-def classification_scores(probs: np.ndarray, labels: np.ndarray, positive: int = -1) -> dict[str, Any]:
+def predicted_classes(probs: np.ndarray, threshold: float | None = None, positive: int = -1) -> np.ndarray:
+    """The predicted class of each row of ``(N, K)`` probabilities.
+
+    Args:
+        probs: class probabilities.
+        threshold: operating threshold on the positive class's probability: the positive class where it is reached,
+            else the most probable other class. ``None``: the argmax.
+        positive: index of the positive class (default: last).
+
+    Raises:
+        ValueError: ``threshold`` is outside (0, 1).
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        probs = probs[None]
+    predicted = probs.argmax(1)
+    if threshold is None:
+        return predicted
+    threshold = float(threshold)
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    positive = positive % probs.shape[1]
+    others = probs.copy()
+    others[:, positive] = -np.inf
+    return np.where(probs[:, positive] >= threshold, positive, others.argmax(1))
+
+
+def choose_operating_threshold(positive_probs: np.ndarray, is_positive: np.ndarray) -> float | None:
+    """The positive-class probability threshold maximising Youden's J (sensitivity + specificity - 1).
+
+    The threshold is placed halfway between the lowest positive-class probability it accepts and the next lower one,
+    not on a probability itself, so that a model whose probabilities move slightly (another machine, another runtime)
+    decides the validation images the same way. This is what scikit-learn's ``TunedThresholdClassifierCV`` does with
+    ``scoring="balanced_accuracy"`` (J and balanced accuracy have the same optimum), for a model it did not train.
+
+    Returns:
+        the threshold in (0, 1), or ``None`` when one class is absent (no threshold can be chosen).
+    """
+    scores = np.asarray(positive_probs, dtype=np.float64).reshape(-1)
+    truth = np.asarray(is_positive).astype(bool).reshape(-1)
+    if truth.all() or not truth.any():
+        return None
+    fpr, tpr, thresholds = skm.roc_curve(truth, scores, drop_intermediate=False)
+    best = int(np.argmax(tpr - fpr))
+    chosen = float(min(thresholds[best], 1.0))
+    lower = scores[scores < chosen]
+    below = float(lower.max()) if lower.size else 0.0
+    return float(np.clip(0.5 * (chosen + below), 1e-6, 1.0 - 1e-6))
+
+
+def classification_scores(probs: np.ndarray, labels: np.ndarray, positive: int = -1,
+                          threshold: float | None = None) -> dict[str, Any]:
     """Classification metrics from ``(N, K)`` probabilities and ``(N,)`` integer labels.
 
     Args:
@@ -56,6 +112,8 @@ def classification_scores(probs: np.ndarray, labels: np.ndarray, positive: int =
         labels: true class indices.
         positive: index of the positive class for AUC, sensitivity and specificity (default: the last class,
             "malignant" in both class lists of the datalist contract).
+        threshold: operating threshold of the positive class for the decision metrics (``predicted_classes``);
+            ``None``: argmax. AUC does not depend on it.
 
     Returns:
         the metrics in ``CLASSIFICATION_METRICS`` (NaN where undefined, e.g. AUC with one class present) plus
@@ -64,7 +122,7 @@ def classification_scores(probs: np.ndarray, labels: np.ndarray, positive: int =
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).astype(int).reshape(-1)
     n_classes = probs.shape[1]
     positive = positive % n_classes
-    predicted = probs.argmax(1)
+    predicted = predicted_classes(probs, threshold, positive)
     is_pos, pred_pos = labels == positive, predicted == positive
     present = np.unique(labels)
 
@@ -106,12 +164,14 @@ class ClassificationMetrics(Metric):
             (probabilities ``(K,)``, labels scalar or one-element).
         positive: index of the positive class (default: last).
         prefix: prepended to each metric name, e.g. ``"val_"``.
+        threshold: operating threshold of the positive class (``predicted_classes``); ``None``: argmax.
     """
 
     def __init__(
-        self, output_transform: Callable = lambda x: x, positive: int = -1, prefix: str = "", device: str = "cpu"
+        self, output_transform: Callable = lambda x: x, positive: int = -1, prefix: str = "", device: str = "cpu",
+        threshold: float | None = None,
     ) -> None:
-        self.positive, self.prefix = positive, prefix
+        self.positive, self.prefix, self.threshold = positive, prefix, threshold
         self._probs: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         super().__init__(output_transform=output_transform, device=device)
@@ -132,20 +192,22 @@ class ClassificationMetrics(Metric):
         if not self._probs:
             raise RuntimeError("ClassificationMetrics: no output was collected before compute()")
         # Under DDP each rank holds its own shard: gather so every rank scores the whole set.
-        probs = np.concatenate(self._gather(self._probs))
-        labels = np.concatenate(self._gather(self._labels))
-        scores = classification_scores(probs, labels, positive=self.positive)
+        probs = np.concatenate(gather_arrays(self._probs))
+        labels = np.concatenate(gather_arrays(self._labels))
+        scores = classification_scores(probs, labels, positive=self.positive, threshold=self.threshold)
         return {f"{self.prefix}{k}": scores[k] for k in CLASSIFICATION_METRICS}
 
-    @staticmethod
-    def _gather(parts: list[np.ndarray]) -> list[np.ndarray]:
-        import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return parts
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, parts)
-        return [p for rank_parts in gathered for p in rank_parts]
+def gather_arrays(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Every rank's arrays, in rank order, on every rank (of any length: ``all_gather_object``); ``parts`` itself
+    outside ``torch.distributed``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return parts
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, parts)
+    return [p for rank_parts in gathered for p in rank_parts]
 
 
 def positive_vs_rest(output: Sequence[Mapping[str, Any]], positive: int = -1) -> tuple[list, list]:

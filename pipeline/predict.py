@@ -56,6 +56,7 @@ import torch
 from pipeline.atomic import atomic_path, write_rows_atomic
 from pipeline.data.io import IMAGE_EXTENSIONS, DataError
 from pipeline.keys import Head
+from pipeline.metrics import predicted_classes
 
 __all__ = [
     "RUNTIMES",
@@ -574,6 +575,9 @@ class Predictor:
         self.modality = str(get("modality", "US"))
         self.batch_size = int(batch_size if batch_size is not None else get("inference_batch_size", 8))
         self.threshold = float(threshold if threshold is not None else get("seg_threshold", 0.5))
+        # the operating threshold of the positive class chosen on the validation fold (deploy.yaml); None: argmax
+        cls_threshold = get("cls_threshold", None)
+        self.cls_threshold = None if cls_threshold in (None, "", "null", "None") else float(cls_threshold)
         self.refine = _flag(refine if refine is not None else get("refine", False))
         self.explain = _flag(explain if explain is not None else get("explain", False))
         self.overlays = _flag(overlays if overlays is not None else get("overlays", True))
@@ -594,6 +598,9 @@ class Predictor:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.cls_threshold is not None and not 0.0 < self.cls_threshold < 1.0:
+            raise ValueError(f"cls_threshold of {self.root / 'configs' / 'deploy.yaml'} must be in (0, 1), got "
+                             f"{self.cls_threshold}")
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice axis must be 0, 1 or 2, got {self.slice_axis}")
         if self.normalisation not in ("none", "percentile"):
@@ -911,7 +918,7 @@ class Predictor:
         probs = np.stack([r[1] for r in results])
         with_lesion = areas > 0
         mean_probs = probs[with_lesion].mean(0) if with_lesion.any() else probs.mean(0)
-        predicted = int(np.argmax(mean_probs))
+        predicted = int(predicted_classes(mean_probs, self.cls_threshold)[0])
         best = int(np.argmax(areas)) if with_lesion.any() else len(masks) // 2
         item = case.item
         row = self._base_row(item)

@@ -53,10 +53,10 @@ SUMMARY_METRICS = (
 
 
 def _format_override(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)  # Python Fire reads True/False as bools; JSON's true/false would arrive as strings
-    if isinstance(value, (list, tuple, dict)) or value is None:
-        return json.dumps(value)
+    """A value as Python Fire (MONAI's command line) reads it back: a Python literal for booleans, None and
+    containers (Fire reads JSON's true/false/null as the strings "true"/"false"/"null")."""
+    if isinstance(value, (bool, list, tuple, dict)) or value is None:
+        return repr(value)
     return str(value)
 
 
@@ -219,7 +219,10 @@ def evaluate_run(
     elif (run / "run_config.json").is_file():
         config = json.loads((run / "run_config.json").read_text())
         bundle = BUNDLES_DIR / config["bundle"]
-        values = {k: config[k] for k in ("preset", "datalist", "fold", "seed") if k in config}
+        # the values that change what the network sees or how its output becomes a mask, as the run was trained
+        values = {k: config[k] for k in ("preset", "datalist", "fold", "seed", "image_size", "network_kwargs",
+                                         "seg_threshold") if k in config}
+        values["resize_mode"] = config.get("resize_mode", "area")   # runs from before resize_mode used area
     else:
         raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
     values.update(output_dir=str(run), split=split, run_name=run.name)

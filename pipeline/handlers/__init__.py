@@ -1,5 +1,6 @@
 """Ignite handlers that MONAI / Ignite do not already have: evaluation report, training history, and the reliability
-handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard) and the training time budget."""
+handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard), the training time budget and the
+operating point chosen on the validation fold."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ from pipeline.handlers.budget import TimeBudget
 from pipeline.handlers.checkpoint import SafeCheckpointLoader, SafeCheckpointSaver
 from pipeline.handlers.guards import NanGuard, NonFiniteLossError, ResumeState, SeedEachEpoch
 from pipeline.handlers.history import TrainingHistory
+from pipeline.handlers.operating_point import OPERATING_POINT, OperatingPoint, read_operating_threshold
 from pipeline.handlers.report import EvaluationReport
 
 __all__ = [
     "EvaluationReport",
     "NanGuard",
     "NonFiniteLossError",
+    "OPERATING_POINT",
+    "OperatingPoint",
     "ResumeState",
     "SafeCheckpointLoader",
     "SafeCheckpointSaver",
     "SeedEachEpoch",
     "TimeBudget",
     "TrainingHistory",
+    "read_operating_threshold",
 ]

@@ -22,7 +22,7 @@ from skimage.transform import resize
 
 from pipeline import plots
 from pipeline.atomic import write_csv_atomic, write_json_atomic
-from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, segmentation_scores
+from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, predicted_classes, segmentation_scores
 
 __all__ = ["EvaluationReport", "CONVENTIONS"]
 
@@ -33,7 +33,9 @@ CONVENTIONS = (
     "empty truth mask scores 1 when the prediction is empty too, else 0 (this is how normal images count); reported "
     "as mean +/- sample std over all images and per true class. HD95 (95th percentile Hausdorff distance) in pixels "
     "(and in mm where the pixel spacing is known), over the images whose truth and prediction are both non-empty "
-    "(their number is given). Classification: predicted class = argmax of the softmax probabilities; AUC = ROC AUC "
+    "(their number is given). Classification: predicted class = argmax of the softmax probabilities or, with an "
+    "operating threshold (chosen on the validation fold, given in the summary), the positive class wherever its "
+    "probability reaches the threshold; AUC = ROC AUC "
     "of the positive class vs rest (macro one-vs-rest AUC too with 3 classes); accuracy, balanced accuracy, macro F1; "
     "sensitivity and specificity of the positive class; confusion matrix with rows = true class. ECE = expected "
     "calibration error of the positive-class probability over 10 equal-width bins. 95% CI: percentile bootstrap "
@@ -125,6 +127,8 @@ class EvaluationReport:
         n_bins: bins of the ECE and of the reliability diagram.
         overlay_size: longest side of the stored overlay thumbnails.
         extra_keys: batch keys copied into the CSV when present.
+        threshold: operating threshold of the positive class for the predicted class (``None``: argmax);
+            ``pipeline.handlers.read_operating_threshold`` reads the one training chose on the validation fold.
     """
 
     def __init__(
@@ -146,12 +150,16 @@ class EvaluationReport:
         label_seg_key: str = "label_seg",
         label_cls_key: str = "label_cls",
         id_key: str = "id",
+        threshold: float | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.classes = [str(c) for c in classes]
         if len(self.classes) < 2:
             raise ValueError(f"EvaluationReport needs at least 2 classes, got {self.classes}")
         self.positive = positive % len(self.classes)
+        self.threshold = None if threshold is None else float(threshold)
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         self.n_overlays, self.n_bootstrap, self.seed = int(n_overlays), int(n_bootstrap), int(seed)
         self.spacing_key, self.prefix, self.n_bins = spacing_key, prefix, int(n_bins)
         self.overlay_size, self.extra_keys = int(overlay_size), tuple(extra_keys)
@@ -215,7 +223,7 @@ class EvaluationReport:
             raise ValueError(f"pred_cls has {probs.size} probabilities, the report has classes {self.classes}")
         label_src = out.get(self.label_cls_key, item.get(self.label_cls_key))
         label = int(torch.as_tensor(label_src).reshape(-1)[0])
-        predicted = int(probs.argmax())
+        predicted = int(predicted_classes(probs, self.threshold, self.positive)[0])
 
         seg = segmentation_scores(torch.from_numpy(pred)[None, None], torch.from_numpy(truth)[None, None])
         rec: dict[str, Any] = {"id": str(_scalar(ident)), "file": file}
@@ -377,9 +385,10 @@ class EvaluationReport:
                                        "dice_std": _stats(dice[sel])["std"], "jaccard": float(jaccard[sel].mean()),
                                        "jaccard_std": _stats(jaccard[sel])["std"]}
 
-        scores = classification_scores(probs, labels, positive=self.positive)
+        scores = classification_scores(probs, labels, positive=self.positive, threshold=self.threshold)
         cls: dict[str, Any] = {k: scores[k] for k in CLASSIFICATION_METRICS}
         cls["positive_class"] = pos_name
+        cls["operating_threshold"] = self.threshold  # None: argmax
         cls["confusion_matrix"] = {"classes": self.classes, "rows": "true class", "columns": "predicted class",
                                    "matrix": scores["confusion_matrix"]}
         cls["ece"] = plots.expected_calibration_error(probs, labels, n_bins=self.n_bins, positive=self.positive)
@@ -410,7 +419,8 @@ class EvaluationReport:
         with warnings.catch_warnings(), sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             warnings.simplefilter("ignore")
             for b in range(self.n_bootstrap):
-                s = classification_scores(probs[idx[b]], labels[idx[b]], positive=self.positive)
+                s = classification_scores(probs[idx[b]], labels[idx[b]], positive=self.positive,
+                                          threshold=self.threshold)
                 for k in names:
                     values[k][b] = s[k]
         values["dice"], values["jaccard"] = dice[idx].mean(1), jaccard[idx].mean(1)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from monai.bundle import ConfigWorkflow
 
 from pipeline.registry import list_networks
@@ -70,6 +71,10 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
         assert value is not None and math.isfinite(value), key
     per_image = pd.read_csv(out / "eval_val" / "per_image.csv")
     assert len(per_image) == summary["n_images"] > 0
+    # the classification threshold training chose on this validation fold decides the predicted class
+    operating_point = json.loads((out / "models" / "operating_point.json").read_text())
+    assert operating_point["n_images"] == summary["n_images"]
+    assert summary["classification"]["operating_threshold"] == operating_point["threshold"]
     for plot in ("roc.png", "confusion_matrix.png", "calibration.png", "overlays.png"):
         assert (out / "eval_val" / plot).stat().st_size > 5000
     eval_run = _mlflow_metrics(out / "mlruns.db", "smoke_eval_val")
@@ -235,6 +240,7 @@ def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode,
     from pipeline.data.prepare import prepare
     from pipeline.data.synthetic import make_us_dataset
     from pipeline.deploy import export_bundle
+    from pipeline.handlers import read_operating_threshold
     from pipeline.predict import predict
 
     raw = make_us_dataset(tmp_path / "raw", n=12, seed=3, size=(96, 120))
@@ -248,6 +254,8 @@ def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode,
     evaluated = pd.read_csv(run / "eval_val" / "per_image.csv").set_index("file")
 
     export_bundle(US_BUNDLE, run, tmp_path / "exported", formats=["torchscript"])
+    deploy = yaml.safe_load((tmp_path / "exported" / "configs" / "deploy.yaml").read_text())
+    assert deploy["cls_threshold"] == read_operating_threshold(run / "models")   # predict decides as evaluate did
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for file in evaluated.index:
@@ -262,6 +270,7 @@ def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode,
         assert out["lesion_area_px"] == pytest.approx(row["lesion_area_pred_px"], abs=2), file
         for c in ("normal", "benign", "malignant"):
             assert out[f"prob_{c}"] == pytest.approx(row[f"prob_{c}"], abs=1e-4), (file, c)
+        assert out["predicted_class"] == row["pred_class"], file
     assert (evaluated["lesion_area_pred_px"] > 0).any()   # not a comparison of empty masks only
 
 

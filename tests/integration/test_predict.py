@@ -387,6 +387,25 @@ def test_refinement_empties_the_mask_of_an_image_classified_normal(us_exported, 
     assert np.asarray(Image.open(refined["mask"])).max() == 0
 
 
+def test_predicted_class_follows_the_bundles_operating_threshold(us_exported, tmp_path):
+    import yaml
+
+    bundle = with_fake_model(us_exported, tmp_path / "bundle", [2.0, 1.0, 0.0])   # p(malignant) = 0.09
+    blob_png(tmp_path / "img.png")
+    deploy = bundle / "configs" / "deploy.yaml"
+    argmax = predict(bundle, tmp_path / "img.png", tmp_path / "argmax", progress=False, overlays=False).rows[0]
+    config = yaml.safe_load(deploy.read_text())
+    assert argmax["predicted_class"] == "normal"
+    config["cls_threshold"] = 0.05      # what training would pin after choosing it on the validation fold
+    deploy.write_text(yaml.safe_dump(config))
+    low = predict(bundle, tmp_path / "img.png", tmp_path / "low", progress=False, overlays=False).rows[0]
+    assert low["predicted_class"] == "malignant" and low["prob_malignant"] == argmax["prob_malignant"]
+    config["cls_threshold"] = 1.5
+    deploy.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="cls_threshold of .*deploy.yaml must be in"):
+        Predictor(bundle, progress=False)
+
+
 def test_gradcam_heatmap_has_the_image_size_and_is_not_constant(us_exported, tmp_path):
     blob_png(tmp_path / "img.png", shape=(56, 90))
     result = predict(us_exported, tmp_path / "img.png", tmp_path / "out", explain=True, progress=False)

@@ -63,3 +63,37 @@ def test_ignite_metric_accumulates_over_iterations():
         assert f"val_{name}" in state.metrics
     assert state.metrics["val_accuracy"] == pytest.approx(3 / 4)
     assert state.metrics["val_sensitivity"] == pytest.approx(2 / 3)
+
+
+def test_predicted_classes_argmax_or_operating_threshold():
+    from pipeline.metrics import predicted_classes
+
+    probs = np.array([[0.7, 0.3], [0.4, 0.6], [0.8, 0.2]])
+    np.testing.assert_array_equal(predicted_classes(probs), [0, 1, 0])
+    np.testing.assert_array_equal(predicted_classes(probs, threshold=0.25), [1, 1, 0])
+    np.testing.assert_array_equal(predicted_classes(probs, threshold=0.65), [0, 0, 0])
+    # three classes: below the threshold, the most probable of the *other* classes (never the positive one)
+    three = np.array([[0.1, 0.35, 0.55], [0.5, 0.1, 0.4], [0.2, 0.5, 0.3]])
+    np.testing.assert_array_equal(predicted_classes(three, threshold=0.6), [1, 0, 1])
+    np.testing.assert_array_equal(predicted_classes(three, threshold=0.3), [2, 2, 2])
+    np.testing.assert_array_equal(predicted_classes(three[0]), [2])   # one image as a 1-D vector
+    with pytest.raises(ValueError, match="threshold must be in"):
+        predicted_classes(probs, threshold=1.0)
+
+
+def test_operating_threshold_maximises_youden_and_sits_between_images():
+    from pipeline.metrics import choose_operating_threshold
+
+    # separable: any threshold in (0.3, 0.4] is perfect; the chosen one lies strictly between the two images
+    t = choose_operating_threshold([0.1, 0.2, 0.3, 0.4, 0.9], [0, 0, 0, 1, 1])
+    assert 0.3 < t < 0.4 and t == pytest.approx(0.35)
+    # one benign image above the malignant ones: Youden's J still picks the cut below the positives (J = 2/3)
+    t = choose_operating_threshold([0.05, 0.1, 0.8, 0.2, 0.25], [0, 0, 0, 1, 1])
+    assert 0.1 < t < 0.2
+    # a low threshold on imbalanced scores: argmax (0.5) would call no positive image positive here
+    scores, truth = [0.1, 0.12, 0.15, 0.3, 0.35, 0.4], [0, 0, 0, 1, 1, 1]
+    t = choose_operating_threshold(scores, truth)
+    s = classification_scores(np.stack([1 - np.array(scores), scores], 1), np.array(truth), threshold=t)
+    assert s["sensitivity"] == 1.0 and s["specificity"] == 1.0
+    assert classification_scores(np.stack([1 - np.array(scores), scores], 1), np.array(truth))["sensitivity"] == 0
+    assert choose_operating_threshold([0.2, 0.7], [1, 1]) is None and choose_operating_threshold([0.2], [0]) is None

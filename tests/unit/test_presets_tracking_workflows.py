@@ -41,6 +41,12 @@ def test_bundle_command_is_the_readme_command(tmp_path):
     assert json.loads(cmd[cmd.index("--config_file") + 1])[-1].endswith("train.yaml")
     assert cmd[cmd.index("--fold") + 1] == "2" and cmd[cmd.index("--image_size") + 1] == "[64, 64]"
     assert cmd[cmd.index("--use_mlflow") + 1] == "False"  # a Python literal: Fire reads "false" as a string
+    from fire.parser import DefaultParseValue
+
+    values = {"cls_threshold": None, "class_weights": [1.0, None], "extra": {"a": True, "b": "x y"}}
+    cmd = bundle_command(US_BUNDLE, "training", values)
+    for key, value in values.items():   # what MONAI's command line hands the config is the value itself
+        assert DefaultParseValue(cmd[cmd.index(f"--{key}") + 1]) == value, key
     with pytest.raises(ValueError, match="workflow must be one of"):
         bundle_command(US_BUNDLE, "serving")
     with pytest.raises(FileNotFoundError, match="not a bundle folder"):
@@ -88,3 +94,25 @@ def test_augmentation_switches_remove_their_transforms(switches, absent):
     everything = {"RandFlipd", "RandRotated", "RandZoomd", "RandAdjustContrastd", "RandScaleIntensityd",
                   "RandSpeckleNoised"}
     assert names - {"EnsureTyped"} == everything - absent
+
+
+def test_evaluate_run_uses_the_values_a_run_was_trained_with(tmp_path, monkeypatch):
+    """A run trained by `python -m monai.bundle run training` (no train_args.json) is evaluated with its own image
+    size, resize and threshold from run_config.json, not the bundle's current defaults."""
+    from pipeline import workflows
+
+    run = tmp_path / "run"
+    (run / "models").mkdir(parents=True)
+    (run / "models" / "model.pt").write_bytes(b"")
+    config = {"bundle": "breast_us_mtl", "preset": "nmtnet", "datalist": "/d/datalist.json", "fold": 2, "seed": 1,
+              "image_size": [96, 96], "seg_threshold": 0.3, "network_kwargs": {"init_filters": 8}}
+    (run / "run_config.json").write_text(json.dumps(config))
+    calls = []
+    monkeypatch.setattr(workflows, "run_bundle", lambda bundle, workflow, values, **kw: calls.append(values))
+    workflows.evaluate_run(run, split="test")
+    values = calls[-1]
+    assert {k: values[k] for k in config if k != "bundle"} == {k: v for k, v in config.items() if k != "bundle"}
+    assert values["resize_mode"] == "area"   # trained before resize_mode existed: area, as export assumes too
+    (run / "run_config.json").write_text(json.dumps({**config, "resize_mode": "bilinear"}))
+    workflows.evaluate_run(run, split="test")
+    assert calls[-1]["resize_mode"] == "bilinear" and calls[-1]["split"] == "test"

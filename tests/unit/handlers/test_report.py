@@ -11,7 +11,7 @@ from ignite.engine import Engine
 from monai.data import MetaTensor
 
 from pipeline.handlers import EvaluationReport
-from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, segmentation_scores
+from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, predicted_classes, segmentation_scores
 from pipeline.plots import expected_calibration_error
 from tests.unit.test_plots import assert_nontrivial_png
 
@@ -267,3 +267,25 @@ def test_report_files_are_replaced_atomically(tmp_path, kill_before_rename, kill
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # no temporary left
     if killed != "per_image.csv":  # the files written before the failed one are the new evaluation's
         assert len(pd.read_csv(tmp_path / "per_image.csv")) == 3
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_report_decides_with_the_operating_threshold(tmp_path, n_classes):
+    classes = CLASSES_2 if n_classes == 2 else CLASSES_3
+    batches, cases = _data(n_classes)
+    probs = np.array([c[2] for c in cases])
+    labels = np.array([c[3] for c in cases])
+    threshold = 0.4   # lower than argmax's effective 0.5: the malignant image at 0.45 (x0.9 + 0.033 for 3) flips
+    report = EvaluationReport(tmp_path, classes, n_bootstrap=50, n_overlays=2, threshold=threshold)
+    _run(report, batches)
+    df = pd.read_csv(tmp_path / "per_image.csv")
+    expected = predicted_classes(probs, threshold)
+    assert df["pred_class"].tolist() == [classes[k] for k in expected]
+    assert (expected != probs.argmax(1)).any()   # the threshold changes some decision here
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    cls = classification_scores(probs, labels, threshold=threshold)
+    assert summary["classification"]["operating_threshold"] == threshold
+    assert summary["classification"]["sensitivity"] == pytest.approx(cls["sensitivity"])
+    assert summary["classification"]["sensitivity"] > classification_scores(probs, labels)["sensitivity"]
+    with pytest.raises(ValueError, match="threshold must be in"):
+        EvaluationReport(tmp_path, classes, threshold=0.0)
