@@ -108,6 +108,8 @@ ROWS: dict[str, Row] = {
     "default_flip_rot_aug": Row("bundle", "default_contiguous with the reference's augmentation only (flip + "
                                 "rotation: no zoom, no intensity or speckle)",
                                 train={**OLD_DEFAULT, "zoom_augmentation": False, "intensity_augmentation": False}),
+    "default_keep_aspect": Row("bundle", "default with the aspect ratio kept (longest side to 128, zero-padded) "
+                               "instead of squashing to 128x128", train={"keep_aspect": True}, same_cost_as="default"),
     "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)", train={"batch_size": 8}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),

@@ -26,11 +26,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         if value is not None:
             options[name] = value
     test_devices = [d for d in args.test_devices.split(",") if d.strip()] if args.test_devices else None
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     prepared, paths = prepare(
         args.source, args.input, args.output, strict=args.strict, n_folds=args.folds, seed=args.seed,
-        test_fold=args.test_fold, test_devices=test_devices, **options
+        test_fold=args.test_fold, test_devices=test_devices, classes=classes, **options
     )
     print(format_summary({prepared.name: prepared_summary(prepared)}))
+    left_out = prepared.extra.get("classes_left_out") or {}
+    if left_out:
+        print("left out by --classes: " + ", ".join(f"{n} {c}" for c, n in left_out.items()))
     print(f"\ndatalist: {paths['datalist']}\ndataset:  {paths['dataset']}\nskipped:  {paths['skipped']}")
     if len(prepared.skipped):
         print(f"{len(prepared.skipped)} input(s) skipped; the reasons are in {paths['skipped']}:")
@@ -115,12 +119,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.workflows import evaluate_run, format_metrics
+    from pipeline.workflows import evaluate_datasets, evaluate_run, format_metrics
 
-    eval_dir = evaluate_run(args.run, split=args.split, datalist=args.datalist, eval_dir=args.output,
-                            overrides=dict(_parse_overrides(args.override)), quiet=not args.verbose)
+    overrides = dict(_parse_overrides(args.override))
+    if args.datalist and len(args.datalist) > 1:
+        if args.output:
+            raise ValueError("--output names one evaluation folder: with several --datalist each goes to "
+                             "RUN/eval_external_<dataset>_<split>")
+        table, _ = evaluate_datasets(args.run, args.datalist, split=args.split, overrides=overrides,
+                                     quiet=not args.verbose)
+        print(table.read_text())
+        print(f"table: {table} and {table.with_suffix('.csv')}")
+        return EXIT_OK
+    eval_dir = evaluate_run(args.run, split=args.split, datalist=args.datalist[0] if args.datalist else None,
+                            eval_dir=args.output, overrides=overrides, quiet=not args.verbose)
     summary = json.loads((eval_dir / "summary.json").read_text())
     print(format_metrics(summary, split={"val": "validation"}.get(args.split, args.split)))
+    left_out = summary.get("left_out", {}).get("per_class", {})
+    if left_out:
+        print("not scored (the model has no such class): " + ", ".join(f"{n} {c}" for c, n in left_out.items()))
     print(f"\nper image: {eval_dir / 'per_image.csv'}\nsummary:   {eval_dir / 'summary.json'}")
     print(f"log:       {Path(args.run).resolve() / 'evaluate.log'}")
     return EXIT_OK
@@ -192,7 +209,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         args.bundle, args.input, args.output, runtime=args.runtime, device=args.device, batch_size=args.batch_size,
         threshold=args.threshold, refine=args.refine or None, explain=args.explain or None,
         overlays=False if args.no_overlays else None, native_resolution=args.native_resolution or None,
-        progress=not args.no_progress,
+        progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
     )
     print(f"{result.n_ok} input(s) predicted, {result.n_failed} failed ({result.runtime} on {result.device})")
     for row in result.rows:
@@ -255,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--test-devices", default=None, metavar="NAMES",
                       help="comma-separated scanner names (prefixes) held out as the test set, e.g. "
                       "'Toshiba,U-Systems' (busbra: cross-scanner split); the other patients are split anew")
+    p.add_argument("--classes", default=None, metavar="NAMES",
+                   help="comma-separated classes to keep, e.g. 'benign,malignant' (BUSI without its normal images); "
+                   "the source's class order is kept")
     p.add_argument("--labels", type=Path, help="udiat: CSV or XLSX with the 'Type' column (default: found in input)")
     p.add_argument("--classes-csv", type=Path, help="nifti/dicom: CSV 'case,class' (default: input/classes.csv)")
     p.add_argument("--axis", type=int, choices=[0, 1, 2], help="nifti/dicom: slicing axis (default 2, axial)")
@@ -346,8 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, type=Path, help="a training run folder (made by `bmtl train`)")
     p.add_argument("--split", choices=["val", "test", "all"], default="val",
                    help="val: the run's validation fold (default); test: the datalist's test split; all: every item")
-    p.add_argument("--datalist", type=Path, default=None, help="another prepared datalist (default: the run's)")
-    p.add_argument("--output", type=Path, default=None, help="evaluation folder (default RUN/eval_<split>)")
+    p.add_argument("--datalist", type=Path, action="append", default=None,
+                   help="another prepared datalist (default: the run's); repeat it for one table over several "
+                   "datasets (RUN/datasets_<split>.md and .csv); classes are matched by name")
+    p.add_argument("--output", type=Path, default=None,
+                   help="evaluation folder (default RUN/eval_<split>; one datalist only)")
     p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
     p.add_argument("--verbose", action="store_true", help="stream the evaluation output")
     p.set_defaults(func=_cmd_evaluate)
@@ -454,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sliding-window segmentation at the image's own resolution instead of resizing it to the "
                    "training size (for images at the training images' pixel scale)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    rerun = p.add_mutually_exclusive_group()
+    rerun.add_argument("--overwrite", action="store_true",
+                       help="replace the predictions of an earlier run in --output (refused otherwise)")
+    rerun.add_argument("--resume", action="store_true",
+                       help="finish an interrupted run in --output: inputs it predicted are not predicted again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
@@ -486,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -88,7 +88,7 @@ def run_demo(
     for i, cls in enumerate(("benign", "malignant", "normal", "malignant")):
         image, _ = make_us_case(rng, cls, size=(160, 224))  # another size than training: mapped back to it
         write_png(new_images / f"scan_{i}.png", image)
-    result = predict(exported, new_images, out / "predictions", progress=False)
+    result = predict(exported, new_images, out / "predictions", progress=False, overwrite=True)  # the demo's own folder
     print(f"exported bundle: {exported}")
     print(f"predictions    : {result.csv_path} ({result.n_ok} images, masks and overlays beside it)")
     print(f"MLflow store  : {run_dir / 'mlruns.db'}")

@@ -17,6 +17,7 @@ Exported bundle layout (``bmtl export --bundle bundles/breast_us_mtl --run RUN_D
       models/model.onnx         ONNX, one file, input ``image``, outputs ``seg`` and ``cls``, dynamic batch
       models/export_report.json parity of each export with the eager network, versions, source run
       docs/README.md            how to run it
+      docs/model_card.md        what the model was trained on, its evaluations with CIs, intended use, limits
       LICENSE
 
 The folder needs no training config, no datalist and no training run: ``bmtl predict --bundle EXPORT_DIR ...`` and
@@ -53,6 +54,7 @@ from pipeline.export import (
     parity_inputs,
 )
 from pipeline.keys import Head
+from pipeline.model_card import build_model_card, eval_metrics
 
 __all__ = [
     "FORMATS",
@@ -116,6 +118,7 @@ def deploy_config(run_config: Mapping[str, Any], cls_threshold: float | None = N
         "image_size": [int(s) for s in run_config["image_size"]],
         # runs from before `resize_mode` existed were trained on area-resized images
         "resize_mode": str(run_config.get("resize_mode", "area")),
+        "keep_aspect": bool(run_config.get("keep_aspect", False)),
         "in_channels": int(run_config["in_channels"]),
         "extra_input_channels": list(run_config.get("extra_input_channels", [])),
         "circle_training": bool(run_config.get("circle_training", False)),
@@ -324,6 +327,9 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
     for name in ("docs/README.md", "LICENSE"):
         if (bundle / name).is_file():
             _copy_atomic(bundle / name, output / name)
+    template = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    write_text_atomic(output / "docs" / "model_card.md",
+                      build_model_card(run, run_config, cls_threshold, bundle_name=str(template.get("name", ""))))
 
     # the network from the exported configs alone, with the checkpoint loaded into the export wrapper
     state = load_state_dict(ckpt)
@@ -340,9 +346,10 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
     with torch.no_grad():
         seg, _ = wrapper(next(iter(inputs.values())))
 
-    template = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     meta = fill_metadata(template, run_config, seg_channels=int(seg.shape[1]), onnx="onnx" in formats,
                          cls_threshold=cls_threshold)
+    # the model zoo's numeric eval_metrics, from the run's evaluations (the template's descriptions otherwise)
+    meta["eval_metrics"] = eval_metrics(run) or meta.get("eval_metrics", {})
     validate_metadata(meta)
     write_json_atomic(configs / "metadata.json", meta, indent=4, default=None)
 

@@ -26,8 +26,9 @@ pixels (all slices when none has any).
 
 Preprocessing is the bundle's own ``preprocessing_transforms`` (from ``configs/common.yaml``) without its file
 reader: the same grey conversion, intensity scaling, resizing to the training size and extra channels as in training.
-By default the mask is predicted at the training size and resized back to the input's size (bilinear on the lesion
-probability, then thresholded): our bundles train on whole images resized to the training size. With
+By default the mask is predicted at the training size and the lesion probability brought back to the input's size by
+MONAI's inverse of the preprocessing's resize (and padding, with ``keep_aspect``), as evaluation's ``Invertd`` does,
+then thresholded: our bundles train on whole images resized to the training size. With
 ``native_resolution=True`` the image is not resized: ``MultiTaskInferer`` segments it by sliding window over
 training-size tiles at its own pixel scale (for images whose pixel scale matches the training images) and classifies
 the whole image resized to the training size.
@@ -57,6 +58,7 @@ from pipeline.atomic import atomic_path, write_rows_atomic
 from pipeline.data.io import IMAGE_EXTENSIONS, DataError
 from pipeline.keys import Head
 from pipeline.metrics import predicted_classes
+from pipeline.prediction_journal import PredictionJournal
 
 __all__ = [
     "RUNTIMES",
@@ -587,9 +589,6 @@ class Predictor:
         self.cam_layer = cam_layer if cam_layer not in (None, "", "null", "None") else get("cam_layer", None)
         self.progress = _flag(progress)
         self.flip_tta = _flag(get("flip_tta", False))
-        # the lesion probability goes back to the input's size by the interpolation that brought the image to the
-        # training size, as evaluation's Invertd does
-        self.resize_mode = str(get("resize_mode", "bilinear"))
         # the bundle's mask cleaning (largest component, hole filling) after our own threshold, as evaluation does
         from monai.transforms import AsDiscreted
 
@@ -671,7 +670,7 @@ class Predictor:
 
     def _preprocessing(self) -> list[Callable]:
         """The bundle's preprocessing transforms without the file reader (and without resizing in native mode)."""
-        from monai.transforms import Compose, LoadImaged, MapTransform, Resized
+        from monai.transforms import Compose, LoadImaged, MapTransform, Resized, SpatialPadd
 
         flat: list[Callable] = []
 
@@ -697,21 +696,37 @@ class Predictor:
             plugin_logger.setLevel(level)
         kept = []
         for t in flat:
-            if isinstance(t, LoadImaged) or (self.native and isinstance(t, Resized)):
+            if isinstance(t, LoadImaged) or (self.native and isinstance(t, (Resized, SpatialPadd))):
                 continue
             if isinstance(t, MapTransform):
                 t.allow_missing_keys = True  # the label key of training is absent
             kept.append(t)
         return kept
 
-    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """The network input of one slice, and the operations MONAI recorded (resize, padding) to invert later."""
+        from monai.data import MetaTensor
+
         data = {"image": image}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. MONAI's "divide by zero" on a constant (empty) slice
             for t in self.transforms:
                 data = t(data)
-        out = torch.as_tensor(data["image"], dtype=torch.float32)
-        return out.as_subclass(torch.Tensor) if hasattr(out, "as_subclass") else out
+        out = data["image"]
+        operations = list(out.applied_operations) if isinstance(out, MetaTensor) else []
+        out = torch.as_tensor(out, dtype=torch.float32)
+        return (out.as_subclass(torch.Tensor) if hasattr(out, "as_subclass") else out), operations
+
+    def to_input_geometry(self, prob: torch.Tensor, operations: list[dict[str, Any]]) -> torch.Tensor:
+        """A ``(1, h, w)`` map at the network's size back to the slice's own geometry: MONAI's inverse of the
+        preprocessing's resize (and padding, with ``keep_aspect``), as evaluation's ``Invertd`` does."""
+        from monai.data import MetaTensor
+        from monai.transforms import Compose
+
+        if not operations:
+            return prob
+        traced = MetaTensor(prob, applied_operations=[dict(op) for op in operations])
+        return torch.as_tensor(Compose(self.transforms).inverse({"image": traced})["image"]).as_subclass(torch.Tensor)
 
     # --- inference
     @torch.no_grad()
@@ -722,16 +737,15 @@ class Predictor:
         out = inferer(batch.to(self.device), self.model)
         return out[Head.SEG.value].float().cpu(), out[Head.CLS.value].float().cpu()
 
-    def _postprocess(self, seg: torch.Tensor, cls: torch.Tensor,
-                     size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bool]:
-        """One slice: lesion probability at ``size`` -> mask, class probabilities, refinement."""
-        from monai.transforms import Resize
-
+    def _postprocess(self, seg: torch.Tensor, cls: torch.Tensor, size: tuple[int, int],
+                     operations: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, bool]:
+        """One slice: lesion probability back at ``size`` -> mask, class probabilities, refinement."""
         from pipeline.engines import RefinePredictiond
 
         prob = torch.sigmoid(seg[:1]) if seg.shape[0] == 1 else torch.softmax(seg, 0)[1:2]
+        prob = self.to_input_geometry(prob, operations)
         if tuple(prob.shape[-2:]) != tuple(size):
-            prob = Resize(spatial_size=size, mode=self.resize_mode, anti_aliasing=False)(prob)
+            raise RuntimeError(f"the lesion probability came back at {tuple(prob.shape[-2:])}, the input is {size}")
         mask = {"pred_seg": (torch.as_tensor(prob) >= self.threshold).float()}
         for clean in self.mask_cleaning:
             mask = clean(mask)
@@ -826,19 +840,30 @@ class Predictor:
                     raise DataError(item.path, str(e)) from None
         return case
 
-    def __call__(self, inputs: str | os.PathLike | Sequence[InputItem], output_dir: str | os.PathLike
-                 ) -> PredictionResult:
-        from tqdm.auto import tqdm
-
+    def __call__(self, inputs: str | os.PathLike | Sequence[InputItem], output_dir: str | os.PathLike,
+                 overwrite: bool = False, resume: bool = False) -> PredictionResult:
+        """Predict ``inputs`` into ``output_dir``; a folder holding an earlier run needs ``overwrite`` or ``resume``
+        (``pipeline.prediction_journal``)."""
         out = Path(output_dir)
         items = discover_inputs(inputs, exclude=out) if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-        out.mkdir(parents=True, exist_ok=True)
+        described = str(inputs) if isinstance(inputs, (str, os.PathLike)) else f"{len(items)} inputs"
+        journal = PredictionJournal(out, overwrite=overwrite, resume=resume,
+                                    description={"bundle": str(self.root), "input": _text(described)})
+        try:
+            return self._predict_all(items, out, journal)
+        finally:
+            journal.close()
+
+    def _predict_all(self, items: list[InputItem], out: Path, journal: PredictionJournal) -> PredictionResult:
+        from tqdm.auto import tqdm
+
         rows: dict[int, dict[str, Any]] = {}
         pending: list[tuple[int, _Case, int, torch.Tensor]] = []
         states: dict[int, dict[str, Any]] = {}
 
         def fail(index: int, item: InputItem, error: Exception | str) -> None:
             rows[index] = self._error_row(item, error)
+            journal.record(rows[index])
             states.pop(index, None)
 
         def flush(final: bool) -> None:
@@ -863,17 +888,23 @@ class Predictor:
                         continue
                     try:
                         size = tuple(case.display[k].shape[-2:])
-                        states[index]["results"][k] = self._postprocess(seg[j], cls[j], size)
+                        states[index]["results"][k] = self._postprocess(seg[j], cls[j], size,
+                                                                        states[index]["operations"][k])
                         if all(r is not None for r in states[index]["results"]):
                             rows[index] = self._finish(case, states.pop(index), out)
+                            journal.record(rows[index])
                     except Exception as e:
                         fail(index, case.item, e)
 
         bar = tqdm(total=len(items), unit="input", disable=not self.progress, desc="predict")
         for index, item in enumerate(items):
+            if _text(item.path) in journal.done:   # --resume: predicted by the interrupted run
+                rows[index] = {**self._base_row(item), **journal.done[_text(item.path)]}
+                bar.update(1)
+                continue
             try:
                 case = self._load(item)
-                tensors = [self.preprocess(s) for s in case.slices]
+                tensors, operations = zip(*[self.preprocess(s) for s in case.slices])
                 for t in tensors:
                     if not torch.isfinite(t).all():
                         raise DataError(item.path, "non-finite values after preprocessing")
@@ -881,13 +912,14 @@ class Predictor:
                 fail(index, item, e)
                 bar.update(1)
                 continue
-            states[index] = {"results": [None] * len(tensors), "tensors": tensors if self.explain else None}
+            states[index] = {"results": [None] * len(tensors), "tensors": tensors if self.explain else None,
+                             "operations": operations}
             pending.extend((index, case, k, t) for k, t in enumerate(tensors))
             flush(final=False)
             bar.update(1)
         flush(final=True)
         bar.close()
-        return self._write_table([rows[i] for i in sorted(rows)], out)
+        return journal.finish(lambda table: self._write_table(table, out), [rows[i] for i in sorted(rows)])
 
     # --- outputs
     def _base_row(self, item: InputItem) -> dict[str, Any]:
@@ -1020,16 +1052,21 @@ def predict(
     overlays: bool | None = None,
     native_resolution: bool | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
     **options: Any,
 ) -> PredictionResult:
     """Predict every image under ``input`` with the exported ``bundle`` and write masks, overlays, heatmaps and
     ``predictions.csv`` into ``output_dir`` (see the module docstring and ``Predictor`` for the options).
+    ``output_dir`` holding an earlier run is refused unless ``overwrite`` (start again) or ``resume`` (finish an
+    interrupted run, skipping the inputs it predicted).
 
     Returns:
         a ``PredictionResult``; its ``exit_code`` is 0 when at least one input succeeded, 1 when none did.
 
     Raises:
         FileNotFoundError: the input or the bundle's model is missing; not an exported bundle.
+        FileExistsError: ``output_dir`` holds an earlier run and neither ``overwrite`` nor ``resume`` is given.
         pipeline.data.io.DataError: an incomplete exported bundle, a truncated or corrupt model file.
         ValueError: bad options.
     """
@@ -1038,4 +1075,4 @@ def predict(
     predictor = Predictor(bundle, runtime=runtime, device=device, batch_size=batch_size, threshold=threshold,
                           refine=refine, explain=explain, overlays=overlays, native_resolution=native_resolution,
                           progress=progress, **options)
-    return predictor(input, output_dir)
+    return predictor(input, output_dir, overwrite=overwrite, resume=resume)

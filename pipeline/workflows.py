@@ -28,6 +28,7 @@ __all__ = [
     "default_bundle",
     "train_run",
     "evaluate_run",
+    "evaluate_datasets",
     "SUMMARY_METRICS",
     "bundle_command",
     "run_bundle",
@@ -183,6 +184,22 @@ def train_run(
     return output
 
 
+def _run_values(run: Path) -> tuple[Path, dict[str, Any]]:
+    """The bundle and the values a run was trained with: its ``train_args.json`` (``bmtl train``), else what its
+    ``run_config.json`` records (runs trained with ``python -m monai.bundle run training``)."""
+    if (run / TRAIN_ARGS).is_file():
+        record = json.loads((run / TRAIN_ARGS).read_text())
+        return Path(record["bundle"]), dict(record["overrides"])
+    if (run / "run_config.json").is_file():
+        config = json.loads((run / "run_config.json").read_text())
+        # the values that change what the network sees or how its output becomes a mask, as the run was trained
+        values = {k: config[k] for k in ("preset", "datalist", "fold", "seed", "image_size", "network_kwargs",
+                                         "seg_threshold", "keep_aspect") if k in config}
+        values["resize_mode"] = config.get("resize_mode", "area")   # runs from before resize_mode used area
+        return BUNDLES_DIR / config["bundle"], values
+    raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
+
+
 def evaluate_run(
     run_dir: str | os.PathLike, split: str = "val", datalist: str | os.PathLike | None = None,
     eval_dir: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None, quiet: bool = False,
@@ -196,7 +213,9 @@ def evaluate_run(
         run_dir: the training run folder.
         split: ``val`` (the run's validation fold), ``test`` or ``all``.
         datalist: another prepared datalist to score (default: the one the run was trained on); its metrics are
-            named ``external_<dataset>_*`` and go to ``<run>/eval_external_<dataset>_<split>`` by default.
+            named ``external_<dataset>_*`` and go to ``<run>/eval_external_<dataset>_<split>`` by default. Its
+            classes are matched to the model's by name; images of a class the model lacks are left out and counted
+            in ``summary.json`` (``left_out``).
         eval_dir: where ``summary.json``, ``per_image.csv`` and the plots go (default ``<run>/eval_<split>``).
         overrides: further bundle values, e.g. ``{"flip_tta": False}``.
         quiet: keep the output in the log only.
@@ -213,23 +232,15 @@ def evaluate_run(
     run = Path(run_dir).resolve()
     if not (run / "models" / "model.pt").is_file():
         raise FileNotFoundError(f"{run}: not a trained run (no models/model.pt); train it first with `bmtl train`")
-    if (run / TRAIN_ARGS).is_file():
-        record = json.loads((run / TRAIN_ARGS).read_text())
-        bundle, values = Path(record["bundle"]), dict(record["overrides"])
-    elif (run / "run_config.json").is_file():
-        config = json.loads((run / "run_config.json").read_text())
-        bundle = BUNDLES_DIR / config["bundle"]
-        # the values that change what the network sees or how its output becomes a mask, as the run was trained
-        values = {k: config[k] for k in ("preset", "datalist", "fold", "seed", "image_size", "network_kwargs",
-                                         "seg_threshold") if k in config}
-        values["resize_mode"] = config.get("resize_mode", "area")   # runs from before resize_mode used area
-    else:
-        raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
+    bundle, values = _run_values(run)
     values.update(output_dir=str(run), split=split, run_name=run.name)
     if datalist is not None and Path(datalist).resolve() != Path(values.get("datalist", "")).resolve():
         from pipeline.data.datalist import load_datalist
 
         values["datalist"] = str(Path(datalist).resolve())
+        # the model's classes, so that the other datalist's are matched to them by name (evaluate.yaml)
+        if (run / "run_config.json").is_file():
+            values["classes"] = list(json.loads((run / "run_config.json").read_text())["classes"])
         # metrics of a dataset the run was not trained on are never confused with its own val/test figures
         name = re.sub(r"[^A-Za-z0-9]+", "_", load_datalist(datalist)["name"]).strip("_").lower() or "dataset"
         values["metric_prefix"] = f"external_{name}_"
@@ -239,6 +250,53 @@ def evaluate_run(
     values.update(overrides or {})
     run_bundle(bundle, "evaluating", values, log_file=run / "evaluate.log", quiet=quiet)
     return target
+
+
+def evaluate_datasets(
+    run_dir: str | os.PathLike, datalists: Sequence[str | os.PathLike], split: str = "all",
+    overrides: Mapping[str, Any] | None = None, quiet: bool = False,
+) -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
+    """Evaluate a run on several datalists and write one table over them (the cross-dataset report).
+
+    Each datalist is evaluated by :func:`evaluate_run` into its own folder (``eval_external_<dataset>_<split>``, or
+    ``eval_<split>`` for the run's own datalist); the table, ``<run>/datasets_<split>.md`` and ``.csv``, has one row per
+    dataset with the bootstrap CIs, and is logged to the run's MLflow run when it has one.
+
+    Returns:
+        the Markdown table's path and the ``(evaluation name, summary)`` pairs.
+    """
+    from pipeline.model_card import evaluation_table
+    from pipeline.tracking import log_artifacts
+
+    run = Path(run_dir).resolve()
+    evaluations = []
+    for datalist in datalists:
+        eval_dir = evaluate_run(run, split=split, datalist=datalist, overrides=overrides, quiet=quiet)
+        evaluations.append((eval_dir.name.removeprefix("eval_"), json.loads((eval_dir / "summary.json").read_text())))
+    rows = []
+    for name, summary in evaluations:
+        seg, cls = summary["segmentation"], summary.get("classification", {})
+        row: dict[str, Any] = {"evaluation": name, "images": summary.get("n_images"),
+                               "left_out": sum(summary.get("left_out", {}).get("per_class", {}).values())}
+        for key in ("dice", "jaccard"):
+            row[key] = seg[key]["mean"]
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = (seg[key].get("ci95") or [None, None])[:2]
+        row["hd95"] = seg["hd95"]["mean"]
+        for key in ("auc", "sensitivity", "specificity", "balanced_accuracy"):
+            row[key] = cls.get(key)
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = (cls.get("ci95", {}).get(key) or [None, None])[:2]
+        row["ece"], row["cls_threshold"] = cls.get("ece"), cls.get("operating_threshold")
+        rows.append(row)
+    table = run / f"datasets_{split}.md"
+    write_csv_atomic(table.with_suffix(".csv"), pd.DataFrame(rows))
+    write_text_atomic(table, f"# {run.name}: evaluation on {len(evaluations)} datasets ({split})\n\n"
+                      + "\n".join(evaluation_table(evaluations)) + "\n")
+    bundle, values = _run_values(run)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run / 'mlruns.db'}"
+    if values.get("use_mlflow", True) and (os.environ.get("MLFLOW_TRACKING_URI") or (run / "mlruns.db").is_file()):
+        log_artifacts(uri, str(values.get("experiment_name", bundle.name)), str(values.get("run_name", run.name)),
+                      [str(table), str(table.with_suffix(".csv"))])
+    return table, evaluations
 
 
 def _read_summary(eval_dir: Path) -> dict[str, float]:

@@ -28,6 +28,8 @@ __all__ = [
     "summarize",
     "format_summary",
     "split_items",
+    "match_classes",
+    "keep_classes",
     "require_path",
     "SPLITS",
 ]
@@ -280,6 +282,70 @@ def split_items(datalist: str | os.PathLike, fold: int | None = 0, split: str = 
                 item[key] = str(root / item[key])
         resolved.append(item)
     return resolved
+
+
+def match_classes(items: list[dict[str, Any]], item_classes: list[str], model_classes: list[str],
+                  ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Items re-indexed from their datalist's class list to a model's, matched by class name.
+
+    A benign/malignant model scored on a normal/benign/malignant datalist must never read "normal" as index 0 =
+    "benign": items of a class the model does not have are left out (and counted), the others get the model's index.
+
+    Args:
+        items: datalist items (``cls`` indexes ``item_classes``).
+        item_classes: the datalist's classes.
+        model_classes: the model's classes (its training datalist's).
+
+    Returns:
+        the matched items (copies) and ``{class name: number of items left out}``.
+
+    Raises:
+        ValueError: no class in common (the message lists both class lists), or no item left.
+    """
+    item_classes, model_classes = [str(c) for c in item_classes], [str(c) for c in model_classes]
+    if item_classes == model_classes:
+        return items, {}
+    index = {name: i for i, name in enumerate(model_classes)}
+    if not set(item_classes) & set(index):
+        raise ValueError(f"the datalist's classes {item_classes} and the model's {model_classes} have no class in "
+                         "common: nothing can be scored")
+    matched, left_out = [], Counter()
+    for item in items:
+        name = item_classes[item["cls"]]
+        if name in index:
+            matched.append({**item, "cls": index[name]})
+        else:
+            left_out[name] += 1
+    if items and not matched:
+        raise ValueError(f"none of the {len(items)} items is of the model's classes {model_classes} (they are "
+                         f"{', '.join(sorted(left_out))})")
+    return matched, dict(left_out)
+
+
+def keep_classes(prepared: PreparedDataset, classes: list[str]) -> dict[str, int]:
+    """Keep only the items of ``classes`` (``bmtl prepare --classes``), re-indexed; the class order stays the
+    source's (the positive class, malignant, last).
+
+    Returns:
+        ``{class name: number of items left out}``.
+
+    Raises:
+        ValueError: a name that is not one of the source's classes, or fewer than two classes kept.
+    """
+    wanted = [str(c).strip() for c in classes if str(c).strip()]
+    unknown = [c for c in wanted if c not in prepared.classes]
+    if unknown:
+        raise ValueError(f"--classes: {', '.join(unknown)} not among this dataset's classes {prepared.classes}")
+    kept = [c for c in prepared.classes if c in wanted]
+    if len(kept) < 2:
+        raise ValueError(f"--classes must keep at least two classes, got {kept}")
+    left_out: Counter = Counter()
+    for section in ("items", "test"):
+        matched, dropped = match_classes(getattr(prepared, section), prepared.classes, kept)
+        setattr(prepared, section, matched)
+        left_out.update(dropped)
+    prepared.classes = kept
+    return dict(left_out)
 
 
 def require_path(value: str | os.PathLike | None, name: str) -> str:

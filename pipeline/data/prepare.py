@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.datalist import PreparedDataset, SkipLog, summarize, write_prepared
+from pipeline.data.datalist import PreparedDataset, SkipLog, keep_classes, summarize, write_prepared
 from pipeline.data.io import DataError
 from pipeline.data.splits import assign_folds, hold_out_test
 
@@ -54,6 +54,7 @@ def prepare(
     seed: int = 0,
     test_fold: int | None = None,
     test_devices: list[str] | None = None,
+    classes: list[str] | None = None,
     **options: Any,
 ) -> tuple[PreparedDataset, dict[str, Path]]:
     """Convert ``input_dir`` (layout of ``source``) into ``output_dir`` and write the datalist files.
@@ -70,10 +71,12 @@ def prepare(
             ``n_folds`` folds, so fold ``k`` is a validation split drawn from the training patients.
         test_devices: hold these scanners out as the ``test`` section (prefixes of the ``device`` names, e.g.
             ``["Toshiba", "U-Systems"]``: a cross-scanner split); the other patients are split anew as above.
+        classes: keep only the items of these classes (e.g. ``["benign", "malignant"]`` from BUSI's three); the
+            number left out per class goes into ``dataset.json`` (``classes_left_out``).
         options: source-specific options of the converter (e.g. ``labels``, ``axis``, ``negative_slices``).
 
     Raises:
-        ValueError: unknown source.
+        ValueError: unknown source; ``classes`` names a class the source does not have or keeps fewer than two.
         DataError: the input folder is missing, or nothing usable remains (skipped items are listed in
             ``skipped.csv`` first), or (strict) the first bad input.
     """
@@ -90,6 +93,8 @@ def prepare(
             input_dir,
             f"no usable item found for source {source!r} ({len(log)} skipped, see {output_dir / 'skipped.csv'})",
         )
+    if classes:
+        _keep_classes(prepared, classes, output_dir)
     _fill_groups_from_duplicates(prepared.items, output_dir)
     _label_synthetic(prepared, input_dir)
     if test_fold is not None or test_devices:
@@ -117,6 +122,19 @@ def _label_synthetic(prepared: PreparedDataset, input_dir: Path) -> None:
     prepared.citation = ""
     prepared.extra["synthetic"] = True
     prepared.extra["generator"] = {k: marker[k] for k in ("generator", "n", "seed", "layout") if k in marker}
+
+
+def _keep_classes(prepared: PreparedDataset, classes: list[str], output_dir: Path) -> None:
+    """``--classes``: keep only those classes' items and delete the files the converter wrote for the others."""
+    def files(p: PreparedDataset) -> set[Path]:
+        return {Path(item[k]) for item in p.items + p.test for k in ("image", "label") if item.get(k)}
+
+    before = files(prepared)
+    prepared.extra["classes_left_out"] = keep_classes(prepared, classes)
+    for path in before - files(prepared):
+        path = path if path.is_absolute() else output_dir / path
+        if output_dir.resolve() in path.resolve().parents:   # only what the converter wrote, never an input
+            path.unlink(missing_ok=True)
 
 
 def prepared_summary(prepared: PreparedDataset) -> dict[str, Any]:

@@ -129,6 +129,8 @@ class EvaluationReport:
         extra_keys: batch keys copied into the CSV when present.
         threshold: operating threshold of the positive class for the predicted class (``None``: argmax);
             ``pipeline.handlers.read_operating_threshold`` reads the one training chose on the validation fold.
+        left_out: images of the datalist not scored because the model has no such class, ``{class: count}``
+            (``pipeline.data.datalist.match_classes``); recorded in the summary.
     """
 
     def __init__(
@@ -151,8 +153,10 @@ class EvaluationReport:
         label_cls_key: str = "label_cls",
         id_key: str = "id",
         threshold: float | None = None,
+        left_out: dict[str, int] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.left_out = {str(k): int(v) for k, v in (left_out or {}).items()}
         self.classes = [str(c) for c in classes]
         if len(self.classes) < 2:
             raise ValueError(f"EvaluationReport needs at least 2 classes, got {self.classes}")
@@ -397,6 +401,9 @@ class EvaluationReport:
 
         summary: dict[str, Any] = {"n_images": len(df), "classes": self.classes, "positive_class": pos_name,
                                    "segmentation": seg, "classification": cls}
+        if self.left_out:
+            summary["left_out"] = {"per_class": self.left_out,
+                                   "reason": "classes the model does not have (matched by name), not scored"}
         if self.n_bootstrap > 0:
             ci = self._bootstrap(probs, labels, dice, jaccard)
             for name in CI_SEGMENTATION:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from monai.bundle import ConfigWorkflow
 
@@ -228,12 +229,44 @@ def test_bmtl_train_then_evaluate_keep_logs_and_the_run_values(us_datalist, tmp_
     assert json.loads((external / "summary.json").read_text())["n_images"] == 9
     assert (run / "eval_val" / "summary.json").is_file()   # the run's own evaluation is kept
 
+    # classes matched by name, both ways. A normal/benign/malignant model on a benign/malignant datalist: every
+    # image scored, benign as benign (index 1 of the model, 0 of the datalist)
+    _, two = prepare("busi", raw, tmp_path / "two", n_folds=2, seed=0, classes=["benign", "malignant"])
+    two_items = json.loads(two["datalist"].read_text())["training"]
+    assert main(["evaluate", "--run", str(run), "--datalist", str(two["datalist"]), "--split", "all",
+                 "--output", str(tmp_path / "three_on_two")]) == 0
+    per_image = pd.read_csv(tmp_path / "three_on_two" / "per_image.csv")
+    assert len(per_image) == len(two_items) and set(per_image["true_class"]) <= {"benign", "malignant"}
+    truth = {Path(i["image"]).name: ["benign", "malignant"][i["cls"]] for i in two_items}
+    assert all(truth[Path(f).name] == c for f, c in zip(per_image["file"], per_image["true_class"]))
+    # a benign/malignant model on the three-class datalist: its normal images are left out and counted
+    two_run = tmp_path / "two_run"
+    assert main(["train", "--datalist", str(two["datalist"]), "--preset", str(preset), "--output", str(two_run),
+                 "--epochs", "1", "--override", "use_mlflow=false", "--quiet"]) == 0
+    assert main(["evaluate", "--run", str(two_run), "--datalist", str(us_datalist), "--split", "all",
+                 "--output", str(tmp_path / "two_on_three")]) == 0
+    assert "not scored (the model has no such class):" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "two_on_three" / "summary.json").read_text())
+    three = json.loads(us_datalist.read_text())
+    n_normal = sum(1 for i in three["training"] + three["test"] if three["classes"][i["cls"]] == "normal")
+    assert summary["left_out"]["per_class"] == {"normal": n_normal} and n_normal > 0
+    assert summary["n_images"] == len(three["training"]) + len(three["test"]) - n_normal
+    assert summary["classes"] == ["benign", "malignant"]
+
+    # one table over several datasets, one row each, with the matched classes' left-out counts
+    assert main(["evaluate", "--run", str(two_run), "--datalist", str(us_datalist), "--datalist",
+                 str(two["datalist"]), "--split", "all"]) == 0
+    table = pd.read_csv(two_run / "datasets_all.csv")
+    assert len(table) == 2 and table["left_out"].tolist() == [n_normal, 0]
+    assert table["images"].tolist()[1] == len(two_items) and table["dice_ci_low"].notna().all()
+    assert table["evaluation"].iloc[0] in (two_run / "datasets_all.md").read_text()
+
     assert main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
     assert "not a trained run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("resize_mode", ["bilinear", "area"])
-def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode, tmp_path):
+@pytest.mark.parametrize("resize_mode,keep_aspect", [("bilinear", False), ("area", False), ("bilinear", True)])
+def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode, keep_aspect, tmp_path):
     """A file means the same thing in evaluation and in `bmtl predict`: same preprocessing, same way back to the
     image's own size (larger than the training size here), same mask cleaning, so the same lesion areas and class
     probabilities for every image."""
@@ -241,21 +274,30 @@ def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode,
     from pipeline.data.synthetic import make_us_dataset
     from pipeline.deploy import export_bundle
     from pipeline.handlers import read_operating_threshold
-    from pipeline.predict import predict
+    from pipeline.predict import Predictor, predict
 
     raw = make_us_dataset(tmp_path / "raw", n=12, seed=3, size=(96, 120))
     _, paths = prepare("busi", raw, tmp_path / "prepared", n_folds=3, seed=0)
     preset = tiny_preset(tmp_path / "preset.yaml")
     run = tmp_path / "run"
     common = dict(datalist=str(paths["datalist"]), preset=str(preset), output_dir=str(run), use_mlflow=False,
-                  resize_mode=resize_mode)
+                  resize_mode=resize_mode, keep_aspect=keep_aspect)
     run_workflow(US_BUNDLE, "training", epochs=2, warmup_epochs=0, **common)
     run_workflow(US_BUNDLE, "evaluating", n_bootstrap=0, **common)
     evaluated = pd.read_csv(run / "eval_val" / "per_image.csv").set_index("file")
 
     export_bundle(US_BUNDLE, run, tmp_path / "exported", formats=["torchscript"])
     deploy = yaml.safe_load((tmp_path / "exported" / "configs" / "deploy.yaml").read_text())
+    assert deploy["keep_aspect"] is keep_aspect
+    network_input, _ = Predictor(tmp_path / "exported", progress=False).preprocess(torch.rand(1, 96, 120) + 0.5)
+    blank_rows = (network_input[0] == 0).all(dim=1)
+    assert network_input.shape[-2:] == (64, 64) and bool(blank_rows[:3].all()) is keep_aspect   # padded, not squashed
     assert deploy["cls_threshold"] == read_operating_threshold(run / "models")   # predict decides as evaluate did
+    # the card and metadata.json carry the evaluation that lies in the run folder
+    val_summary = json.loads((run / "eval_val" / "summary.json").read_text())
+    meta = json.loads((tmp_path / "exported" / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"]["val_dice"] == pytest.approx(val_summary["segmentation"]["dice"]["mean"], abs=1e-4)
+    assert f"| val | {val_summary['n_images']} | 0 |" in (tmp_path / "exported" / "docs" / "model_card.md").read_text()
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for file in evaluated.index:

@@ -81,8 +81,11 @@ def test_exported_bundle_layout_pins_and_metadata(trained_export):
     assert files == {
         "configs/common.yaml", "configs/deploy.yaml", "configs/preset.yaml", "configs/inference.yaml",
         "configs/metadata.json", "configs/logging.conf", "models/model.pt", "models/model.ts", "models/model.onnx",
-        "models/export_report.json", "docs/README.md", "LICENSE",
+        "models/export_report.json", "docs/README.md", "docs/model_card.md", "LICENSE",
     }
+    card = (exported / "docs" / "model_card.md").read_text()
+    assert "**Trained on synthetic data**" in card and "Research use only" in card   # us_datalist is `bmtl synth`'s
+    assert "Not evaluated before export" in card   # the fixture's run was never evaluated
     run_config = json.loads((run / "run_config.json").read_text())
     deploy = yaml.safe_load((exported / "configs" / "deploy.yaml").read_text())
     assert deploy["datalist"] == ""

@@ -26,6 +26,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.data.synthetic_mr import write_dicom_series
 from pipeline.deploy import export_bundle
+from pipeline.prediction_journal import JOURNAL, MARKER, TABLE
 from pipeline.predict import Predictor, discover_inputs, predict
 from tests.integration.conftest import MR_BUNDLE, US_BUNDLE
 from tests.integration.test_export_bundle import make_run
@@ -295,15 +296,15 @@ def test_bad_inputs_get_error_rows_and_exit_code_one(us_fake, tmp_path, capsys):
 
     shutil.copy(tmp_path / "ok.png", bad / "ok.png")  # one good input among the bad ones: exit code 0
     assert main(["predict", "--bundle", str(us_fake), "--input", str(bad), "--output", str(out),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--overwrite"]) == 0
     table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert table.status.tolist().count("ok") == 1 and len(table) == 8
 
 
 def test_output_folder_inside_the_input_is_not_read_back(us_fake, tmp_path):
     blob_png(tmp_path / "a.png")
-    for _ in range(2):
-        result = predict(us_fake, tmp_path, tmp_path / "predictions", progress=False)
+    for rerun in (False, True):
+        result = predict(us_fake, tmp_path, tmp_path / "predictions", progress=False, overwrite=rerun)
         assert [Path(r["file"]).name for r in result.rows] == ["a.png"] and result.exit_code == 0
 
 
@@ -333,14 +334,52 @@ def test_outputs_are_replaced_atomically(us_fake, tmp_path, kill_before_rename, 
     kill_before_rename(killed)
     if killed == "predictions.csv":
         with pytest.raises(OSError, match="killed before the rename"):
-            predict(us_fake, tmp_path / "in", out, progress=False)
+            predict(us_fake, tmp_path / "in", out, progress=False, overwrite=True)
     else:  # a failed image output is that input's error row; the table is written
-        row = predict(us_fake, tmp_path / "in", out, progress=False).rows[0]
+        row = predict(us_fake, tmp_path / "in", out, progress=False, overwrite=True).rows[0]
         assert row["status"] == "error" and "killed before the rename" in row["error"]
     after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert set(after) == set(before)  # no temporary file
+    # no temporary file; a run killed before its table keeps its in-progress marker and journal (it reads unfinished)
+    unfinished = {MARKER, JOURNAL} if killed == "predictions.csv" else set()
+    assert set(after) == set(before) | unfinished
     name = next(k for k in before if k.endswith(killed))
     assert after[name] == before[name]
+
+
+def test_an_interrupted_run_is_marked_refused_and_resumed(us_fake, tmp_path, capsys, monkeypatch):
+    """Killed after two of four inputs: the folder reads as unfinished (marker, no table); a re-run without an option
+    is refused (exit 2); --resume predicts only the two missing inputs and writes the whole table."""
+    (tmp_path / "in").mkdir()
+    for k in range(4):
+        blob_png(tmp_path / "in" / f"img{k}.png", box=(slice(2 + 3 * k, 14 + 3 * k), slice(40, 60)))
+    out, loaded, interrupt_after = tmp_path / "out", [], [2]
+    real_load = Predictor._load
+
+    def load(self, item):
+        if len(loaded) in interrupt_after:
+            raise KeyboardInterrupt   # the user's Ctrl-C
+        loaded.append(Path(item.path).name)
+        return real_load(self, item)
+
+    monkeypatch.setattr(Predictor, "_load", load)
+    with pytest.raises(KeyboardInterrupt):
+        predict(us_fake, tmp_path / "in", out, progress=False, batch_size=1)
+    assert (out / MARKER).exists() and not (out / TABLE).exists()
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "in"), "--output", str(out),
+                 "--no-progress"]) == 2
+    assert "holds an interrupted prediction run" in capsys.readouterr().err
+
+    interrupt_after.clear()
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "in"), "--output", str(out),
+                 "--no-progress", "--resume", "--batch-size", "1"]) == 0
+    assert loaded[2:] == ["img2.png", "img3.png"]   # the two finished inputs were not predicted again
+    table = pd.read_csv(out / TABLE)
+    assert [Path(f).name for f in table["file"]] == [f"img{k}.png" for k in range(4)]
+    assert (table["status"] == "ok").all() and table["lesion_area_px"].gt(0).all()
+    assert not (out / MARKER).exists() and not (out / JOURNAL).exists()
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "in"), "--output", str(out),
+                 "--no-progress", "--overwrite"]) == 0
+    assert loaded[4:] == [f"img{k}.png" for k in range(4)]
 
 
 def test_incomplete_bundle_is_refused(us_fake, tmp_path, capsys):

@@ -132,3 +132,23 @@ def test_split_items_selects_folds_and_resolves_paths(tmp_path):
         split_items(path, fold=0, split="test")
     with pytest.raises(ValueError, match="split must be one of"):
         split_items(path, fold=0, split="holdout")
+
+
+def test_match_classes_reindexes_by_name_and_leaves_out_unknown_classes():
+    from pipeline.data.datalist import match_classes
+
+    three = ["normal", "benign", "malignant"]
+    items = [_item(0, cls=0), _item(1, cls=1), _item(2, cls=2), _item(3, cls=0)]
+    # a benign/malignant model on a three-class datalist: normal never becomes index 0 = benign
+    matched, left_out = match_classes(items, three, ["benign", "malignant"])
+    assert [(m["id"], m["cls"]) for m in matched] == [("1", 0), ("2", 1)] and left_out == {"normal": 2}
+    assert items[1]["cls"] == 1   # the caller's items are not modified
+    # a three-class model on a benign/malignant datalist: benign 0 -> 1, malignant 1 -> 2, nothing left out
+    matched, left_out = match_classes([_item(0, cls=0), _item(1, cls=1)], ["benign", "malignant"], three)
+    assert [m["cls"] for m in matched] == [1, 2] and left_out == {}
+    same, left_out = match_classes(items, three, three)
+    assert same == items and left_out == {}
+    with pytest.raises(ValueError, match="no class in common"):
+        match_classes(items, three, ["cyst", "fibroadenoma"])
+    with pytest.raises(ValueError, match="none of the 2 items is of the model's classes"):
+        match_classes([_item(0, cls=0), _item(3, cls=0)], three, ["benign", "malignant"])

@@ -659,5 +659,33 @@ def test_cli_prepare(tmp_path, capsys):
     assert "bus_0001-l.png: not an image" in capsys.readouterr().err
 
 
+def test_prepare_keeps_only_the_named_classes(tmp_path, capsys):
+    """`bmtl prepare --classes benign,malignant` on a three-class BUSI layout: normal images are left out (and their
+    converted files deleted), the others re-indexed in the source's order, the count recorded in dataset.json."""
+    import pipeline.data.prepare as prep
+    from pipeline.cli import main
+    from pipeline.data.synthetic import make_us_dataset
+
+    raw = make_us_dataset(tmp_path / "raw", n=12, seed=0, size=(48, 48))
+    full, _ = prep.prepare("busi", raw, tmp_path / "all", n_folds=2)
+    n_normal = sum(1 for it in full.items if full.classes[it["cls"]] == "normal")
+    assert full.classes == ["normal", "benign", "malignant"] and n_normal > 0
+    assert main(["prepare", "--source", "busi", "--input", str(raw), "--output", str(tmp_path / "bm"),
+                 "--folds", "2", "--classes", "malignant,benign"]) == 0
+    assert f"left out by --classes: {n_normal} normal" in capsys.readouterr().out
+    datalist = json.loads((tmp_path / "bm" / "datalist.json").read_text())
+    assert datalist["classes"] == ["benign", "malignant"]
+    assert len(datalist["training"]) == len(full.items) - n_normal
+    by_name = {Path(it["image"]).name: full.classes[it["cls"]] for it in full.items}
+    assert all(by_name[Path(it["image"]).name] == datalist["classes"][it["cls"]] for it in datalist["training"])
+    dataset = json.loads((tmp_path / "bm" / "dataset.json").read_text())
+    assert dataset["classes_left_out"] == {"normal": n_normal}
+    kept = {Path(it["image"]).name for it in datalist["training"]}
+    assert {p.name for p in (tmp_path / "bm" / "images").iterdir()} == kept   # no orphan normal images
+    assert main(["prepare", "--source", "busi", "--input", str(raw), "--output", str(tmp_path / "bad"),
+                 "--classes", "benign,cyst"]) == 2
+    assert "cyst not among this dataset's classes" in capsys.readouterr().err
+
+
 if __name__ == "__main__":
     unittest.main()
