@@ -50,10 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from busbra import log_parent  # noqa: E402
 
 from pipeline import bench  # noqa: E402
-from pipeline.atomic import write_json_atomic  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
-from pipeline.handlers.operating_point import OPERATING_POINT  # noqa: E402
-from pipeline.metrics import choose_operating_threshold  # noqa: E402
+from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 
 BUNDLE = REPO / "bundles" / "breast_us_mtl"
@@ -243,14 +241,10 @@ class RecipeBenchmark:
             return
         frame = pd.read_csv(self.evaluate(name, seed, "val") / "per_image.csv")
         positive = json.loads((run_dir / "run_config.json").read_text())["classes"][-1]
-        truth = (frame["true_class"] == positive).to_numpy()
-        record = {"positive_class": positive,
-                  "threshold": choose_operating_threshold(frame[f"prob_{positive}"].to_numpy(), truth),
-                  "criterion": "Youden's J (sensitivity + specificity - 1) on the validation fold",
-                  "n_images": len(frame), "n_positive": int(truth.sum()),
-                  "note": "chosen by benchmarks/recipe.py from the validation evaluation of model.pt (the run was "
-                          "trained before training chose it)"}
-        write_json_atomic(path, record)
+        write_operating_point(run_dir / "models", positive, frame[f"prob_{positive}"].to_numpy(),
+                              (frame["true_class"] == positive).to_numpy(),
+                              note="chosen by benchmarks/recipe.py from the validation evaluation of model.pt (the "
+                                   "run was trained before training chose it)")
 
     def inference_ms(self, name: str) -> float:
         """Eval-mode forward time per image at 128² (twice for flip TTA)."""

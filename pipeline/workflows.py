@@ -292,8 +292,8 @@ def evaluate_datasets(
     write_text_atomic(table, f"# {run.name}: evaluation on {len(evaluations)} datasets ({split})\n\n"
                       + "\n".join(evaluation_table(evaluations)) + "\n")
     bundle, values = _run_values(run)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run / 'mlruns.db'}"
-    if values.get("use_mlflow", True) and (os.environ.get("MLFLOW_TRACKING_URI") or (run / "mlruns.db").is_file()):
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ((run / "mlruns.db").is_file() and f"sqlite:///{run / 'mlruns.db'}")
+    if values.get("use_mlflow", True) and uri:
         log_artifacts(uri, str(values.get("experiment_name", bundle.name)), str(values.get("run_name", run.name)),
                       [str(table), str(table.with_suffix(".csv"))])
     return table, evaluations

@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 from pipeline.atomic import write_json_atomic
 from pipeline.metrics import choose_operating_threshold, gather_arrays, positive_vs_rest
 
-__all__ = ["OperatingPoint", "OPERATING_POINT", "read_operating_threshold"]
+__all__ = ["OperatingPoint", "OPERATING_POINT", "read_operating_threshold", "write_operating_point"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +68,24 @@ class OperatingPoint:
         truth = np.concatenate(gather_arrays([np.asarray(self._truth, dtype=np.float64)]))
         if engine.state.best_metric_epoch != engine.state.epoch or idist.get_rank() > 0:
             return
-        threshold = choose_operating_threshold(scores, truth > 0.5)
-        record = {
-            "positive_class": self.classes[-1],
-            "threshold": threshold,
-            "criterion": "Youden's J (sensitivity + specificity - 1) on the validation fold",
-            "epoch": int(engine.state.epoch),
-            "n_images": int(len(scores)),
-            "n_positive": int((truth > 0.5).sum()),
-        }
-        if threshold is None:
-            record["note"] = "one class only in the validation fold: the predicted class is the argmax"
-        write_json_atomic(self.path, record)
+        threshold = write_operating_point(self.path.parent, self.classes[-1], scores, truth > 0.5,
+                                          epoch=int(engine.state.epoch))
         logger.info("operating threshold of %s: %s (epoch %d)", self.classes[-1], threshold, engine.state.epoch)
+
+
+def write_operating_point(save_dir: str | PathLike, positive_class: str, scores: np.ndarray,
+                          is_positive: np.ndarray, **extra: Any) -> float | None:
+    """Choose the threshold on validation ``scores`` (positive-class probabilities) and write
+    ``save_dir/operating_point.json`` (atomically) with how it was chosen and ``extra`` entries; returns it."""
+    scores, is_positive = np.asarray(scores, dtype=np.float64), np.asarray(is_positive).astype(bool)
+    threshold = choose_operating_threshold(scores, is_positive)
+    record = {"positive_class": str(positive_class), "threshold": threshold,
+              "criterion": "Youden's J (sensitivity + specificity - 1) on the validation fold",
+              "n_images": int(len(scores)), "n_positive": int(is_positive.sum())}
+    if threshold is None:
+        record["note"] = "one class only in the validation fold: the predicted class is the argmax"
+    write_json_atomic(Path(save_dir) / OPERATING_POINT, {**record, **extra})
+    return threshold
 
 
 def read_operating_threshold(save_dir: str | PathLike) -> float | None:
