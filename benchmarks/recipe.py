@@ -52,6 +52,7 @@ from busbra import log_parent  # noqa: E402
 from pipeline import bench  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
+from pipeline.presets import load_preset  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 
 BUNDLE = REPO / "bundles" / "breast_us_mtl"
@@ -66,6 +67,11 @@ DEFAULT_PRESET = "nmtnet"   # the bundle's (configs/common.yaml), for the infere
 # the plain reference's post-processing: a 0.5 threshold and nothing else
 PLAIN_POST = {"flip_tta": False, "keep_largest_component": False, "fill_holes": False}
 OLD_DEFAULT = {"channels_last": False, "resize_mode": "area"}   # the bundle's default before 2026-12-01
+
+
+def network_kwargs(**changes: Any) -> dict[str, Any]:
+    """The default preset's ``network_kwargs`` with ``changes`` (the bundle takes the dict whole)."""
+    return {"network_kwargs": {**load_preset(DEFAULT_PRESET)["network_kwargs"], **changes}}
 
 
 @dataclass
@@ -108,6 +114,13 @@ ROWS: dict[str, Row] = {
                                 train={**OLD_DEFAULT, "zoom_augmentation": False, "intensity_augmentation": False}),
     "default_keep_aspect": Row("bundle", "default with the aspect ratio kept (longest side to 128, zero-padded) "
                                "instead of squashing to 128x128", train={"keep_aspect": True}, same_cost_as="default"),
+    # the classifier's input (the head is a negligible share of the step: the default's calibration holds)
+    "default_cls_bottleneck": Row("bundle", "default with the classifier on the bottleneck pooled under the predicted "
+                                  "lesion and globally (no decoder texture, no lesion-area fraction)",
+                                  train=network_kwargs(classifier_features="bottleneck"), same_cost_as="default"),
+    "default_cls_global": Row("bundle", "default with the classifier on the globally pooled bottleneck only (the "
+                              "reference's head)", train=network_kwargs(classifier_features="global"),
+                              same_cost_as="default"),
     "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)", train={"batch_size": 8}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),

@@ -28,6 +28,7 @@ __all__ = [
     "LesionRegionEnhancement",
     "NMTNetDecoder",
     "FineGrainedClassifier",
+    "CLASSIFIER_FEATURES",
     "masked_average_pool",
     "load_torchvision_resnet18",
 ]
@@ -287,22 +288,35 @@ def masked_average_pool(features: torch.Tensor, prob: torch.Tensor, eps: float =
     return (features * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + eps)
 
 
-class FineGrainedClassifier(nn.Module):
-    """Classifier that reuses the segmentation: lesion-weighted decoder features + global bottleneck features -> MLP.
+CLASSIFIER_FEATURES = ("decoder", "bottleneck", "global")
 
-    Every decoder stage output is average-pooled under the predicted lesion probability (resized to that stage),
-    concatenated with the global average of the bottleneck and with the mean lesion probability (the predicted lesion
-    area fraction, one scalar), then classified by ``ClassificationHead`` (dropout -> linear -> ReLU -> dropout ->
-    linear).
+
+class FineGrainedClassifier(nn.Module):
+    """Classifier that reuses the segmentation: lesion-weighted features + global bottleneck features -> MLP.
+
+    ``features`` chooses what is pooled, then classified by ``ClassificationHead`` (dropout -> linear -> ReLU ->
+    dropout -> linear):
+
+    - ``"decoder"``: every decoder stage output average-pooled under the predicted lesion probability (resized to that
+      stage), the global average of the bottleneck and the mean lesion probability (the predicted lesion area
+      fraction, one scalar);
+    - ``"bottleneck"``: the bottleneck average-pooled under the lesion probability and globally (semantic features
+      of the lesion and of the whole image, no fine-scale decoder texture and no area fraction, both of which depend
+      on the scanner's resolution and field of view);
+    - ``"global"``: the global average of the bottleneck only (the plain MONAI reference's head; the mask is unused).
 
     Args:
-        decoder_channels: channels of the decoder stages it pools.
+        decoder_channels: channels of the decoder stages it pools (``"decoder"`` only).
         bottleneck_channels: channels of the bottleneck.
         num_classes: number of logits.
         hidden: hidden width of the MLP.
         dropout: dropout before each linear layer.
         detach_mask: stop the classification gradient at the lesion probability (the mask is then shaped by the
             segmentation loss only).
+        features: ``"decoder"``, ``"bottleneck"`` or ``"global"``.
+
+    Raises:
+        ValueError: an unknown ``features``.
     """
 
     def __init__(
@@ -313,10 +327,19 @@ class FineGrainedClassifier(nn.Module):
         hidden: int,
         dropout: float = 0.0,
         detach_mask: bool = True,
+        features: str = "decoder",
     ) -> None:
         super().__init__()
+        if features not in CLASSIFIER_FEATURES:
+            raise ValueError(f"classifier_features must be one of {CLASSIFIER_FEATURES}, got {features!r}")
         self.detach_mask = detach_mask
-        self.head = ClassificationHead(sum(decoder_channels) + bottleneck_channels + 1, num_classes, dropout, hidden)
+        self.features = features
+        width = {
+            "decoder": sum(decoder_channels) + bottleneck_channels + 1,
+            "bottleneck": 2 * bottleneck_channels,
+            "global": bottleneck_channels,
+        }[features]
+        self.head = ClassificationHead(width, num_classes, dropout, hidden)
 
     def forward(
         self, decoder_features: Sequence[torch.Tensor], lesion_prob: torch.Tensor, bottleneck: torch.Tensor
@@ -330,9 +353,14 @@ class FineGrainedClassifier(nn.Module):
         """
         if self.detach_mask:
             lesion_prob = lesion_prob.detach()
-        pooled = [masked_average_pool(feat, lesion_prob) for feat in decoder_features]
+        pooled = []
+        if self.features == "decoder":
+            pooled += [masked_average_pool(feat, lesion_prob) for feat in decoder_features]
+        elif self.features == "bottleneck":
+            pooled.append(masked_average_pool(bottleneck, lesion_prob))
         pooled.append(torch.flatten(F.adaptive_avg_pool2d(bottleneck, 1), 1))
-        pooled.append(lesion_prob.mean(dim=(2, 3)))
+        if self.features == "decoder":
+            pooled.append(lesion_prob.mean(dim=(2, 3)))
         vector = torch.cat(pooled, dim=1)
         return self.head(vector[:, :, None, None])
 
@@ -363,7 +391,8 @@ class NMTNet(nn.Module):
     - classifier: every decoder stage pooled under the predicted lesion probability (sigmoid of the seg logit;
       ``1 - softmax`` background when ``seg_channels > 1``), concatenated with the globally pooled MFCR bottleneck and
       the mean lesion probability, then a 2-layer MLP; the classification gradient does not flow into the mask by
-      default (``detach_mask``).
+      default (``detach_mask``). ``classifier_features`` pools less: the bottleneck under the mask and globally, or
+      globally only (see :class:`FineGrainedClassifier`).
 
     Args:
         in_channels: input channels (1-3).
@@ -377,6 +406,8 @@ class NMTNet(nn.Module):
         mfcr_dilations: dilations of the MFCR 3x3 branches.
         cls_hidden: hidden width of the classifier MLP; ``None``: ``8 * init_filters``.
         detach_mask: stop the classification gradient at the lesion probability.
+        classifier_features: what the classifier pools: ``"decoder"`` (the paper's reading), ``"bottleneck"`` or
+            ``"global"``.
 
     Raises:
         ValueError: an argument out of range (the message names it).
@@ -394,6 +425,7 @@ class NMTNet(nn.Module):
         mfcr_dilations: Sequence[int] = (1, 2, 3),
         cls_hidden: int | None = None,
         detach_mask: bool = True,
+        classifier_features: str = "decoder",
     ) -> None:
         super().__init__()
         check_common_args(in_channels, seg_channels, num_classes, dropout)
@@ -419,6 +451,7 @@ class NMTNet(nn.Module):
             hidden=cls_hidden if cls_hidden is not None else 8 * f,
             dropout=dropout,
             detach_mask=detach_mask,
+            features=classifier_features,
         )
 
     def lesion_probability(self, seg: torch.Tensor) -> torch.Tensor:

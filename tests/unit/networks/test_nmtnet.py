@@ -105,6 +105,25 @@ def test_fine_grained_classifier_uses_the_lesion_probability():
     torch.testing.assert_close(a, c, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("features, follows_mask", [("bottleneck", True), ("global", False)])
+def test_classifier_features_choose_what_is_pooled(features, follows_mask):
+    torch.manual_seed(0)
+    classifier = FineGrainedClassifier([8, 4], 16, num_classes=2, hidden=16, features=features).eval()
+    assert classifier.head.mlp[1].in_features == {"bottleneck": 32, "global": 16}[features]
+    bottleneck = torch.randn(1, 16, 2, 2)
+    left = torch.zeros(1, 1, 16, 16)
+    left[..., :8] = 1.0
+    with torch.no_grad():
+        a = classifier([], left, bottleneck)  # no decoder feature is read
+        b = classifier([], 1.0 - left, bottleneck)
+    assert torch.allclose(a, b) != follows_mask
+
+
+def test_classifier_features_are_checked():
+    with pytest.raises(ValueError, match="classifier_features"):
+        _net(classifier_features="texture")
+
+
 def test_network_classification_follows_the_segmentation():
     """Shifting the seg head's bias changes the lesion probability, hence the class logits."""
     net = _net().eval()
