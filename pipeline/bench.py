@@ -28,6 +28,7 @@ from pipeline.atomic import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.data.datalist import load_datalist, split_items
 from pipeline.keys import Head
 from pipeline.losses import MultiTaskLoss, make_cls_loss, make_seg_loss
+from pipeline.metrics import finite_or_none
 from pipeline.presets import load_preset
 from pipeline.registry import create_network, network_info
 
@@ -182,7 +183,9 @@ def write_shifted_datalist(
 
 
 def _float(value: Any) -> float:
-    return float("nan") if value is None else float(value)
+    """A summary value for a table: NaN where the bundle reports nothing."""
+    number = finite_or_none(value)
+    return float("nan") if number is None else number
 
 
 def read_summary(eval_dir: str | os.PathLike) -> dict[str, dict[str, float]]:

@@ -203,18 +203,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.predict import predict
+    from pipeline.inference import predict
 
     result = predict(
         args.bundle, args.input, args.output, runtime=args.runtime, device=args.device, batch_size=args.batch_size,
-        threshold=args.threshold, refine=args.refine or None, explain=args.explain or None,
+        threshold=args.threshold, refine=True if args.refine else (False if args.no_refine else None),
+        explain=args.explain or None,
         overlays=False if args.no_overlays else None, native_resolution=args.native_resolution or None,
         progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
     )
-    print(f"{result.n_ok} input(s) predicted, {result.n_failed} failed ({result.runtime} on {result.device})")
+    skipped = f", {result.n_skipped} skipped" if result.n_skipped else ""
+    print(f"{result.n_ok} input(s) predicted, {result.n_failed} failed{skipped} ({result.runtime} on {result.device})")
     for row in result.rows:
         if row["status"] != "ok":
-            print(f"  {row['file']}: {row['error']}")
+            print(f"  {row['status']}: {row['file']}: {row['error']}")
     print(f"predictions: {result.csv_path}")
     return result.exit_code
 
@@ -461,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: bmtl predict --bundle exported/breast_us_mtl --input scans/ --output predictions/ --refine "
         "--explain\n"
-        "exit codes: 0 at least one input predicted, 1 no input succeeded, 2 usage error (bad bundle, options, input)",
+        "exit codes: 0 every input predicted (files named *_mask.* in a folder are skipped and listed, not failures), "
+        "3 some inputs failed (error rows in predictions.csv), 1 no input predicted, 2 usage error (bad bundle, "
+        "options, input)",
     )
     p.add_argument("--bundle", required=True, type=Path, help="exported bundle folder (made by `bmtl export`)")
     p.add_argument("--input", required=True, type=Path, help="an image file, a DICOM series folder, or a folder")
@@ -471,7 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="images or slices per forward pass (default 8)")
     p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: bundle's)")
-    p.add_argument("--refine", action="store_true", help="paper 004 prediction refinement (needs a normal class)")
+    refine = p.add_mutually_exclusive_group()
+    refine.add_argument("--refine", action="store_true",
+                        help="paper 004 prediction refinement: the heads agree on 'normal' (default: on when the "
+                        "model has a normal class)")
+    refine.add_argument("--no-refine", action="store_true", help="no refinement, even with a normal class")
     p.add_argument("--explain", action="store_true", help="Grad-CAM heatmaps of the classification head")
     p.add_argument("--native-resolution", action="store_true",
                    help="sliding-window segmentation at the image's own resolution instead of resizing it to the "

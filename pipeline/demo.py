@@ -23,7 +23,7 @@ from pipeline.data.splits import check_splits
 from pipeline.data.synthetic import make_mr_dataset, make_us_dataset
 from pipeline.data.synthetic_us import make_us_case
 from pipeline.deploy import export_bundle
-from pipeline.predict import predict
+from pipeline.inference import predict
 from pipeline.workflows import BUNDLES_DIR, format_metrics, run_bundle
 
 US_BUNDLE = BUNDLES_DIR / "breast_us_mtl"

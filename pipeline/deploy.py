@@ -21,7 +21,7 @@ Exported bundle layout (``bmtl export --bundle bundles/breast_us_mtl --run RUN_D
       LICENSE
 
 The folder needs no training config, no datalist and no training run: ``bmtl predict --bundle EXPORT_DIR ...`` and
-``python -m monai.bundle run inferring`` work from it alone (see ``pipeline.predict``).
+``python -m monai.bundle run inferring`` work from it alone (see ``pipeline.inference``).
 
 The bundle is built and checked in a hidden sibling folder and only then swapped in (``pipeline.atomic.atomic_dir``):
 an export that fails or is interrupted leaves the previous bundle as it was. ``models/export_report.json`` is written

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.metrics import Metric
@@ -27,7 +28,10 @@ __all__ = [
     "CLASSIFICATION_METRICS",
     "choose_operating_threshold",
     "gather_arrays",
+    "gather_by_rank",
+    "finite_or_none",
     "predicted_classes",
+    "decision_margin",
     "positive_vs_rest",
     "joint_score",
 ]
@@ -78,6 +82,20 @@ def predicted_classes(probs: np.ndarray, threshold: float | None = None, positiv
     others = probs.copy()
     others[:, positive] = -np.inf
     return np.where(probs[:, positive] >= threshold, positive, others.argmax(1))
+
+
+def decision_margin(probs: np.ndarray, threshold: float | None = None, positive: int = -1) -> np.ndarray:
+    """How far each row of ``(N, K)`` probabilities is from changing its ``predicted_classes`` decision, in
+    probability: ``|p_positive - threshold|`` with an operating threshold, else half the gap between the two most
+    probable classes (the same ``|p - 0.5|`` for two classes). 0 on the boundary; at most 0.5 without a threshold.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        probs = probs[None]
+    if threshold is not None:
+        return np.abs(probs[:, positive % probs.shape[1]] - float(threshold))
+    top = np.sort(probs, axis=1)
+    return (top[:, -1] - top[:, -2]) / 2.0 if probs.shape[1] > 1 else np.full(len(probs), 0.5)
 
 
 def choose_operating_threshold(positive_probs: np.ndarray, is_positive: np.ndarray) -> float | None:
@@ -198,16 +216,33 @@ class ClassificationMetrics(Metric):
         return {f"{self.prefix}{k}": scores[k] for k in CLASSIFICATION_METRICS}
 
 
-def gather_arrays(parts: list[np.ndarray]) -> list[np.ndarray]:
-    """Every rank's arrays, in rank order, on every rank (of any length: ``all_gather_object``); ``parts`` itself
-    outside ``torch.distributed``."""
-    import torch.distributed as dist
+def gather_by_rank(obj: Any) -> list[Any]:
+    """``obj`` (a container: list, tuple or dict) of every rank, in rank order, on every rank; ``[obj]`` outside
+    ``torch.distributed``. Ignite's ``all_gather`` pickles a container (``all_gather_object``), so the parts may
+    differ in length across ranks."""
+    if not isinstance(obj, (list, tuple, dict)):
+        raise TypeError(f"gather_by_rank gathers a list, tuple or dict, got {type(obj).__name__}")
+    if idist.get_world_size() == 1:
+        return [obj]
+    return list(idist.all_gather(obj))
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return parts
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, parts)
-    return [p for rank_parts in gathered for p in rank_parts]
+
+def gather_arrays(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Every rank's arrays, in rank order, on every rank (of any length); ``parts`` itself outside
+    ``torch.distributed``."""
+    return [p for rank_parts in gather_by_rank(parts) for p in rank_parts]
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` (or a summary entry's ``"mean"``) as a finite float, else ``None``: strict JSON has no NaN, and a
+    metric that could not be computed (no CI, no HD95, one class only) is reported as missing, never as a number."""
+    if isinstance(value, Mapping):
+        value = value.get("mean")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def positive_vs_rest(output: Sequence[Mapping[str, Any]], positive: int = -1) -> tuple[list, list]:

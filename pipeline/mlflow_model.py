@@ -16,7 +16,7 @@ model sees it::
 In Python, ``mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": [png_bytes]}))``; base64 text is accepted
 there too. Output: one row per input with ``prob_<class>`` per class, ``predicted_class``, ``mask_png`` (base64 PNG
 of the 0/255 lesion mask at the input's own size) and the input's ``height`` and ``width``. Each image goes through
-``pipeline.predict.Predictor``, the code of ``bmtl predict``: same preprocessing, model, threshold and mask
+``pipeline.inference.Predictor``, the code of ``bmtl predict``: same preprocessing, model, threshold and mask
 post-processing, so the mask PNG and the probabilities are those ``bmtl predict`` writes for the same file.
 """
 
@@ -93,7 +93,7 @@ def _image_bytes(value: Any) -> bytes:
 
 
 class BundlePyfunc(PythonModel):
-    """``pyfunc`` model over an exported bundle (artifact ``bundle``), predicting with ``pipeline.predict``.
+    """``pyfunc`` model over an exported bundle (artifact ``bundle``), predicting with ``pipeline.inference``.
 
     The model's ``model_config`` holds ``Predictor`` options (``runtime``, ``device``, ``threshold``, ...); overlays,
     Grad-CAM and the progress bar are always off.
@@ -104,7 +104,7 @@ class BundlePyfunc(PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the bundle's model and preprocessing once, when MLflow loads the model."""
-        from pipeline.predict import Predictor
+        from pipeline.inference import Predictor
 
         options = {**(context.model_config or {}), "overlays": False, "explain": False, "progress": False}
         self.predictor = Predictor(context.artifacts["bundle"], **options)
@@ -129,7 +129,7 @@ class BundlePyfunc(PythonModel):
             mlflow.exceptions.MlflowException: (``INVALID_PARAMETER_VALUE``, HTTP 400 when served) no ``image``
                 column, or bad rows; the message names each bad row by its index and says what is wrong.
         """
-        from pipeline.predict import InputItem
+        from pipeline.inference import InputItem
 
         if self.predictor is None:
             raise RuntimeError("the model is not loaded (load it with mlflow.pyfunc.load_model)")

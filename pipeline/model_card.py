@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pipeline.metrics import finite_or_none
 
 __all__ = ["build_model_card", "eval_metrics", "evaluation_table"]
 
@@ -37,16 +38,6 @@ def _evaluations(run: Path) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, Mapping):
-        value = value.get("mean")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def eval_metrics(run: str | Path) -> dict[str, float]:
     """Numeric metrics of every evaluation of ``run``, named ``<evaluation>_<metric>`` (e.g. ``test_dice``,
     ``val_auc``), as the model zoo's ``metadata.json`` has them."""
@@ -55,7 +46,7 @@ def eval_metrics(run: str | Path) -> dict[str, float]:
         values = {**{k: summary["segmentation"].get(k) for k in _SEGMENTATION},
                   **{k: summary.get("classification", {}).get(k) for k in _CLASSIFICATION}}
         for key, value in values.items():
-            number = _number(value)
+            number = finite_or_none(value)
             if number is not None:
                 metrics[f"{name}_{key}"] = round(number, 4)
     return metrics
@@ -81,10 +72,10 @@ def _dataset_info(datalist_path: str) -> tuple[dict[str, Any] | None, dict[str, 
 
 
 def _ci(entry: Mapping[str, Any] | None, ci: Any) -> str:
-    value = _number(entry)
+    value = finite_or_none(entry)
     if value is None:
         return "n/a"
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_number(c) is not None for c in ci):
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(finite_or_none(c) is not None for c in ci):
         return f"{value:.3f} ({float(ci[0]):.3f}-{float(ci[1]):.3f})"
     return f"{value:.3f}"
 

@@ -785,6 +785,10 @@ BAD_INPUTS: list[BadInput] = [
              _accepted_image("deep.png", lambda: _png_bytes(_grey().astype(np.uint16) * 257))),
     BadInput("palette-png", "palette (P mode) PNG image", "prepare", "accepted", "converted to grey",
              _accepted_image("pal.png", lambda: _palette_png())),
+    BadInput("cmyk-jpeg", "CMYK JPEG image", "prepare", "accepted", "converted to grey through its colours",
+             _accepted_image("ink.jpg", lambda: _cmyk_jpeg())),
+    BadInput("multi-page-tiff", "2-page TIFF image", "prepare", "skipped", "multi-page or animated image (2 frames)",
+             _bad_image("pages.tif", lambda: _multi_page_tiff())),
     BadInput("rgba-image", "RGBA image (grey content, alpha channel)", "prepare", "accepted",
              "converted to grey, alpha dropped",
              _accepted_image("alpha.png", lambda: _png_bytes(_rgba()))),
@@ -922,6 +926,11 @@ BAD_INPUTS: list[BadInput] = [
                  np.where(np.arange(256).reshape(16, 16) == 20, np.nan, 1.0).astype(np.float32))))),
     BadInput("predict-dicom-no-pixels", "DICOM file without PixelData", "predict", "skipped",
              "DICOM file without pixel data", _write_predict_dicom_no_pixels),
+    BadInput("predict-multi-page-tiff", "2-page TIFF", "predict", "skipped",
+             "multi-page or animated image (2 frames)", _predict_file("pages.tif", lambda: _multi_page_tiff())),
+    BadInput("predict-palette-png", "palette (P mode) PNG", "predict", "accepted",
+             "read through its colours, as `prepare` reads it",
+             _predict_file("pal.png", lambda: _palette_png(), accepted=True)),
     BadInput("predict-pickle-png", "a pickle that runs code, named .png (never unpickled)", "predict", "skipped",
              "not an image Pillow can read", _write_predict_pickle_png),
     BadInput("predict-png-text", "PNG whose text chunks hold a `$`-expression", "predict", "accepted",
@@ -937,6 +946,27 @@ BAD_INPUTS: list[BadInput] = [
 
 def _rgba() -> np.ndarray:
     return np.dstack([_grey()] * 3 + [np.full((32, 32), 200, np.uint8)])
+
+
+def _cmyk_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([_grey()] * 3, -1)).convert("CMYK").save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _multi_page_tiff() -> bytes:
+    import io
+
+    from PIL import Image
+
+    pages = [Image.fromarray(_grey(seed)) for seed in (7, 8)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:])
+    return buffer.getvalue()
 
 
 def _palette_png() -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["require_bools"]
+__all__ = ["require_bools", "auto_switch"]
 
 
 def require_bools(**switches: Any) -> None:
@@ -25,3 +25,23 @@ def require_bools(**switches: Any) -> None:
         spelling = "True" if str(value).strip().lower() in ("true", "1", "yes", "on") else "False"
         raise ValueError(f"--{name} {value!r} is not a switch: write --{name} True or --{name} False "
                          f"(capitalised, e.g. --{name} {spelling})")
+
+
+def auto_switch(name: str, value: Any, auto: bool) -> bool:
+    """A switch that may also be ``"auto"``: ``auto`` then decides (e.g. refinement: on when the model has a normal
+    class). Booleans, 0/1 and the words true/false/on/off/yes/no (inference configs are also read from Python and
+    the ``bmtl`` command line) are accepted.
+
+    Raises:
+        ValueError: naming the switch and the accepted values.
+    """
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    word = str(value).strip().lower()
+    if word == "auto":
+        return bool(auto)
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"--{name} {value!r}: expected auto, True or False")

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+from pipeline.progress import progress
 
 __all__ = [
     "BUNDLES_DIR",
@@ -338,13 +339,16 @@ def run_cv(
     Returns:
         the per-fold metrics table.
     """
+    from pipeline.data.datalist import load_datalist
+
+    load_datalist(datalist)   # a missing or invalid datalist is named before any fold starts
     output = Path(output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     fold_ids = list(range(folds)) if isinstance(folds, int) else list(folds)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{output / 'mlruns.db'}"
     name = Path(preset).stem if preset else "default"
     rows = []
-    for fold in fold_ids:
+    for fold in progress(fold_ids, f"cv {name}", unit="fold"):
         fold_dir = output / f"fold_{fold}"
         args = {"datalist": str(Path(datalist).resolve()), "fold": fold, "output_dir": str(fold_dir),
                 "tracking_uri": tracking_uri, "run_name": f"{name}_fold{fold}", **(overrides or {})}

@@ -80,6 +80,7 @@ from skimage.metrics import structural_similarity
 from pipeline.atomic import write_json_atomic, write_rows_atomic
 from pipeline.data.datalist import load_datalist, validate_datalist
 from pipeline.data.io import IMAGE_EXTENSIONS, DataError, read_grey
+from pipeline.progress import progress
 
 __all__ = [
     "DEFAULT_SSIM_THRESHOLD",
@@ -272,7 +273,7 @@ def scan_duplicates(
     first_by_hash: dict[tuple[str, str], int] = {}
     thumbs: dict[int, np.ndarray] = {}
     rep_of: dict[int, int] = {}
-    for i, path in enumerate(paths):
+    for i, path in enumerate(progress(paths, "dedup: reading")):
         try:
             arr = read_grey(path)
             fhash = _file_hash(path)

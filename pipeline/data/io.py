@@ -1,8 +1,9 @@
 """Reading and writing 2D images and lesion masks while preparing datasets.
 
-Preparation reads with Pillow into ``(H, W)`` numpy arrays (row-major, as the files are displayed) rather than with
-MONAI's ``LoadImage``: MONAI's PNG readers return ``(W, H)`` arrays, and the prepared files must keep the original
-orientation. Training then reads the prepared files with MONAI, image and mask alike, so they stay consistent.
+Preparation reads with Pillow into ``(H, W)`` numpy arrays (row-major, as the files are displayed: EXIF orientation
+applied) rather than with MONAI's ``LoadImage``: MONAI's PNG readers return ``(W, H)`` arrays, and the prepared files
+must keep the original orientation. Training then reads the prepared files with MONAI, image and mask alike, so they
+stay consistent; ``bmtl predict`` reads a raster through ``read_grey_uint8``, as preparation does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.atomic import atomic_path
 
@@ -21,6 +22,7 @@ __all__ = [
     "display_path",
     "IMAGE_EXTENSIONS",
     "read_grey",
+    "read_grey_uint8",
     "read_mask",
     "to_uint8",
     "write_png",
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_ORIENTATION = 0x0112   # EXIF / TIFF tag 274
 
 
 class DataError(ValueError):
@@ -60,6 +63,7 @@ def _open(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
+            orientation = int(img.getexif().get(_ORIENTATION, 1) or 1)   # before load(): TIFF drops it there
             img.load()  # PIL opens lazily: force decoding so a truncated file fails here
     except UnidentifiedImageError:
         raise DataError(path, "not an image Pillow can read (wrong format or corrupt header)") from None
@@ -70,9 +74,19 @@ def _open(path: Path) -> Image.Image:
         raise DataError(path, "image is too large: out of memory while decoding it") from None
     except Exception as e:  # Pillow's decoders raise many types on corrupt data (struct.error, IndexError, ...)
         raise DataError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    if frames > 1:  # Pillow would silently read the first page / frame only
+        raise DataError(path, f"multi-page or animated image ({frames} frames): export one image per file")
     if img.width < 2 or img.height < 2:
         raise DataError(path, f"image is too small ({img.width}x{img.height} pixels)")
-    return img
+    # as the file is displayed: a photo's EXIF orientation (what viewers and annotation tools apply) is applied, so
+    # that a mask drawn on the displayed image lines up and `bmtl predict`'s mask matches what the user sees
+    if orientation != 1 and img.format == "TIFF":
+        # Pillow's TIFF decoder applies some orientations itself and garbles others (a 90-degree one keeps the
+        # unrotated size): refuse rather than read a wrong picture
+        raise DataError(path, f"TIFF with orientation tag {orientation} (rotated or flipped display): save it "
+                              "upright (orientation 1) or as PNG")
+    return ImageOps.exif_transpose(img)
 
 
 def read_grey(path: str | os.PathLike) -> np.ndarray:
@@ -96,6 +110,21 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
     if img.mode == "LA":
         return np.asarray(img.getchannel("L")).copy()
     return np.asarray(img.convert("RGB").convert("L")).copy()
+
+
+def read_grey_uint8(path: str | os.PathLike) -> np.ndarray:
+    """The 8-bit grey ``(H, W)`` image of a 2D raster file, exactly as ``bmtl prepare`` writes it for training
+    (``read_grey`` then ``to_uint8``), so that a file means the same thing when ``bmtl predict`` reads it: palette
+    and CMYK images through their colours (not their palette indices or ink channels), 16-bit images min-max scaled.
+
+    Raises:
+        DataError: missing, empty, unreadable, truncated, too small, or holding NaN / infinite values.
+    """
+    image = read_grey(path)
+    try:
+        return to_uint8(image)
+    except ValueError as e:
+        raise DataError(Path(path), str(e)) from None
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

@@ -9,6 +9,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from pipeline.metrics import predicted_classes
+
 __all__ = ["RefinePredictiond", "REFINED_KEY"]
 
 REFINED_KEY = "refined"
@@ -19,7 +21,10 @@ class RefinePredictiond(MapTransform):
     with no lesion pixel normal (its probabilities become one-hot "normal"). Records whether anything changed
     under ``"refined"``.
 
-    A no-op when the classes have no normal class (``normal_index=None``) or when ``enabled`` is False.
+    "Classified normal" is the decision the report and ``bmtl predict`` print: the argmax or, with an operating
+    ``threshold`` on the positive class (``pipeline.metrics.predicted_classes``), the positive class wherever its
+    probability reaches it. A no-op when the classes have no normal class (``normal_index=None``) or when
+    ``enabled`` is False.
 
     Args:
         keys: the binary segmentation key (e.g. ``"pred_seg"``).
@@ -28,6 +33,7 @@ class RefinePredictiond(MapTransform):
         empty_mask_means_normal: apply the second rule.
         normal_empties_mask: apply the first rule.
         enabled: switch the whole transform.
+        threshold: operating threshold of the positive class (the last one); ``None``: argmax.
     """
 
     def __init__(
@@ -39,9 +45,10 @@ class RefinePredictiond(MapTransform):
         normal_empties_mask: bool = True,
         enabled: bool = True,
         allow_missing_keys: bool = False,
+        threshold: float | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.cls_key, self.normal_index = cls_key, normal_index
+        self.cls_key, self.normal_index, self.threshold = cls_key, normal_index, threshold
         self.empty_mask_means_normal, self.normal_empties_mask = empty_mask_means_normal, normal_empties_mask
         self.enabled = enabled
 
@@ -52,7 +59,8 @@ class RefinePredictiond(MapTransform):
             for key in self.key_iterator(d):
                 probs = torch.as_tensor(d[self.cls_key])
                 mask = d[key]
-                is_normal = int(torch.argmax(probs.reshape(-1))) == self.normal_index
+                decided = predicted_classes(probs.reshape(-1).detach().cpu().numpy(), self.threshold)
+                is_normal = int(decided[0]) == self.normal_index
                 has_lesion = bool(torch.as_tensor(mask).any())
                 if self.normal_empties_mask and is_normal and has_lesion:
                     d[key] = mask * 0

@@ -34,12 +34,6 @@ __all__ = ["epoch_seed", "SeedEachEpoch", "ResumeState", "NanGuard", "NonFiniteL
 logger = logging.getLogger(__name__)
 
 
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """The seed of ``epoch`` (1-based) of a run seeded with ``seed``, on process ``rank``: a 32-bit integer mixed by
     NumPy's ``SeedSequence``, so neighbouring seeds and epochs give unrelated streams."""
@@ -69,7 +63,7 @@ class SeedEachEpoch:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        seed = epoch_seed(self.seed, engine.state.epoch, _rank())
+        seed = epoch_seed(self.seed, engine.state.epoch, idist.get_rank())
         set_determinism(seed=seed)  # torch (CPU and CUDA), numpy, random
         if self.dataloader is not None:
             set_rnd(self.dataloader.dataset, seed)

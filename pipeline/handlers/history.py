@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
@@ -148,9 +149,7 @@ class TrainingHistory:
         self._save()
 
     def _save(self) -> None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if idist.get_rank() != 0:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         df = pd.DataFrame(self.rows)

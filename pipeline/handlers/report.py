@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 import torch
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 from monai.metrics import compute_hausdorff_distance
@@ -22,7 +23,14 @@ from skimage.transform import resize
 
 from pipeline import plots
 from pipeline.atomic import write_csv_atomic, write_json_atomic
-from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, predicted_classes, segmentation_scores
+from pipeline.metrics import (
+    CLASSIFICATION_METRICS,
+    classification_scores,
+    finite_or_none,
+    gather_by_rank,
+    predicted_classes,
+    segmentation_scores,
+)
 
 __all__ = ["EvaluationReport", "CONVENTIONS"]
 
@@ -47,14 +55,6 @@ CI_CLASSIFICATION = ("auc", "auc_macro_ovr", "accuracy", "balanced_accuracy", "f
 CI_SEGMENTATION = ("dice", "jaccard")
 
 
-def _num(x: Any) -> float | None:
-    """A JSON-safe float (NaN and inf become ``None``: strict JSON has no NaN)."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -65,7 +65,7 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return _num(obj)
+        return finite_or_none(obj)
     return obj
 
 
@@ -206,7 +206,7 @@ class EvaluationReport:
         self._summary = self._compute(records)
         if engine is not None:
             engine.state.metrics.update(self.flat_metrics())
-        if self._rank() == 0:
+        if idist.get_rank() == 0:
             self._write(records, worst, reservoir)
         return self._summary
 
@@ -485,21 +485,11 @@ class EvaluationReport:
         return chosen, n_worst
 
     # ------------------------------------------------------------------ distributed
-    @staticmethod
-    def _rank() -> int:
-        import torch.distributed as dist
-
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
     def _gathered(self) -> tuple[list[dict], list[dict], list[dict]]:
         """Records and overlay candidates of every rank (under DDP each rank evaluates a shard)."""
-        import torch.distributed as dist
-
-        worst = [c for _, _, c in self._worst]
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self._records, worst, self._reservoir
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, (self._records, worst, self._reservoir))
+        parts = gather_by_rank((self._records, [c for _, _, c in self._worst], self._reservoir))
+        if len(parts) == 1:
+            return parts[0]
         records, worst_all, reservoir_all = [], [], []
         for rank_records, rank_worst, rank_reservoir in parts:
             offset = len(records)

@@ -22,7 +22,7 @@ from torch import nn
 
 from pipeline.keys import Head
 from pipeline.networks.heads import ClassificationHead
-from pipeline.networks.utils import check_common_args, check_input
+from pipeline.networks.utils import check_common_args, check_input, lesion_probability
 from pipeline.registry import register_network
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "TaskInteractionBlock",
     "FeatureAggregationBlock",
     "MTIL",
-    "seg_probability",
     "circle_forward",
 ]
 
@@ -266,17 +265,6 @@ class MTIL(nn.Module):
         return {Head.SEG.value: self.seg_head(seg), Head.CLS.value: self.cls_head(cls)}
 
 
-def seg_probability(seg_logits: torch.Tensor) -> torch.Tensor:
-    """Lesion probability ``(B, 1, H, W)`` from segmentation logits.
-
-    ``sigmoid`` of the single channel when ``S == 1`` (zoo convention); ``1 - softmax(.)[background]`` when the
-    logits are a softmax over ``S >= 2`` classes with background first.
-    """
-    if seg_logits.shape[1] == 1:
-        return torch.sigmoid(seg_logits)
-    return 1.0 - torch.softmax(seg_logits, dim=1)[:, :1]
-
-
 def circle_forward(net: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The two passes of circle training: ``net(x)``, then ``net(x, prev_seg=p.detach())`` with ``p`` the lesion
     probability of the first pass.
@@ -292,5 +280,5 @@ def circle_forward(net: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Ten
         ``(first, second)``: the output dicts of the two passes.
     """
     first = net(x)
-    second = net(x, prev_seg=seg_probability(first[Head.SEG.value]).detach())
+    second = net(x, prev_seg=lesion_probability(first[Head.SEG.value]).detach())
     return first, second

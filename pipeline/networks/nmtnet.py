@@ -18,7 +18,7 @@ from torch import nn
 
 from pipeline.keys import Head
 from pipeline.networks.heads import ClassificationHead
-from pipeline.networks.utils import check_common_args, check_input
+from pipeline.networks.utils import check_common_args, check_input, lesion_probability
 from pipeline.registry import register_network
 
 __all__ = [
@@ -456,9 +456,7 @@ class NMTNet(nn.Module):
 
     def lesion_probability(self, seg: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` lesion probability from the segmentation logits."""
-        if self.seg_channels == 1:
-            return torch.sigmoid(seg)
-        return 1.0 - torch.softmax(seg, dim=1)[:, :1]
+        return lesion_probability(seg, self.seg_channels)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Segment and classify ``x``.

@@ -37,7 +37,13 @@ from torch import nn
 
 from pipeline.keys import Head
 from pipeline.networks.heads import ClassificationHead
-from pipeline.networks.utils import EFFNET_BN_MOMENTUM, SIZE_MULTIPLE, check_common_args, check_input
+from pipeline.networks.utils import (
+    EFFNET_BN_MOMENTUM,
+    SIZE_MULTIPLE,
+    check_common_args,
+    check_input,
+    lesion_probability,
+)
 from pipeline.registry import register_network
 
 __all__ = [
@@ -47,7 +53,6 @@ __all__ = [
     "SegResNetEffNet",
     "SegResNetEffNetCascade",
     "SegResNetEffNetParallel",
-    "lesion_probability",
 ]
 
 PAPER = "Med. Biol. Eng. Comput. 2026 (002)"
@@ -85,22 +90,6 @@ def _scale_width(channels: int, width: float, divisor: int = 8) -> int:
 def _scale_depth(repeats: int, depth: float) -> int:
     """EfficientNet's depth scaling: ``ceil(repeats * depth)``, at least 1."""
     return max(1, math.ceil(repeats * depth))
-
-
-def lesion_probability(seg_logits: torch.Tensor, seg_channels: int | None = None) -> torch.Tensor:
-    """Lesion probability ``(B, 1, H, W)`` from segmentation logits.
-
-    One channel: its sigmoid. Two or more channels: channel 1 of the softmax (channel 0 is the background).
-
-    Args:
-        seg_logits: ``(B, S, H, W)`` logits.
-        seg_channels: ``S`` as a Python int (networks pass it so that a traced graph has no shape-dependent branch);
-            ``None``: read from ``seg_logits``.
-    """
-    channels = seg_logits.shape[1] if seg_channels is None else seg_channels
-    if channels == 1:
-        return torch.sigmoid(seg_logits)
-    return torch.softmax(seg_logits, dim=1)[:, 1:2]
 
 
 def _init_efficientnet_weights(module: nn.Module) -> None:

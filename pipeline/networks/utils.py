@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_common_args", "check_input", "SIZE_MULTIPLE", "EFFNET_BN_MOMENTUM"]
+__all__ = ["check_common_args", "check_input", "lesion_probability", "SIZE_MULTIPLE", "EFFNET_BN_MOMENTUM"]
 
 # Every network downsamples at most 5 times (32x): inputs must have H and W divisible by it.
 SIZE_MULTIPLE = 32
@@ -48,3 +48,19 @@ def check_input(x: torch.Tensor, in_channels: int, multiple: int = SIZE_MULTIPLE
             f"input height and width must be divisible by {multiple}, got {h}x{w}; pad the image "
             f"(e.g. monai.transforms.DivisiblePad(k={multiple})) or resize it"
         )
+
+
+def lesion_probability(seg_logits: torch.Tensor, seg_channels: int | None = None) -> torch.Tensor:
+    """Lesion probability ``(B, 1, H, W)`` from segmentation logits ``(B, S, H, W)``: the sigmoid of the one channel
+    when ``S == 1``; else ``1 - softmax(.)[background]`` with the background first (any non-background class is
+    lesion). The one definition every network, the engines and ``bmtl predict`` use.
+
+    Args:
+        seg_logits: ``(B, S, H, W)`` logits.
+        seg_channels: ``S`` as a Python int (networks pass it so that a traced graph has no shape-dependent branch);
+            ``None``: read from ``seg_logits``.
+    """
+    channels = seg_logits.shape[1] if seg_channels is None else seg_channels
+    if channels == 1:
+        return torch.sigmoid(seg_logits)
+    return 1.0 - torch.softmax(seg_logits, dim=1)[:, :1]

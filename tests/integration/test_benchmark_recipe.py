@@ -72,3 +72,21 @@ def test_recipe_benchmark_reference_default_variant_report_mlflow(tmp_path, monk
     before = (runs / "default_seed0" / "models" / "model.pt").stat().st_mtime
     assert script.main(argv) == 0  # resumes: nothing retrained
     assert (runs / "default_seed0" / "models" / "model.pt").stat().st_mtime == before
+
+
+def test_rows_that_change_the_network_build_it():
+    """A row's ``network_kwargs`` replace the preset's whole: each must build the default network."""
+    import torch
+
+    from pipeline.keys import Head
+    from pipeline.registry import create_network
+
+    script = _load_script()
+    rows = {name: row for name, row in script.ROWS.items() if "network_kwargs" in row.train}
+    assert {"default_cls_bottleneck", "default_cls_global"} <= set(rows)
+    network = load_preset(script.DEFAULT_PRESET)["network_name"]
+    for name, row in rows.items():
+        kwargs = {**row.train["network_kwargs"], "init_filters": 8}
+        net = create_network(network, **kwargs, in_channels=1, num_classes=2).eval()
+        with torch.no_grad():
+            assert net(torch.rand(1, 1, 64, 64))[Head.CLS].shape == (1, 2), name

@@ -274,7 +274,7 @@ def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode,
     from pipeline.data.synthetic import make_us_dataset
     from pipeline.deploy import export_bundle
     from pipeline.handlers import read_operating_threshold
-    from pipeline.predict import Predictor, predict
+    from pipeline.inference import Predictor, predict
 
     raw = make_us_dataset(tmp_path / "raw", n=12, seed=3, size=(96, 120))
     _, paths = prepare("busi", raw, tmp_path / "prepared", n_folds=3, seed=0)

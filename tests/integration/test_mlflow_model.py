@@ -33,7 +33,7 @@ from pipeline.cli import main
 from pipeline.data.synthetic import make_us_dataset
 from pipeline.deploy import export_bundle
 from pipeline.mlflow_model import log_bundle_model, tracking_store
-from pipeline.predict import predict
+from pipeline.inference import predict
 from tests.integration.conftest import US_BUNDLE
 from tests.integration.test_export_bundle import make_run
 from tests.integration.test_predict import with_fake_model

@@ -27,7 +27,7 @@ from pipeline.cli import main
 from pipeline.data.synthetic_mr import write_dicom_series
 from pipeline.deploy import export_bundle
 from pipeline.prediction_journal import JOURNAL, MARKER, TABLE
-from pipeline.predict import Predictor, discover_inputs, predict
+from pipeline.inference import Predictor, discover_inputs, predict
 from tests.integration.conftest import MR_BUNDLE, US_BUNDLE
 from tests.integration.test_export_bundle import make_run
 
@@ -180,11 +180,12 @@ def test_discovery_groups_the_series_and_flags_unknown_types(mixed_folder, tmp_p
 def test_mixed_folder_masks_keep_the_input_geometry(us_fake, mixed_folder, tmp_path):
     out = tmp_path / "out"
     assert main(["predict", "--bundle", str(us_fake), "--input", str(mixed_folder["root"]), "--output", str(out),
-                 "--no-progress"]) == 0
+                 "--no-progress"]) == 3   # broken.png failed, the others were predicted
     table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    expected_columns = ["file", "type", "status", "error", "predicted_class", "prob_normal", "prob_benign",
-                        "prob_malignant", "lesion_area_px", "lesion_area_mm2", "lesion_voxels", "lesion_volume_mm3",
-                        "n_slices", "height", "width", "spacing_mm", "refined", "mask", "overlay", "heatmap"]
+    expected_columns = ["file", "type", "status", "error", "predicted_class", "low_confidence", "prob_normal",
+                        "prob_benign", "prob_malignant", "lesion_area_px", "lesion_area_mm2", "lesion_voxels",
+                        "lesion_volume_mm3", "n_slices", "height", "width", "spacing_mm", "refined", "mask", "overlay",
+                        "heatmap"]
     assert list(table.columns) == expected_columns
     assert len(table) == 6
     errors = table[table.status == "error"]
@@ -294,11 +295,35 @@ def test_bad_inputs_get_error_rows_and_exit_code_one(us_fake, tmp_path, capsys):
     for name, problem in expected.items():
         assert problem in got[name], (name, got[name])
 
-    shutil.copy(tmp_path / "ok.png", bad / "ok.png")  # one good input among the bad ones: exit code 0
+    shutil.copy(tmp_path / "ok.png", bad / "ok.png")  # one good input among the bad ones: exit code 3
     assert main(["predict", "--bundle", str(us_fake), "--input", str(bad), "--output", str(out),
-                 "--no-progress", "--overwrite"]) == 0
+                 "--no-progress", "--overwrite"]) == 3
+    assert "1 input(s) predicted, 7 failed" in capsys.readouterr().out
     table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert table.status.tolist().count("ok") == 1 and len(table) == 8
+
+
+def test_mask_files_in_a_folder_are_listed_not_predicted(us_fake, tmp_path, capsys):
+    folder = tmp_path / "busi"
+    folder.mkdir()
+    blob_png(folder / "benign (1).png")
+    blob_png(folder / "benign (1)_mask.png")
+    blob_png(folder / "benign (1)_mask_1.png")
+    blob_png(folder / "x_MASK.PNG")
+    out = tmp_path / "out"
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(folder), "--output", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 input(s) predicted, 0 failed, 3 skipped" in printed and "skipped: " in printed
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    status = dict(zip(table.file.map(lambda f: Path(f).name), table.status))
+    assert status == {"benign (1).png": "ok", "benign (1)_mask.png": "skipped", "benign (1)_mask_1.png": "skipped",
+                      "x_MASK.PNG": "skipped"}
+    assert (table[table.status == "skipped"].error.str.contains("named like a lesion mask")).all()
+    assert not (out / "masks" / "benign (1)_mask_mask.png").exists()
+    # a mask file given on its own is what the user asked for: predicted
+    result = predict(us_fake, folder / "x_MASK.PNG", tmp_path / "one", progress=False)
+    assert result.exit_code == 0 and result.rows[0]["status"] == "ok"
 
 
 def test_output_folder_inside_the_input_is_not_read_back(us_fake, tmp_path):
@@ -400,7 +425,7 @@ def test_incomplete_bundle_is_refused(us_fake, tmp_path, capsys):
 @pytest.mark.parametrize("runtime", ["torchscript", "onnx", "torch"])
 def test_truncated_model_file_is_named(us_exported, tmp_path, capsys, runtime):
     """A truncated model.ts / model.onnx / model.pt gives one error naming the file, not the loader's traceback."""
-    from pipeline.predict import MODEL_FILES
+    from pipeline.inference import MODEL_FILES
 
     bundle = tmp_path / "bundle"
     shutil.copytree(us_exported, bundle)
@@ -418,12 +443,27 @@ def test_truncated_model_file_is_named(us_exported, tmp_path, capsys, runtime):
 def test_refinement_empties_the_mask_of_an_image_classified_normal(us_exported, tmp_path):
     bundle = with_fake_model(us_exported, tmp_path / "normal_bundle", [4.0, 0.0, 0.0])
     blob_png(tmp_path / "img.png")
-    plain = predict(bundle, tmp_path / "img.png", tmp_path / "plain", progress=False, overlays=False).rows[0]
-    refined = predict(bundle, tmp_path / "img.png", tmp_path / "refined", refine=True, progress=False,
-                      overlays=False).rows[0]
+    plain = predict(bundle, tmp_path / "img.png", tmp_path / "plain", refine=False, progress=False,
+                    overlays=False).rows[0]
+    # the default ("auto" in inference.yaml): on, since the classes include normal
+    refined = predict(bundle, tmp_path / "img.png", tmp_path / "refined", progress=False, overlays=False).rows[0]
     assert plain["predicted_class"] == "normal" and plain["lesion_area_px"] > 0 and plain["refined"] is False
     assert refined["refined"] is True and refined["lesion_area_px"] == 0
     assert np.asarray(Image.open(refined["mask"])).max() == 0
+    assert main(["predict", "--bundle", str(bundle), "--input", str(tmp_path / "img.png"), "--output",
+                 str(tmp_path / "cli"), "--no-refine", "--no-progress"]) == 0
+    assert pd.read_csv(tmp_path / "cli" / "predictions.csv").lesion_area_px[0] > 0
+
+
+@pytest.mark.parametrize("logits, low", [([0.0, 0.0, 0.0], True), ([0.0, 0.0, 0.3], True), ([0.0, 0.0, 4.0], False)])
+def test_predictions_near_the_decision_are_flagged_low_confidence(us_exported, tmp_path, logits, low):
+    bundle = with_fake_model(us_exported, tmp_path / "bundle", logits)
+    blob_png(tmp_path / "img.png")
+    row = predict(bundle, tmp_path / "img.png", tmp_path / "out", progress=False, overlays=False).rows[0]
+    assert row["low_confidence"] is low
+    strict = predict(bundle, tmp_path / "img.png", tmp_path / "strict", progress=False, overlays=False,
+                     confidence_margin=0.0).rows[0]
+    assert strict["low_confidence"] is False
 
 
 def test_predicted_class_follows_the_bundles_operating_threshold(us_exported, tmp_path):
@@ -479,7 +519,7 @@ def test_exported_bundle_runs_alone_in_a_fresh_process(us_fake, mixed_folder, tm
     cmd = [sys.executable, "-m", "pipeline.cli", "predict", "--bundle", str(elsewhere), "--input",
            str(mixed_folder["root"]), "--output", str(tmp_path / "out_cli"), "--no-progress"]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 3, result.stderr[-3000:]   # the broken PNG failed, the others were predicted
     assert "5 input(s) predicted, 1 failed" in result.stdout
     table = pd.read_csv(tmp_path / "out_cli" / "predictions.csv", keep_default_na=False)
     assert table.status.tolist().count("ok") == 5

@@ -28,6 +28,11 @@ def test_errors_are_reported_with_exit_codes(tmp_path, capsys):
     assert "input folder not found" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "nothing")]) == 2
     assert "cv_summary.csv" in capsys.readouterr().err
+    assert main(["cv", "--bundle", "bundles/breast_us_mtl", "--datalist", str(tmp_path / "missing.json"), "--output",
+                 str(tmp_path / "cv")]) == 1   # a data error, like prepare's missing input
+    err = capsys.readouterr().err
+    assert "missing.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cv").exists()
 
 
 def test_every_command_has_help_with_an_example():

@@ -7,7 +7,16 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from pipeline.metrics import CLASSIFICATION_METRICS, ClassificationMetrics, classification_scores, segmentation_scores
+from pipeline.metrics import (
+    CLASSIFICATION_METRICS,
+    ClassificationMetrics,
+    classification_scores,
+    decision_margin,
+    finite_or_none,
+    gather_arrays,
+    gather_by_rank,
+    segmentation_scores,
+)
 
 
 def _masks():
@@ -97,3 +106,26 @@ def test_operating_threshold_maximises_youden_and_sits_between_images():
     assert s["sensitivity"] == 1.0 and s["specificity"] == 1.0
     assert classification_scores(np.stack([1 - np.array(scores), scores], 1), np.array(truth))["sensitivity"] == 0
     assert choose_operating_threshold([0.2, 0.7], [1, 1]) is None and choose_operating_threshold([0.2], [0]) is None
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(0.5, 0.5), (np.float32(2.0), 2.0), ("0.25", 0.25), ({"mean": 0.75, "ci95": [0.7, 0.8]}, 0.75),
+     (None, None), (float("nan"), None), (float("inf"), None), ("n/a", None), ({"ci95": None}, None)],
+)
+def test_finite_or_none(value, expected):
+    assert finite_or_none(value) == expected
+
+
+def test_gathers_outside_torch_distributed_are_the_local_values():
+    parts = [np.arange(3), np.arange(2)]
+    assert gather_by_rank(parts) == [parts]
+    assert [p.tolist() for p in gather_arrays(parts)] == [[0, 1, 2], [0, 1]]
+    with pytest.raises(TypeError, match="list, tuple or dict"):
+        gather_by_rank(np.arange(3))
+
+
+def test_decision_margin_is_the_distance_to_the_decision():
+    np.testing.assert_allclose(decision_margin(np.array([[0.2, 0.8], [0.55, 0.45]])), [0.3, 0.05])
+    np.testing.assert_allclose(decision_margin(np.array([0.1, 0.3, 0.6])), [0.15])
+    np.testing.assert_allclose(decision_margin(np.array([[0.2, 0.8], [0.55, 0.45]]), threshold=0.4), [0.4, 0.05])

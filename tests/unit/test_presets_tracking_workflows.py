@@ -77,6 +77,16 @@ def test_switches_must_be_bools():
     assert _format_override(False) == "False" and _format_override(True) == "True"  # Fire reads these as bools
 
 
+def test_auto_switch():
+    from pipeline.switches import auto_switch
+
+    assert auto_switch("refine", "auto", True) is True and auto_switch("refine", "AUTO", False) is False
+    assert auto_switch("refine", True, False) is True and auto_switch("refine", "false", True) is False
+    assert auto_switch("refine", 1, False) is True and auto_switch("refine", "off", True) is False
+    with pytest.raises(ValueError, match="--refine 'sometimes': expected auto, True or False"):
+        auto_switch("refine", "sometimes", True)
+
+
 @pytest.mark.parametrize("switches,absent", [
     ({}, set()),
     ({"zoom_augmentation": False}, {"RandZoomd"}),

@@ -23,6 +23,7 @@ from pipeline.data.sources.common import (
     parse_class,
     read_table,
 )
+from pipeline.progress import progress
 
 __all__ = ["CLASSES", "LICENSE", "CITATION", "convert"]
 
@@ -122,7 +123,8 @@ def convert(input_dir: Path, output_dir: Path, log: SkipLog, **options: Any) -> 
     seen: set[str] = set()
     used_images: set[str] = set()
     used_masks: set[str] = set()
-    for row, record in enumerate(table.to_dict("records"), start=2):
+    records = table.to_dict("records")
+    for row, record in enumerate(progress(records, "prepare busbra"), start=2):
         image_id = record["ID"]
         key = Path(image_id).stem.lower() if _is_image_name(image_id) else image_id.lower()
         where = f"row {row} ({image_id})"

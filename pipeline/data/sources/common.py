@@ -23,9 +23,8 @@ from pipeline.data.io import (
     IMAGE_EXTENSIONS,
     DataError,
     check_mask_matches,
-    read_grey,
+    read_grey_uint8,
     read_mask,
-    to_uint8,
     write_mask_png,
     write_png,
 )
@@ -121,8 +120,10 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def split_mask_name(path: Path) -> tuple[str, int] | None:
-    """``("x (1)", 0)`` for ``x (1)_mask.png``, ``("x (1)", 2)`` for ``x (1)_mask_2.png``, None for a non-mask."""
-    m = _MASK_STEM.match(path.stem)
+    """``("x (1)", 0)`` for ``x (1)_mask.png``, ``("x (1)", 2)`` for ``x (1)_mask_2.png`` (or ``.nii.gz``), None for
+    a non-mask."""
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    m = _MASK_STEM.match(stem)
     if m is None:
         return None
     return m.group("base"), int(m.group("n") or 0)
@@ -220,11 +221,7 @@ def load_pair(
     Raises:
         DataError: naming the file and the problem.
     """
-    image = read_grey(image_path)
-    try:
-        image = to_uint8(image)
-    except ValueError as e:
-        raise DataError(image_path, str(e)) from None
+    image = read_grey_uint8(image_path)
     mask = np.zeros(image.shape, dtype=bool)
     for mask_path in mask_paths:
         one = read_mask(mask_path)

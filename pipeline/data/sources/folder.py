@@ -24,6 +24,7 @@ from pipeline.data.sources.common import (
     safe_id,
     scan_class_folders,
 )
+from pipeline.progress import progress
 
 __all__ = ["convert", "convert_class_folders"]
 
@@ -49,7 +50,8 @@ def convert_class_folders(
     for class_name in classes:
         if class_name not in folders:
             continue
-        for image_path, mask_paths in pair_images_and_masks(folders[class_name], log):
+        for image_path, mask_paths in progress(pair_images_and_masks(folders[class_name], log),
+                                               f"prepare {class_name}"):
             n_images += 1
             item = convert_pair(
                 log=log,

@@ -24,6 +24,7 @@ from pipeline.data.sources.common import (
     parse_class,
     read_table,
 )
+from pipeline.progress import progress
 
 __all__ = ["CLASSES", "LICENSE", "CITATION", "NAME_COLUMNS", "find_labels", "convert"]
 
@@ -114,7 +115,8 @@ def convert(
     make_id = IdMaker()
     items: list[dict[str, Any]] = []
     listed: set[str] = set()
-    for row, record in enumerate(table.to_dict("records"), start=2):
+    records = table.to_dict("records")
+    for row, record in enumerate(progress(records, "prepare udiat"), start=2):
         name = record["Image"]
         key = name_key(name)
         where = f"row {row} ({name})" if name else f"row {row}"

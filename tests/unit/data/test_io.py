@@ -155,6 +155,34 @@ class TestReadGrey(unittest.TestCase):
         with self.assertRaisesRegex(DataError, "file not found"):
             read_grey(self.tmp / "missing.png")
 
+    def test_exif_orientation_is_applied_as_viewers_do(self):
+        grey = np.random.default_rng(3).integers(0, 256, (H, W + 5), dtype=np.uint8)
+        exif = Image.Exif()
+        exif[0x0112] = 6   # "rotate 90 CW to display"
+        for name in ("r.png", "r.jpg"):
+            Image.fromarray(grey).save(self.tmp / name, exif=exif)
+            got = read_grey(self.tmp / name)
+            self.assertEqual(got.shape, (W + 5, H), name)   # displayed: taller than wide
+            if name != "r.jpg":   # lossless: exactly the clockwise rotation
+                np.testing.assert_array_equal(got, np.rot90(grey, k=-1))
+        # TIFF keeps it in its own tag 274, which Pillow's decoder half-applies: refused, not misread
+        Image.fromarray(grey).save(self.tmp / "r.tif", tiffinfo={274: 6})
+        with self.assertRaisesRegex(DataError, r"r\.tif: TIFF with orientation tag 6"):
+            read_grey(self.tmp / "r.tif")
+        mask = np.zeros((H, W + 5), np.uint8)
+        mask[:3, :4] = 255
+        Image.fromarray(mask).save(self.tmp / "m.png", exif=exif)
+        self.assertTrue(read_mask(self.tmp / "m.png")[:4, -3:].all())   # the top-left corner goes top-right
+
+    def test_multi_page_is_refused_not_read_as_its_first_page(self):
+        pages = [Image.fromarray(np.full((H, W), v, np.uint8)) for v in (10, 200)]
+        pages[0].save(self.tmp / "pages.tif", save_all=True, append_images=pages[1:])
+        with self.assertRaisesRegex(DataError, r"pages\.tif: multi-page or animated image \(2 frames\)"):
+            read_grey(self.tmp / "pages.tif")
+        pages[0].save(self.tmp / "anim.png", save_all=True, append_images=pages[1:])
+        with self.assertRaisesRegex(DataError, "2 frames"):
+            read_mask(self.tmp / "anim.png")
+
 
 class TestWriteAndCheck(unittest.TestCase):
     def test_roundtrip_and_size_check(self):

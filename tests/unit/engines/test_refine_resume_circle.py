@@ -29,6 +29,17 @@ def test_refinement_makes_the_heads_agree_on_normal():
     assert not RefinePredictiond(keys="pred_seg", enabled=False)(_out([0.7, 0.2, 0.1], True))["refined"]
 
 
+def test_refinement_decides_normal_as_the_operating_threshold_does():
+    """p(malignant) 0.35 is below the argmax but above the operating threshold 0.3: the image is called malignant,
+    so its mask is kept (argmax would have called it normal and emptied it)."""
+    probs = [0.4, 0.25, 0.35]
+    by_argmax = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=0)(_out(probs, mask_on=True))
+    assert not by_argmax["pred_seg"].any() and by_argmax["refined"]
+    by_threshold = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=0, threshold=0.3)(
+        _out(probs, mask_on=True))
+    assert by_threshold["pred_seg"].sum() == 4 and not by_threshold["refined"]
+
+
 def test_resume_checkpoint_picks_the_newest_and_honours_the_switch(tmp_path):
     assert resume_checkpoint(tmp_path, "auto") is None
     with pytest.raises(FileNotFoundError, match="resume=true"):

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from pipeline.keys import Head
-from pipeline.networks.mtil import MTIL, circle_forward, seg_probability
+from pipeline.networks.mtil import MTIL, circle_forward
 from pipeline.registry import create_network
 
 PRESET = Path(__file__).resolve().parents[3] / "configs" / "mtil.yaml"
@@ -69,13 +69,6 @@ def test_circle_forward_matches_manual_passes():
         first, second = circle_forward(net, x)
         manual = net(x, prev_seg=torch.sigmoid(net(x)[Head.SEG]))
     torch.testing.assert_close(second[Head.SEG], manual[Head.SEG])
-
-
-def test_seg_probability():
-    logits = torch.randn(2, 1, 8, 8)
-    torch.testing.assert_close(seg_probability(logits), torch.sigmoid(logits))
-    two = torch.randn(2, 2, 8, 8)
-    torch.testing.assert_close(seg_probability(two), torch.softmax(two, 1)[:, 1:])
 
 
 def _grads(net: torch.nn.Module, loss: torch.Tensor, prefix: str) -> list[torch.Tensor]:

@@ -20,7 +20,6 @@ from pipeline.networks.segresnet_mt import (
     SegResNetEffNetCascade,
     SegResNetEffNetParallel,
     SegResNetShared,
-    lesion_probability,
 )
 from pipeline.registry import create_network, network_info
 
@@ -117,14 +116,6 @@ def test_effnet_bad_feature_level(level):
 
 
 # ---------------------------------------------------------------- segresnet_effnet_cascade
-
-
-def test_lesion_probability():
-    logits = torch.randn(2, 1, 4, 4)
-    torch.testing.assert_close(lesion_probability(logits), torch.sigmoid(logits))
-    two = torch.randn(2, 2, 4, 4)
-    torch.testing.assert_close(lesion_probability(two), torch.softmax(two, 1)[:, 1:2])
-    torch.testing.assert_close(lesion_probability(two, 2), lesion_probability(two))
 
 
 def test_cascade_classifier_reads_image_and_probability():

@@ -1,0 +1,136 @@
+"""Input discovery for ``bmtl predict``: the files (and DICOM series folders) under a path, each with its kind
+and a unique output name."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.data.io import IMAGE_EXTENSIONS
+from pipeline.data.sources.common import split_mask_name
+
+__all__ = ["InputItem", "discover_inputs", "NIFTI_SUFFIXES", "DICOM_SUFFIXES"]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
+
+
+@dataclass
+class InputItem:
+    """One input: a file, or a DICOM series folder."""
+
+    path: Path
+    kind: str  # raster | dicom | dicom_series | nifti | unsupported | mask (skipped)
+    name: str  # output name stem (relative to the input root, without extension)
+    problem: str | None = None
+
+
+def _nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _stem(relative: Path) -> str:
+    name = relative.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return str(relative.with_name(name[: -len(suffix)]))
+    return str(relative.with_suffix("")) if relative.suffix else str(relative)
+
+
+def _dicom_header(path: Path) -> Any | None:
+    """The DICOM header of ``path`` (no pixels), or None when it is not a DICOM file."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
+        return None
+    except Exception:  # pydicom raises many types for broken headers
+        return None
+
+
+def _is_volume_slice(ds: Any) -> bool:
+    """A DICOM file that belongs to a slice series (MR/CT-like geometry), not a 2D image of its own."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return (
+        ds.get("ImagePositionPatient") is not None
+        and ds.get("ImageOrientationPatient") is not None
+        and int(ds.get("SamplesPerPixel", 1) or 1) == 1
+        and frames <= 1
+        and str(ds.get("Modality", "")).upper() != "US"
+    )
+
+
+def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[InputItem]:
+    """The inputs under ``path``: the file itself, or every file of a folder (recursive; hidden files and anything
+    under ``exclude``, e.g. the output folder, skipped).
+
+    DICOM files of one series in one folder (slice geometry, two or more files) make one ``dicom_series`` input;
+    other DICOM files are 2D images. Files of other types become ``unsupported`` items (an error row each). In a
+    folder, files named like a lesion mask (``*_mask.*``, ``*_mask_1.*``: BUSI's and our own outputs' naming) become
+    ``mask`` items: listed (a ``skipped`` row each), not predicted; a mask file given on its own is predicted.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"input {root} not found")
+    skip = Path(exclude).resolve() if exclude is not None else None
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and not (skip is not None and skip in p.resolve().parents)
+    )
+    base = root.parent if root.is_file() else root
+    items: list[InputItem] = []
+    series: dict[Path, list[Path]] = {}
+    for p in files:
+        rel = p.relative_to(base)
+        suffix = p.suffix.lower()
+        if root.is_dir() and split_mask_name(p) is not None:   # the pairing rule of `bmtl prepare`
+            items.append(InputItem(p, "mask", _stem(rel), "named like a lesion mask (*_mask.*): not predicted; "
+                                                          "predict the file on its own to override"))
+        elif suffix in IMAGE_EXTENSIONS:
+            items.append(InputItem(p, "raster", _stem(rel)))
+        elif _nifti(p):
+            items.append(InputItem(p, "nifti", _stem(rel)))
+        else:
+            maybe_dicom = suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
+            ds = _dicom_header(p) if maybe_dicom else None
+            if ds is None:
+                if suffix in DICOM_SUFFIXES:
+                    items.append(InputItem(p, "dicom", _stem(rel)))  # the reader names the problem
+                else:
+                    what = f"'{p.suffix}'" if p.suffix else "without extension (and not DICOM)"
+                    items.append(InputItem(p, "unsupported", _stem(rel),
+                                           f"unsupported file type {what}: expected PNG, JPEG, BMP, TIFF, DICOM or "
+                                           "NIfTI (.nii, .nii.gz)"))
+            elif str(ds.get("SOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
+                continue  # an index of the files, not an image
+            elif root.is_dir() and _is_volume_slice(ds):
+                series.setdefault(p.parent, []).append(p)  # read_dicom_series refuses a folder of several series
+            else:
+                items.append(InputItem(p, "dicom", _stem(rel)))
+    for folder, members in series.items():
+        if len(members) == 1:
+            items.append(InputItem(members[0], "dicom", _stem(members[0].relative_to(base))))
+        else:
+            rel = folder.relative_to(base) if folder != base else Path(folder.name)
+            items.append(InputItem(folder, "dicom_series", str(rel)))
+    items.sort(key=lambda i: str(i.path))
+    used: set[str] = set()
+    for item in items:  # a.png and a.jpg side by side: keep both outputs
+        name = item.name
+        if name in used:
+            name = f"{name}_{item.path.name.split('.', 1)[-1].replace('.', '_')}"
+        k = 2
+        while name in used:
+            name, k = f"{item.name}_{k}", k + 1
+        used.add(name)
+        item.name = name
+    return items

@@ -1,0 +1,295 @@
+"""Readers of ``bmtl predict``'s inputs: each input becomes a ``Case`` of 2D slices (channel-first, before the
+bundle's transforms), the grey images to display and the writer that puts the masks back in the input's geometry.
+
+2D rasters are read as ``bmtl prepare`` reads them (``pipeline.data.io.read_grey_uint8``); DICOM files with
+pydicom (modality LUT, MONOCHROME1 inverted, colour to grey); NIfTI with nibabel; DICOM series with
+``pipeline.data.sources.volumes.read_dicom_series``. Volumes are sliced in their closest RAS orientation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.atomic import atomic_path
+from pipeline.data.io import DataError, read_grey_uint8
+from pipeline.inference.discovery import InputItem
+from pipeline.inference.outputs import write_png_mask
+
+__all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series", "dicom_spacing",
+           "already_normalised"]
+
+
+@dataclass
+class Case:
+    """A loaded input: 2D slices (channel-first, before the bundle's transforms) and how to write its mask back."""
+
+    item: InputItem
+    slices: list[torch.Tensor]
+    display: list[np.ndarray]  # per slice, (H, W) grey image as shown
+    spacing: tuple[float, float] | None = None  # in-plane mm per pixel (rows, columns of a slice)
+    thickness: float | None = None  # slice spacing (volumes)
+    writer: Callable[[list[np.ndarray], Path], Path] | None = None
+    view: Callable[[np.ndarray], np.ndarray] = staticmethod(lambda a: a)  # slice array -> displayed orientation
+    shape: tuple[int, ...] = ()
+
+
+def _check_2d(path: Path, h: int, w: int) -> None:
+    if h < 2 or w < 2:
+        raise DataError(path, f"image is too small ({w}x{h} pixels); at least 2x2 is needed")
+
+
+def _check_finite(path: Path, array: np.ndarray | torch.Tensor) -> None:
+    arr = np.asarray(array)
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int((~np.isfinite(arr)).sum()) - n_nan
+        raise DataError(path, f"image holds non-finite pixels ({n_nan} NaN, {n_inf} inf)")
+
+
+def _grey(image: torch.Tensor) -> torch.Tensor:
+    """Channel-first image -> one channel, as ``ToGreyd`` does (RGB(A) luma, grey+alpha -> grey)."""
+    from pipeline.data.transforms import ToGreyd
+
+    return ToGreyd(keys="image")({"image": image})["image"]
+
+
+def load_raster(item: InputItem) -> Case:
+    """A PNG/JPEG/BMP/TIFF file read exactly as ``bmtl prepare`` reads it for training (``read_grey_uint8``: palette and
+    CMYK through their colours, 16-bit scaled to 8 bits), so a file means the same thing in both."""
+    from monai.data import MetaTensor
+
+    image = read_grey_uint8(item.path)   # names the file and the problem (empty, truncated, too small, ...)
+    tensor = MetaTensor(torch.as_tensor(image, dtype=torch.float32)[None])
+    return Case(item, [tensor], [image.astype(np.float32)], writer=write_png_mask, shape=tuple(image.shape))
+
+
+def dicom_spacing(ds: Any) -> tuple[float, float] | None:
+    """(row spacing, column spacing) in mm: ``PixelSpacing``, else an ultrasound region calibrated in cm."""
+    spacing = ds.get("PixelSpacing")
+    if spacing is not None and len(spacing) == 2:
+        try:
+            values = (float(spacing[0]), float(spacing[1]))
+            if all(v > 0 for v in values):
+                return values
+        except (TypeError, ValueError):
+            pass
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions:
+        region = regions[0]
+        if int(region.get("PhysicalUnitsXDirection", 0) or 0) == 3 and int(
+                region.get("PhysicalUnitsYDirection", 0) or 0) == 3:  # 3 = cm
+            dx, dy = float(region.get("PhysicalDeltaX", 0) or 0), float(region.get("PhysicalDeltaY", 0) or 0)
+            if dx > 0 and dy > 0:
+                return (abs(dy) * 10.0, abs(dx) * 10.0)
+    return None
+
+
+def load_dicom(item: InputItem) -> Case:
+    import pydicom
+
+    path = item.path
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty (0 bytes)")
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as e:
+        raise DataError(path, f"unreadable DICOM file ({type(e).__name__}: {e})") from None
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DataError(path, "DICOM file without pixel data (no PixelData element): nothing to predict")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DataError(path, f"multi-frame DICOM ({frames} frames, e.g. a cine loop) is not supported: export one "
+                              "frame per file, or a series as one file per slice")
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as e:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
+        raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: "
+                              f"{e})") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    pydicom_2 = int(pydicom.__version__.split(".")[0]) < 3
+    if pixels.ndim == 2:
+        if pydicom_2:  # pragma: no cover - pydicom < 3
+            from pydicom.pixel_data_handlers.util import apply_modality_lut
+        else:
+            from pydicom.pixels import apply_modality_lut
+
+        pixels = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+        if photometric == "MONOCHROME1":  # bright = low values: invert so that bright tissue is bright
+            pixels = pixels.max() + pixels.min() - pixels
+        image = torch.as_tensor(pixels)[None]
+    elif pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
+        if photometric.startswith("YBR") and pydicom_2:  # pragma: no cover - pydicom >= 3 returns RGB already
+            from pydicom.pixel_data_handlers.util import convert_color_space
+
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        image = torch.as_tensor(np.moveaxis(pixels.astype(np.float32), -1, 0))
+    else:
+        raise DataError(path, f"unsupported DICOM pixel layout {pixels.shape} ({photometric})")
+    _check_2d(path, int(image.shape[-2]), int(image.shape[-1]))
+    _check_finite(path, image)
+    from monai.data import MetaTensor
+
+    image = _grey(MetaTensor(image.float()))
+    return Case(item, [image], [np.asarray(image[0])], spacing=dicom_spacing(ds), writer=write_png_mask,
+                shape=tuple(image.shape[-2:]))
+
+
+def load_nifti(item: InputItem, axis: int, normalise: bool) -> Case:
+    import nibabel as nib
+
+    from pipeline.data.sources.volumes import Volume
+
+    path = item.path
+    if path.stat().st_size == 0:
+        raise DataError(path, "file is empty (0 bytes)")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as e:
+        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
+    if data.dtype.fields is not None or np.iscomplexobj(data):
+        raise DataError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)")
+    shape = tuple(data.shape)
+    squeezed = data
+    while squeezed.ndim > 3 and squeezed.shape[-1] == 1:
+        squeezed = squeezed[..., 0]
+    if squeezed.ndim == 4:
+        raise DataError(path, f"4D volume (shape {shape}: {shape[3]} volumes, e.g. time points or DCE phases): "
+                              "expected a 2D image or one 3D volume per file; split it and predict one volume")
+    if squeezed.ndim not in (2, 3):
+        raise DataError(path, f"not a 2D image or 3D volume (shape {shape})")
+    volume_data = np.asarray(squeezed, dtype=np.float32)
+    if volume_data.ndim == 2:
+        volume_data = volume_data[..., None]
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(path, "invalid voxel-to-world affine (singular or not finite)")
+
+    def write(masks: list[np.ndarray], out: Path, back: Callable[[list[np.ndarray]], np.ndarray]) -> Path:
+        array = back(masks).reshape(shape).astype(np.uint8)
+        header = img.header.copy()
+        result = type(img)(array, img.affine, header=header)
+        result.set_data_dtype(np.uint8)
+        result.header.set_slope_inter(1, 0)
+        result.header["cal_min"], result.header["cal_max"] = 0, 1  # a viewer's window for a 0/1 mask
+        if hasattr(img, "get_sform"):
+            result.set_sform(img.get_sform(), int(img.header["sform_code"]))
+            result.set_qform(img.get_qform(), int(img.header["qform_code"]))
+        out = out.with_name(out.name + ".nii.gz")
+        with atomic_path(out, fsync=False) as tmp:  # the temporary name ends in .nii.gz: nibabel compresses it
+            nib.save(result, str(tmp))
+        return out
+
+    return _volume_case(item, Volume(volume_data, affine, path), axis, normalise, write)
+
+
+def load_dicom_series(item: InputItem, axis: int, normalise: bool) -> Case:
+    import nibabel as nib
+
+    from pipeline.data.sources.volumes import read_dicom_series
+
+    volume = read_dicom_series(item.path, "image")
+
+    def write(masks: list[np.ndarray], out: Path, back: Callable[[list[np.ndarray]], np.ndarray]) -> Path:
+        result = nib.Nifti1Image(back(masks).astype(np.uint8), volume.affine)
+        result.set_sform(volume.affine, code=1)
+        result.set_qform(volume.affine, code=1)
+        result.header.set_xyzt_units("mm")
+        out = out.with_name(out.name + ".nii.gz")
+        with atomic_path(out, fsync=False) as tmp:
+            nib.save(result, str(tmp))
+        return out
+
+    return _volume_case(item, volume, axis, normalise, write)
+
+
+def already_normalised(data: np.ndarray) -> bool:
+    return np.issubdtype(data.dtype, np.floating) and float(data.min()) >= 0.0 and float(data.max()) <= 1.0
+
+
+def _volume_case(item: InputItem, volume: Any, axis: int, normalise: bool, write: Callable) -> Case:
+    """Slices of a volume in its closest RAS orientation, and the writer that puts masks back in its voxel order."""
+    from monai.data import MetaTensor
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    from pipeline.data.sources.volumes import normalise_percentile, to_canonical
+
+    path = item.path
+    _check_finite(path, volume.data)
+    original_shape = volume.data.shape
+    canonical = to_canonical(volume)
+    data = canonical.data
+    singleton = [a for a in range(3) if data.shape[a] == 1]
+    if len(singleton) > 1:
+        raise DataError(path, f"image is too small (shape {tuple(original_shape)})")
+    slice_axis = singleton[0] if singleton else axis
+    in_plane = [a for a in range(3) if a != slice_axis]
+    _check_2d(path, data.shape[in_plane[0]], data.shape[in_plane[1]])
+    if normalise and not already_normalised(data):
+        try:
+            data = normalise_percentile(data)
+        except ValueError as e:
+            raise DataError(path, str(e)) from None
+    spacing = canonical.spacing
+    slices = [np.ascontiguousarray(np.take(data, k, axis=slice_axis)) for k in range(data.shape[slice_axis])]
+    to_original = ornt_transform([[0, 1], [1, 1], [2, 1]], io_orientation(volume.affine))
+
+    def back(masks: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack([np.asarray(m, dtype=np.uint8) for m in masks], axis=slice_axis)
+        out = apply_orientation(stacked, to_original)
+        assert out.shape == tuple(original_shape), (out.shape, original_shape)
+        return out
+
+    # axial slices of a RAS array: rows = left->right, columns = posterior->anterior; shown radiologically
+    # (anterior up, patient's right on the left)
+    view = (lambda a: np.asarray(a)[::-1, ::-1].T) if slice_axis == 2 else (lambda a: np.asarray(a).T[::-1])
+    return Case(
+        item,
+        [MetaTensor(torch.as_tensor(s)[None]) for s in slices],
+        slices,
+        spacing=(float(spacing[in_plane[0]]), float(spacing[in_plane[1]])),
+        thickness=float(spacing[slice_axis]),
+        writer=lambda masks, out: write(masks, out, back),
+        view=view,
+        shape=tuple(original_shape),
+    )
+
+
+def load_case(item: InputItem, slice_axis: int = 2, normalise: bool = False) -> Case:
+    """Read one input: a 2D raster or DICOM image, a NIfTI image or volume, or a DICOM series.
+
+    Args:
+        item: the input (``discover_inputs``).
+        slice_axis: the axis a 3D volume is cut along (of its closest RAS orientation; 2: axial).
+        normalise: 1st-99th percentile normalisation per volume (per image for a 2D input), as ``bmtl prepare`` does
+            for the MRI bundle; an input already within [0, 1] (a prepared slice) is kept.
+
+    Raises:
+        pipeline.data.io.DataError: an unsupported, unreadable or unusable input (the message names the file).
+    """
+    if item.kind == "unsupported":
+        raise DataError(item.path, item.problem or "unsupported file type")
+    if item.kind == "nifti":
+        return load_nifti(item, slice_axis, normalise)
+    if item.kind == "dicom_series":
+        return load_dicom_series(item, slice_axis, normalise)
+    case = load_raster(item) if item.kind == "raster" else load_dicom(item)
+    if normalise:  # a 2D image for a bundle trained on per-volume normalised slices: per image
+        from monai.data import MetaTensor
+
+        from pipeline.data.sources.volumes import normalise_percentile
+
+        image = case.slices[0]
+        if not already_normalised(np.asarray(image)):
+            try:
+                case.slices[0] = MetaTensor(torch.as_tensor(normalise_percentile(np.asarray(image))))
+            except ValueError as e:
+                raise DataError(item.path, str(e)) from None
+    return case

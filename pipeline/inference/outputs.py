@@ -1,0 +1,72 @@
+"""What ``bmtl predict`` writes besides the table: mask PNGs, overlays and Grad-CAM heatmaps (each atomically)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import atomic_path
+
+__all__ = ["text", "write_png_mask", "write_overlay", "write_heatmap", "resize_to"]
+
+
+def text(path: str | os.PathLike) -> str:
+    """A path as printable UTF-8 text (undecodable bytes of a file name, e.g. Latin-1 on Linux, shown as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def write_png_mask(masks: list[np.ndarray], path: Path) -> Path:
+    """The mask of a 2D input as ``<path>.png``: 8-bit, 0 = background, 255 = lesion."""
+    from PIL import Image
+
+    path = path.with_name(path.name + ".png")
+    with atomic_path(path, fsync=False) as tmp:  # per-image output: atomic against a kill, no flush per file
+        Image.fromarray(np.where(masks[0], 255, 0).astype(np.uint8)).save(tmp)
+    return path
+
+
+def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequence[str]) -> Path:
+    """The grey image (1-99 percentile window) with the predicted lesion contour in red and a two-line title."""
+    from matplotlib.figure import Figure
+
+    img = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
+    h, w = img.shape
+    scale = 4.0 / max(h, w)
+    fig = Figure(figsize=(max(w * scale, 2.5), h * scale + 0.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    if np.asarray(mask).any():
+        ax.contour(np.asarray(mask, dtype=np.float32), levels=[0.5], colors="red", linewidths=1.5)
+    ax.set_axis_off()
+    ax.set_title("\n".join(lines), fontsize=9)
+    with atomic_path(path, fsync=False) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, facecolor="white")
+    return path
+
+
+def write_heatmap(path: Path, image: np.ndarray, heat: np.ndarray) -> Path:
+    """The heatmap (jet colours) blended half over the grey image, written at the image's size."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    img = np.asarray(image, dtype=np.float64)
+    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
+    grey = np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    blend = 0.5 * grey[..., None] + 0.5 * colours
+    with atomic_path(path, fsync=False) as tmp:
+        Image.fromarray(np.round(blend * 255).astype(np.uint8)).save(tmp)
+    return path
+
+
+def resize_to(heat: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """A 2D map resized (bilinear) to ``size``."""
+    from monai.transforms import Resize
+
+    if tuple(heat.shape) == tuple(size):
+        return heat
+    return np.asarray(Resize(spatial_size=tuple(size), mode="bilinear", anti_aliasing=False)(heat[None]))[0]

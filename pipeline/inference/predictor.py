@@ -1,0 +1,482 @@
+"""The predictor of ``bmtl predict``: an exported bundle's preprocessing, model and post-processing over a list of
+inputs, batched, with one table row per input (see ``pipeline.inference``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.atomic import write_rows_atomic
+from pipeline.data.io import DataError
+from pipeline.inference.discovery import InputItem, discover_inputs
+from pipeline.inference.explain import GradCAMExplainer
+from pipeline.inference.loaders import Case, load_case
+from pipeline.inference.outputs import resize_to, text, write_heatmap, write_overlay
+from pipeline.inference.runtimes import flag, load_eager_network, load_model, resolve_device, resolve_runtime
+from pipeline.keys import Head
+from pipeline.metrics import decision_margin, predicted_classes
+from pipeline.networks.utils import lesion_probability
+from pipeline.prediction_journal import PredictionJournal
+from pipeline.switches import auto_switch
+
+__all__ = ["CSV_COLUMNS", "EXIT_CODES", "PredictionResult", "Predictor", "predict"]
+
+logger = logging.getLogger(__name__)
+
+_FIXED_COLUMNS = ["file", "type", "status", "error", "predicted_class", "low_confidence"]
+_MEASURE_COLUMNS = ["lesion_area_px", "lesion_area_mm2", "lesion_voxels", "lesion_volume_mm3", "n_slices", "height",
+                    "width", "spacing_mm", "refined", "mask", "overlay", "heatmap"]
+CSV_COLUMNS = (*_FIXED_COLUMNS, "prob_<class> (one per class)", *_MEASURE_COLUMNS)
+EXIT_ALL_OK, EXIT_NONE, EXIT_SOME_FAILED = 0, 1, 3   # 2 is the command line's usage error
+EXIT_CODES = ("0: every input was predicted (files named like masks are skipped and listed, not failures); "
+              "3: some inputs failed (status=error rows in predictions.csv); 1: no input was predicted")
+
+
+@dataclass
+class PredictionResult:
+    """What ``predict`` did: the table (one row per input), where it is, and the exit code (``EXIT_CODES``)."""
+
+    rows: list[dict[str, Any]]
+    csv_path: Path
+    output_dir: Path
+    runtime: str
+    device: str
+    n_ok: int = 0
+    n_failed: int = 0
+    columns: list[str] = field(default_factory=list)
+    n_skipped: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """0: every input predicted (skipped mask files aside); 3: some failed; 1: none was predicted."""
+        if self.n_ok == 0:
+            return EXIT_NONE
+        return EXIT_SOME_FAILED if self.n_failed else EXIT_ALL_OK
+
+
+class Predictor:
+    """An exported bundle ready to predict: its configs, preprocessing, model and options.
+
+    Args:
+        bundle: the exported bundle folder (``configs/deploy.yaml`` and ``models/``; see ``pipeline.deploy``).
+        runtime: ``"torchscript"`` (``models/model.ts``), ``"onnx"`` (``models/model.onnx``, ONNX Runtime), ``"torch"``
+            (``models/model.pt`` into the network built from the configs) or ``"auto"``: TorchScript, else ONNX, else
+            torch, whichever file exists first.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``/None (CUDA when available).
+        batch_size: images (or slices) per forward pass; sliding-window tiles per pass with ``native_resolution``.
+        threshold: lesion probability threshold (default: the bundle's ``seg_threshold``).
+        refine: paper 004 prediction refinement (``pipeline.engines.RefinePredictiond``): ``True``, ``False`` or
+            ``"auto"`` (the default from ``configs/inference.yaml``: on when the classes include "normal").
+        explain: write Grad-CAM heatmaps of the classification head (needs ``models/model.pt``).
+        overlays: write overlay PNGs.
+        native_resolution: sliding-window segmentation at the image's own resolution instead of resizing it to the
+            training size (see the module docstring).
+        confidence_margin: a prediction whose positive-class probability is this close to the operating threshold
+            (without one: whose two most probable classes are within twice this of each other) is flagged
+            ``low_confidence`` in the table. Default from ``configs/inference.yaml`` (0.1 when absent).
+        slice_axis / input_normalisation / cam_layer: default from ``configs/inference.yaml``.
+        progress: show a tqdm progress bar.
+
+    Raises:
+        FileNotFoundError: not an exported bundle, or the runtime's model file is missing.
+        pipeline.data.io.DataError: an incomplete bundle (no ``models/export_report.json``), or a truncated or
+            corrupt model file (the message names the folder or the file).
+        ValueError: bad option values.
+    """
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike,
+        runtime: str = "auto",
+        device: str | torch.device | None = "auto",
+        batch_size: int | None = None,
+        threshold: float | None = None,
+        refine: bool | str | None = None,
+        explain: bool | None = None,
+        overlays: bool | None = None,
+        native_resolution: bool | None = None,
+        confidence_margin: float | None = None,
+        slice_axis: int | None = None,
+        input_normalisation: str | None = None,
+        cam_layer: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        from pipeline.deploy import EXPORT_REPORT, bundle_parser
+
+        self.root = Path(bundle).resolve()
+        if not (self.root / "configs" / "deploy.yaml").is_file():
+            raise FileNotFoundError(f"{self.root} is not an exported bundle (configs/deploy.yaml not found): make one "
+                                    "with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output DIR`")
+        if not (self.root / "models" / EXPORT_REPORT).is_file():
+            # written last by `bmtl export`: without it the folder is a partial copy or an interrupted export
+            raise DataError(self.root, f"incomplete exported bundle: models/{EXPORT_REPORT}, which `bmtl export` "
+                                       "writes last, is missing (an interrupted export or a partial copy); re-export "
+                                       "it with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output "
+                                       f"{self.root} --overwrite`")
+        self.parser = bundle_parser(self.root, ("common.yaml", "deploy.yaml", "inference.yaml"))
+        get = self._get
+        self.classes = [str(c) for c in get("classes")]
+        self.image_size = tuple(int(s) for s in get("image_size"))
+        self.modality = str(get("modality", "US"))
+        self.batch_size = int(batch_size if batch_size is not None else get("inference_batch_size", 8))
+        self.threshold = float(threshold if threshold is not None else get("seg_threshold", 0.5))
+        # the operating threshold of the positive class chosen on the validation fold (deploy.yaml); None: argmax
+        cls_threshold = get("cls_threshold", None)
+        self.cls_threshold = None if cls_threshold in (None, "", "null", "None") else float(cls_threshold)
+        self.normal_index = self.classes.index("normal") if "normal" in self.classes else None
+        self.refine = auto_switch("refine", refine if refine is not None else get("refine", "auto"),
+                                  self.normal_index is not None)
+        self.confidence_margin = float(confidence_margin if confidence_margin is not None
+                                       else get("confidence_margin", 0.1))
+        self.explain = flag(explain if explain is not None else get("explain", False))
+        self.overlays = flag(overlays if overlays is not None else get("overlays", True))
+        self.native = flag(native_resolution if native_resolution is not None else get("native_resolution", False))
+        self.slice_axis = int(slice_axis if slice_axis is not None else get("slice_axis", 2))
+        self.normalisation = str(input_normalisation or get("input_normalisation", "none"))
+        self.cam_layer = cam_layer if cam_layer not in (None, "", "null", "None") else get("cam_layer", None)
+        self.progress = flag(progress)
+        self.flip_tta = flag(get("flip_tta", False))
+        # the bundle's mask cleaning (largest component, hole filling) after our own threshold, as evaluation does
+        from monai.transforms import AsDiscreted
+
+        self.mask_cleaning = [t for t in get("mask_postprocessing", []) if not isinstance(t, AsDiscreted)]
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.cls_threshold is not None and not 0.0 < self.cls_threshold < 1.0:
+            raise ValueError(f"cls_threshold of {self.root / 'configs' / 'deploy.yaml'} must be in (0, 1), got "
+                             f"{self.cls_threshold}")
+        if self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice axis must be 0, 1 or 2, got {self.slice_axis}")
+        if self.normalisation not in ("none", "percentile"):
+            raise ValueError(f"input_normalisation must be 'none' or 'percentile', got {self.normalisation!r}")
+        if not 0.0 <= self.confidence_margin < 0.5:
+            raise ValueError(f"confidence_margin must be in [0, 0.5), got {self.confidence_margin}")
+        self.device = resolve_device(device)
+        self._eager: torch.nn.Module | None = None
+        self.runtime = resolve_runtime(self.root / "models", runtime)
+        self.model = load_model(self.root / "models", self.runtime, self.device, self._eager_network)
+        self.explainer = GradCAMExplainer(self._eager_network, self.device, self.cam_layer)
+        self.transforms = self._preprocessing()
+
+    # --- configuration
+    def _get(self, key: str, default: Any = None) -> Any:
+        if key not in self.parser:
+            return default
+        return self.parser.get_parsed_content(key)
+
+    def _eager_network(self) -> torch.nn.Module:
+        """The network built from the configs with ``models/model.pt`` (the torch runtime and Grad-CAM), once."""
+        if self._eager is None:
+            self._eager = load_eager_network(self.parser, self.root / "models", self.device)
+        return self._eager
+
+    def _preprocessing(self) -> list[Callable]:
+        """The bundle's preprocessing transforms without the file reader (and without resizing in native mode)."""
+        from monai.transforms import Compose, LoadImaged, MapTransform, Resized, SpatialPadd
+
+        flat: list[Callable] = []
+
+        def add(t: Any) -> None:
+            if isinstance(t, Compose):
+                for inner in t.transforms:
+                    add(inner)
+            elif isinstance(t, (list, tuple)):
+                for inner in t:
+                    add(inner)
+            else:
+                flat.append(t)
+
+        # the bundle's LoadImaged registers every MONAI reader, and the GPU DICOM one warns when nvImageCodec is absent
+        plugin_logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = plugin_logger.level
+        plugin_logger.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+                add(self.parser.get_parsed_content("preprocessing_transforms"))
+        finally:
+            plugin_logger.setLevel(level)
+        kept = []
+        for t in flat:
+            if isinstance(t, LoadImaged) or (self.native and isinstance(t, (Resized, SpatialPadd))):
+                continue
+            if isinstance(t, MapTransform):
+                t.allow_missing_keys = True  # the label key of training is absent
+            kept.append(t)
+        return kept
+
+    def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """The network input of one slice, and the operations MONAI recorded (resize, padding) to invert later."""
+        from monai.data import MetaTensor
+
+        data = {"image": image}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. MONAI's "divide by zero" on a constant (empty) slice
+            for t in self.transforms:
+                data = t(data)
+        out = data["image"]
+        operations = list(out.applied_operations) if isinstance(out, MetaTensor) else []
+        out = torch.as_tensor(out, dtype=torch.float32)
+        return (out.as_subclass(torch.Tensor) if hasattr(out, "as_subclass") else out), operations
+
+    def to_input_geometry(self, prob: torch.Tensor, operations: list[dict[str, Any]]) -> torch.Tensor:
+        """A ``(1, h, w)`` map at the network's size back to the slice's own geometry: MONAI's inverse of the
+        preprocessing's resize (and padding, with ``keep_aspect``), as evaluation's ``Invertd`` does."""
+        from monai.data import MetaTensor
+        from monai.transforms import Compose
+
+        if not operations:
+            return prob
+        traced = MetaTensor(prob, applied_operations=[dict(op) for op in operations])
+        return torch.as_tensor(Compose(self.transforms).inverse({"image": traced})["image"]).as_subclass(torch.Tensor)
+
+    # --- inference
+    @torch.no_grad()
+    def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from pipeline.engines import MultiTaskInferer
+
+        inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size, flip_tta=self.flip_tta)
+        out = inferer(batch.to(self.device), self.model)
+        return out[Head.SEG.value].float().cpu(), out[Head.CLS.value].float().cpu()
+
+    def _postprocess(self, seg: torch.Tensor, cls: torch.Tensor, size: tuple[int, int],
+                     operations: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, bool]:
+        """One slice: lesion probability back at ``size`` -> mask, class probabilities, refinement."""
+        from pipeline.engines import RefinePredictiond
+
+        prob = lesion_probability(seg[None])[0]
+        prob = self.to_input_geometry(prob, operations)
+        if tuple(prob.shape[-2:]) != tuple(size):
+            raise RuntimeError(f"the lesion probability came back at {tuple(prob.shape[-2:])}, the input is {size}")
+        mask = {"pred_seg": (torch.as_tensor(prob) >= self.threshold).float()}
+        for clean in self.mask_cleaning:
+            mask = clean(mask)
+        mask = torch.as_tensor(mask["pred_seg"]) > 0
+        probs = torch.softmax(cls, 0)
+        refine = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=self.normal_index,
+                                   enabled=self.refine, threshold=self.cls_threshold)
+        refined = refine({"pred_seg": mask, "pred_cls": probs})
+        return (np.asarray(torch.as_tensor(refined["pred_seg"])[0].cpu(), dtype=bool),
+                np.asarray(torch.as_tensor(refined["pred_cls"]).cpu(), dtype=np.float64), bool(refined["refined"]))
+
+    # --- Grad-CAM
+    def gradcam(self, x: torch.Tensor, class_index: int) -> np.ndarray:
+        """Grad-CAM of ``class_index`` for one preprocessed image ``(C, h, w)``: ``(h, w)`` in [0, 1]."""
+        return self.explainer(x, class_index)
+
+    @property
+    def cam_layer_used(self) -> str | None:
+        """The layer Grad-CAM read (after the first heatmap)."""
+        return self.explainer.layer_used
+
+    # --- the loop
+    def _load(self, item: InputItem) -> Case:
+        return load_case(item, self.slice_axis, self.normalisation == "percentile")
+
+    def __call__(self, inputs: str | os.PathLike | Sequence[InputItem], output_dir: str | os.PathLike,
+                 overwrite: bool = False, resume: bool = False) -> PredictionResult:
+        """Predict ``inputs`` into ``output_dir``; a folder holding an earlier run needs ``overwrite`` or ``resume``
+        (``pipeline.prediction_journal``)."""
+        out = Path(output_dir)
+        items = discover_inputs(inputs, exclude=out) if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        described = str(inputs) if isinstance(inputs, (str, os.PathLike)) else f"{len(items)} inputs"
+        journal = PredictionJournal(out, overwrite=overwrite, resume=resume,
+                                    description={"bundle": str(self.root), "input": text(described)})
+        try:
+            return self._predict_all(items, out, journal)
+        finally:
+            journal.close()
+
+    def _predict_all(self, items: list[InputItem], out: Path, journal: PredictionJournal) -> PredictionResult:
+        from tqdm.auto import tqdm
+
+        rows: dict[int, dict[str, Any]] = {}
+        pending: list[tuple[int, Case, int, torch.Tensor]] = []
+        states: dict[int, dict[str, Any]] = {}
+
+        def fail(index: int, item: InputItem, error: Exception | str) -> None:
+            rows[index] = self._error_row(item, error)
+            journal.record(rows[index])
+            states.pop(index, None)
+
+        def flush(final: bool) -> None:
+            while pending:
+                first_shape = tuple(pending[0][3].shape)
+                take = [p for p in pending if tuple(p[3].shape) == first_shape][: self.batch_size]
+                if not final and len(take) < self.batch_size and not self.native:
+                    return  # wait for a full batch
+                for p in take:
+                    pending.remove(p)
+                live = [p for p in take if p[0] in states]
+                if not live:
+                    continue
+                try:
+                    seg, cls = self._forward(torch.stack([p[3] for p in live]))
+                except Exception as e:  # keep going with the other inputs
+                    for p in live:
+                        fail(p[0], p[1].item, f"inference failed ({type(e).__name__}: {e})")
+                    continue
+                for j, (index, case, k, _) in enumerate(live):
+                    if index not in states:
+                        continue
+                    try:
+                        size = tuple(case.display[k].shape[-2:])
+                        states[index]["results"][k] = self._postprocess(seg[j], cls[j], size,
+                                                                        states[index]["operations"][k])
+                        if all(r is not None for r in states[index]["results"]):
+                            rows[index] = self._finish(case, states.pop(index), out)
+                            journal.record(rows[index])
+                    except Exception as e:
+                        fail(index, case.item, e)
+
+        bar = tqdm(total=len(items), unit="input", disable=not self.progress, desc="predict")
+        for index, item in enumerate(items):
+            if text(item.path) in journal.done:   # --resume: predicted by the interrupted run
+                rows[index] = {**self._base_row(item), **journal.done[text(item.path)]}
+                bar.update(1)
+                continue
+            if item.kind == "mask":   # listed, not predicted
+                rows[index] = {**self._base_row(item), "status": "skipped", "error": item.problem}
+                journal.record(rows[index])
+                bar.update(1)
+                continue
+            try:
+                case = self._load(item)
+                tensors, operations = zip(*[self.preprocess(s) for s in case.slices])
+                for t in tensors:
+                    if not torch.isfinite(t).all():
+                        raise DataError(item.path, "non-finite values after preprocessing")
+            except Exception as e:
+                fail(index, item, e)
+                bar.update(1)
+                continue
+            states[index] = {"results": [None] * len(tensors), "tensors": tensors if self.explain else None,
+                             "operations": operations}
+            pending.extend((index, case, k, t) for k, t in enumerate(tensors))
+            flush(final=False)
+            bar.update(1)
+        flush(final=True)
+        bar.close()
+        return journal.finish(lambda table: self._write_table(table, out), [rows[i] for i in sorted(rows)])
+
+    # --- outputs
+    def _base_row(self, item: InputItem) -> dict[str, Any]:
+        row: dict[str, Any] = {c: "" for c in self.columns}
+        row.update(file=text(item.path), type=item.kind)
+        return row
+
+    @property
+    def columns(self) -> list[str]:
+        return [*_FIXED_COLUMNS, *(f"prob_{c}" for c in self.classes), *_MEASURE_COLUMNS]
+
+    def _error_row(self, item: InputItem, error: Exception | str) -> dict[str, Any]:
+        row = self._base_row(item)
+        if isinstance(error, DataError):
+            text = error.problem
+        elif isinstance(error, Exception):
+            text = f"{type(error).__name__}: {error}"
+        else:
+            text = str(error)
+        row.update(status="error", error=text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        logger.info("%s: %s", item.path, text)
+        return row
+
+    def _finish(self, case: Case, state: dict[str, Any], out: Path) -> dict[str, Any]:
+        results = state["results"]
+        masks = [r[0] for r in results]
+        areas = np.array([int(m.sum()) for m in masks])
+        probs = np.stack([r[1] for r in results])
+        with_lesion = areas > 0
+        mean_probs = probs[with_lesion].mean(0) if with_lesion.any() else probs.mean(0)
+        predicted = int(predicted_classes(mean_probs, self.cls_threshold)[0])
+        margin = float(decision_margin(mean_probs, self.cls_threshold)[0])
+        best = int(np.argmax(areas)) if with_lesion.any() else len(masks) // 2
+        item = case.item
+        row = self._base_row(item)
+        row.update(status="ok", predicted_class=self.classes[predicted], refined=any(r[2] for r in results),
+                   low_confidence=margin < self.confidence_margin,
+                   n_slices=len(masks), height=masks[best].shape[0], width=masks[best].shape[1],
+                   lesion_area_px=int(areas[best] if len(masks) > 1 else areas[0]))
+        for c, p in zip(self.classes, mean_probs):
+            row[f"prob_{c}"] = round(float(p), 6)
+        if case.spacing is not None:
+            row["spacing_mm"] = "x".join(f"{s:.4g}" for s in case.spacing)
+            row["lesion_area_mm2"] = round(float(row["lesion_area_px"]) * case.spacing[0] * case.spacing[1], 3)
+        if len(masks) > 1:
+            row["lesion_voxels"] = int(areas.sum())
+            if case.spacing is not None and case.thickness is not None:
+                row["lesion_volume_mm3"] = round(float(areas.sum()) * case.spacing[0] * case.spacing[1]
+                                                 * case.thickness, 3)
+        row["mask"] = text(case.writer(masks, out / "masks" / f"{item.name}_mask"))
+        image = case.view(case.display[best])
+        mask = case.view(masks[best])
+        if self.overlays:
+            lines = [text(Path(item.name).name) + (f" (slice {best})" if len(masks) > 1 else ""),
+                     f"{self.classes[predicted]}  p={mean_probs[predicted]:.2f}  lesion {int(areas[best])} px"]
+            row["overlay"] = text(write_overlay(out / "overlays" / f"{item.name}_overlay.png", image, mask, lines))
+        if self.explain:
+            heat = self.gradcam(state["tensors"][best], predicted)
+            heat = resize_to(heat, case.display[best].shape[-2:])
+            path = write_heatmap(out / "heatmaps" / f"{item.name}_gradcam.png", image, case.view(heat))
+            row["heatmap"] = text(path)
+        return row
+
+    def _write_table(self, rows: list[dict[str, Any]], out: Path) -> PredictionResult:
+        path = out / "predictions.csv"
+        columns = self.columns
+        # a rerun killed while writing keeps the previous complete table
+        write_rows_atomic(path, columns, rows, extrasaction="ignore")
+        n_ok = sum(r["status"] == "ok" for r in rows)
+        n_skipped = sum(r["status"] == "skipped" for r in rows)
+        return PredictionResult(rows=rows, csv_path=path, output_dir=out, runtime=self.runtime, device=str(self.device),
+                                n_ok=n_ok, n_failed=len(rows) - n_ok - n_skipped, columns=columns, n_skipped=n_skipped)
+
+
+def predict(
+    bundle: str | os.PathLike,
+    input: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    runtime: str = "auto",
+    device: str | None = "auto",
+    batch_size: int | None = None,
+    threshold: float | None = None,
+    refine: bool | None = None,
+    explain: bool | None = None,
+    overlays: bool | None = None,
+    native_resolution: bool | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
+    **options: Any,
+) -> PredictionResult:
+    """Predict every image under ``input`` with the exported ``bundle`` and write masks, overlays, heatmaps and
+    ``predictions.csv`` into ``output_dir`` (see the module docstring and ``Predictor`` for the options).
+    ``output_dir`` holding an earlier run is refused unless ``overwrite`` (start again) or ``resume`` (finish an
+    interrupted run, skipping the inputs it predicted).
+
+    Returns:
+        a ``PredictionResult``; its ``exit_code``: 0 when every input was predicted, 3 when some failed, 1 when
+        none was predicted.
+
+    Raises:
+        FileNotFoundError: the input or the bundle's model is missing; not an exported bundle.
+        FileExistsError: ``output_dir`` holds an earlier run and neither ``overwrite`` nor ``resume`` is given.
+        pipeline.data.io.DataError: an incomplete exported bundle, a truncated or corrupt model file.
+        ValueError: bad options.
+    """
+    if not str(input):
+        raise ValueError("no input given (--input / --input_dir)")
+    predictor = Predictor(bundle, runtime=runtime, device=device, batch_size=batch_size, threshold=threshold,
+                          refine=refine, explain=explain, overlays=overlays, native_resolution=native_resolution,
+                          progress=progress, **options)
+    return predictor(input, output_dir, overwrite=overwrite, resume=resume)

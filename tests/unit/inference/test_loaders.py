@@ -1,0 +1,60 @@
+"""A raster file means the same thing to ``bmtl predict`` as to ``bmtl prepare`` (which made the training images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.data.io import DataError
+from pipeline.data.sources.common import load_pair
+from pipeline.inference.discovery import InputItem
+from pipeline.inference.loaders import load_raster
+
+
+def _grey() -> np.ndarray:
+    y, x = np.mgrid[0:24, 0:36]
+    return (40 + 3 * x + 2 * y).astype(np.uint8)   # a smooth ramp: lossy formats keep it close
+
+
+@pytest.mark.parametrize("kind, tolerance", [("palette", 4), ("cmyk_jpeg", 8), ("cmyk_tiff", 1), ("grey_alpha", 0),
+                                             ("uint16", 1), ("rgb", 1)])
+def test_predict_reads_a_raster_as_prepare_does(tmp_path, kind, tolerance):
+    grey = _grey()
+    rgb = np.stack([grey] * 3, -1)
+    path = tmp_path / {"cmyk_jpeg": "x.jpg", "cmyk_tiff": "x.tif"}.get(kind, "x.png")
+    if kind == "palette":
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(path)
+    elif kind.startswith("cmyk"):
+        Image.fromarray(rgb).convert("CMYK").save(path, **({"quality": 95} if kind == "cmyk_jpeg" else {}))
+    elif kind == "grey_alpha":
+        Image.fromarray(grey).convert("LA").save(path)
+    elif kind == "uint16":
+        Image.fromarray(grey.astype(np.uint16) * 250).save(path)
+    else:
+        Image.fromarray(rgb).save(path)
+    case = load_raster(InputItem(path, "raster", "x"))
+    predicted_input = np.asarray(case.slices[0][0])
+    prepared, _ = load_pair(path, [], "normal")
+    np.testing.assert_array_equal(predicted_input, prepared.astype(np.float32))
+    # and it is the picture, not palette indices or ink channels (a 16-bit file is min-max scaled, like prepare)
+    expected = grey if kind != "uint16" else np.round((grey - grey.min()) / np.ptp(grey) * 255)
+    assert np.abs(predicted_input - expected).mean() <= tolerance, kind
+    assert case.shape == grey.shape and case.display[0].shape == grey.shape
+
+
+def test_a_bad_raster_names_the_file_and_the_problem(tmp_path):
+    path = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((1, 5), np.uint8)).save(path)
+    with pytest.raises(DataError, match=r"tiny\.png.*too small"):
+        load_raster(InputItem(path, "raster", "tiny"))
+
+
+def test_an_exif_rotated_photo_is_predicted_as_displayed(tmp_path):
+    grey = _grey()   # 24 x 36, wider than tall
+    exif = Image.Exif()
+    exif[0x0112] = 8   # "rotate 90 CCW to display"
+    Image.fromarray(grey).save(tmp_path / "photo.png", exif=exif)
+    case = load_raster(InputItem(tmp_path / "photo.png", "raster", "photo"))
+    assert case.shape == (36, 24)   # the mask will be written at the displayed size and orientation
+    np.testing.assert_array_equal(np.asarray(case.slices[0][0]), np.rot90(grey).astype(np.float32))
