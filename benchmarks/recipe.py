@@ -121,6 +121,9 @@ ROWS: dict[str, Row] = {
     "default_cls_global": Row("bundle", "default with the classifier on the globally pooled bottleneck only (the "
                               "reference's head)", train=network_kwargs(classifier_features="global"),
                               same_cost_as="default"),
+    "default_groupnorm": Row("bundle", "default with group norm (8 groups, per image, as the reference's SegResNet) "
+                             "instead of batch norm: no running statistics of the training scanners",
+                             train=network_kwargs(norm="group")),
     "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)", train={"batch_size": 8}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),

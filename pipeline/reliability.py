@@ -889,7 +889,7 @@ BAD_INPUTS: list[BadInput] = [
              "datalist whose paths and name are '$'/'@' expressions (read as file names, never evaluated)", "train",
              "error", "image file not found (item", _write_datalist_expression),
     BadInput("prepared-image-truncated", "prepared PNG truncated after `prepare`", "train", "error",
-             "cannot be loaded: OSError: image file is truncated", _write_corrupt_prepared_image),
+             "unreadable or truncated image (OSError: image file is truncated)", _write_corrupt_prepared_image),
     BadInput("unknown-network", "preset naming network 'no_such_net'", "train", "error",
              "unknown network 'no_such_net'; registered networks:", _write_unknown_network),
     BadInput("unknown-preset", "--preset no_such_preset", "train", "error", "unknown preset 'no_such_preset'",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.atomic import write_json_atomic
 
-__all__ = ["flatten_params", "log_artifacts", "write_run_config", "MAX_PARAM_LENGTH"]
+__all__ = ["flatten_params", "log_artifacts", "write_run_config", "provenance", "MAX_PARAM_LENGTH"]
 
 MAX_PARAM_LENGTH = 500
 
@@ -49,6 +50,34 @@ def log_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths:
             client.log_artifact(runs[0].info.run_id, path)
             logged += 1
     return logged
+
+
+def provenance() -> dict[str, str]:
+    """What produced a run, for its MLflow parameters: the git commit of the code (``"unknown"`` outside a git
+    checkout, ``+dirty`` appended when it has uncommitted changes) and the versions of the libraries that decide the
+    numbers. MLflow records the commit only for MLflow Projects, and a bundle run is not one."""
+    import importlib.metadata
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    commit = "unknown"
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            commit = head.stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                    capture_output=True, text=True, timeout=10)
+            if status.returncode == 0 and status.stdout.strip():
+                commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    versions = {}
+    for package in ("breast-mtl", "monai", "torch", "pytorch-ignite", "mlflow"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {"git_commit": commit, **{f"version.{k}": v for k, v in versions.items()}}
 
 
 def write_run_config(output_dir: str | os.PathLike, run_config: Mapping[str, Any]) -> str:

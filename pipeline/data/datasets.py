@@ -37,6 +37,8 @@ def item_error(item: Any, error: BaseException) -> BaseException:
     if isinstance(error, DataError) or not isinstance(item, dict) or not isinstance(item.get("image"), str):
         return error
     cause = _root_cause(error)
+    if isinstance(cause, DataError):   # a reader's own error already names the file (image or label) and the problem
+        return DataError(cause.path, cause.problem)   # a new one: raising `cause` from its own wrapper would loop
     label = f" (label {item['label']})" if isinstance(item.get("label"), str) else ""
     text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
     return DataError(item["image"], f"this item{label} cannot be loaded: {type(cause).__name__}: {text[:300]}; "

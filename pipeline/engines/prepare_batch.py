@@ -27,6 +27,7 @@ class MultiTaskPrepareBatch(PrepareBatch):
         channels_last: give the network a 4D image in ``torch.channels_last`` memory format, to match a network
             converted with ``.to(memory_format=torch.channels_last)``; a contiguous input would make every
             convolution convert formats (measured in BENCHMARKS.md, "recipe").
+        targets: ``False`` for unlabelled images (inference): ``(image, None)``, no mask or class needed.
 
     Raises:
         KeyError: the batch lacks one of the keys (the message lists the batch's keys).
@@ -39,8 +40,10 @@ class MultiTaskPrepareBatch(PrepareBatch):
         cls_key: str = BatchKey.CLS,
         keep_meta: bool = False,
         channels_last: bool = False,
+        targets: bool = True,
     ) -> None:
         self.image_key, self.mask_key, self.cls_key = str(image_key), str(mask_key), str(cls_key)
+        self.targets = bool(targets)
         self.keep_meta = bool(keep_meta)
         self.channels_last = bool(channels_last)
 
@@ -55,14 +58,17 @@ class MultiTaskPrepareBatch(PrepareBatch):
         device: str | torch.device | None = None,
         non_blocking: bool = False,
         **kwargs: Any,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        missing = [k for k in (self.image_key, self.mask_key, self.cls_key) if k not in batchdata]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        needed = (self.image_key, self.mask_key, self.cls_key) if self.targets else (self.image_key,)
+        missing = [k for k in needed if k not in batchdata]
         if missing:
             raise KeyError(f"batch has no {missing} key(s); batch keys: {sorted(batchdata)}")
         to = {"device": device, "non_blocking": non_blocking, **kwargs}
         image = self._tensor(batchdata[self.image_key]).to(**to)
         if self.channels_last and image.ndim == 4:
             image = image.contiguous(memory_format=torch.channels_last)
+        if not self.targets:
+            return image, None
         mask = self._tensor(batchdata[self.mask_key]).to(**to).float()
         label = self._tensor(batchdata[self.cls_key]).to(**to).long().view(-1)
         return image, {Head.SEG.value: mask, Head.CLS.value: label}

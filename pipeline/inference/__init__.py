@@ -49,7 +49,7 @@ is enough (``torch.load(weights_only=True)`` for ``model.pt``).
 """
 
 from pipeline.inference.discovery import InputItem, discover_inputs
-from pipeline.inference.predictor import CSV_COLUMNS, EXIT_CODES, PredictionResult, Predictor, predict
+from pipeline.inference.predictor import CSV_COLUMNS, EXIT_CODES, PredictionResult, Predictor, predict, unlabelled
 from pipeline.inference.runtimes import MODEL_FILES, RUNTIMES
 
 __all__ = [
@@ -62,4 +62,5 @@ __all__ = [
     "Predictor",
     "discover_inputs",
     "predict",
+    "unlabelled",
 ]

@@ -27,7 +27,7 @@ from pipeline.networks.utils import lesion_probability
 from pipeline.prediction_journal import PredictionJournal
 from pipeline.switches import auto_switch
 
-__all__ = ["CSV_COLUMNS", "EXIT_CODES", "PredictionResult", "Predictor", "predict"]
+__all__ = ["CSV_COLUMNS", "EXIT_CODES", "PredictionResult", "Predictor", "predict", "unlabelled"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,29 @@ CSV_COLUMNS = (*_FIXED_COLUMNS, "prob_<class> (one per class)", *_MEASURE_COLUMN
 EXIT_ALL_OK, EXIT_NONE, EXIT_SOME_FAILED = 0, 1, 3   # 2 is the command line's usage error
 EXIT_CODES = ("0: every input was predicted (files named like masks are skipped and listed, not failures); "
               "3: some inputs failed (status=error rows in predictions.csv); 1: no input was predicted")
+
+
+def unlabelled(transforms: Any) -> list[Callable]:
+    """A bundle's preprocessing (a ``Compose``, a list, nested) as a flat list for images without a mask: the
+    dictionary transforms skip the training's ``label`` key when it is absent (``allow_missing_keys``)."""
+    from monai.transforms import Compose, MapTransform
+
+    flat: list[Callable] = []
+
+    def add(t: Any) -> None:
+        if isinstance(t, Compose):
+            for inner in t.transforms:
+                add(inner)
+        elif isinstance(t, (list, tuple)):
+            for inner in t:
+                add(inner)
+        else:
+            if isinstance(t, MapTransform):
+                t.allow_missing_keys = True
+            flat.append(t)
+
+    add(transforms)
+    return flat
 
 
 @dataclass
@@ -182,19 +205,7 @@ class Predictor:
 
     def _preprocessing(self) -> list[Callable]:
         """The bundle's preprocessing transforms without the file reader (and without resizing in native mode)."""
-        from monai.transforms import Compose, LoadImaged, MapTransform, Resized, SpatialPadd
-
-        flat: list[Callable] = []
-
-        def add(t: Any) -> None:
-            if isinstance(t, Compose):
-                for inner in t.transforms:
-                    add(inner)
-            elif isinstance(t, (list, tuple)):
-                for inner in t:
-                    add(inner)
-            else:
-                flat.append(t)
+        from monai.transforms import LoadImaged, Resized, SpatialPadd
 
         # the bundle's LoadImaged registers every MONAI reader, and the GPU DICOM one warns when nvImageCodec is absent
         plugin_logger = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
@@ -203,17 +214,11 @@ class Predictor:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-                add(self.parser.get_parsed_content("preprocessing_transforms"))
+                transforms = unlabelled(self.parser.get_parsed_content("preprocessing_transforms"))
         finally:
             plugin_logger.setLevel(level)
-        kept = []
-        for t in flat:
-            if isinstance(t, LoadImaged) or (self.native and isinstance(t, (Resized, SpatialPadd))):
-                continue
-            if isinstance(t, MapTransform):
-                t.allow_missing_keys = True  # the label key of training is absent
-            kept.append(t)
-        return kept
+        skip = (LoadImaged, Resized, SpatialPadd) if self.native else (LoadImaged,)
+        return [t for t in transforms if not isinstance(t, skip)]
 
     def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """The network input of one slice, and the operations MONAI recorded (resize, padding) to invert later."""

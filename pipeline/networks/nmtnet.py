@@ -30,11 +30,24 @@ __all__ = [
     "FineGrainedClassifier",
     "CLASSIFIER_FEATURES",
     "masked_average_pool",
+    "NORMS",
     "load_torchvision_resnet18",
 ]
 
-_BATCH = "BATCH"
 _RELU = ("RELU", {"inplace": True})
+# the normalisation layers: batch norm (ResNet's), or per-image group / instance norm, which keep no running
+# statistics of the training scanners (MONAI's SegResNet uses 8 groups)
+NORMS: dict[str, str | tuple] = {
+    "batch": "BATCH",
+    "group": ("GROUP", {"num_groups": 8}),
+    "instance": ("INSTANCE", {"affine": True}),
+}
+
+
+def _norm(norm: str) -> str | tuple:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {tuple(NORMS)}, got {norm!r}")
+    return NORMS[norm]
 
 
 def load_torchvision_resnet18(resnet: nn.Module, path: str, in_channels: int) -> None:
@@ -77,6 +90,17 @@ def load_torchvision_resnet18(resnet: nn.Module, path: str, in_channels: int) ->
         )
 
 
+def _replace_batch_norms(module: nn.Module, norm: str) -> None:
+    """Swap every 2D batch norm under ``module`` for a freshly initialised ``norm`` layer of the same width."""
+    from monai.networks.layers.utils import get_norm_layer
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, get_norm_layer(_norm(norm), spatial_dims=2, channels=child.num_features))
+        else:
+            _replace_batch_norms(child, norm)
+
+
 class ResNet18Encoder(nn.Module):
     """MONAI 2D ResNet18 (basic blocks, layers 2-2-2-2, 7x7 stride-2 stem, max pool) returning five feature maps.
 
@@ -85,13 +109,14 @@ class ResNet18Encoder(nn.Module):
         init_filters: width ``f`` of the stem and of ``layer1``; the stages have ``f, f, 2f, 4f, 8f`` channels
             (64 = ResNet18).
         pretrained: ``None`` (random initialisation) or the path of a local torchvision ResNet18 state dict; needs
-            ``init_filters=64``. Never downloads.
+            ``init_filters=64`` and ``norm="batch"``. Never downloads.
+        norm: ``"batch"``, ``"group"`` or ``"instance"`` (``NORMS``).
 
     Raises:
         ValueError: ``pretrained`` with another width than 64, or a file that does not match.
     """
 
-    def __init__(self, in_channels: int, init_filters: int, pretrained: str | None = None) -> None:
+    def __init__(self, in_channels: int, init_filters: int, pretrained: str | None = None, norm: str = "batch") -> None:
         super().__init__()
         f = init_filters
         self.channels = (f, f, 2 * f, 4 * f, 8 * f)
@@ -105,13 +130,19 @@ class ResNet18Encoder(nn.Module):
             feed_forward=False,
             bias_downsample=False,  # as torchvision, so that its weights load
             widen_factor=f / 64,
+            norm=_norm(norm),
         )
+        if norm != "batch":
+            # MONAI's ResNet (1.6) gives `norm` to its stem only: its layers are built with batch norm whatever it is
+            _replace_batch_norms(self.resnet, norm)
         if pretrained is not None and not isinstance(pretrained, str):
             raise ValueError(
                 "pretrained must be None or the path of a local weight file (nothing is downloaded), "
                 f"got {pretrained!r}"
             )
         if pretrained:
+            if norm != "batch":
+                raise ValueError(f"pretrained ResNet18 weights need norm='batch' (ImageNet's), got norm={norm!r}")
             if f != 64:
                 raise ValueError(f"pretrained ResNet18 weights need init_filters=64, got init_filters={f}")
             load_torchvision_resnet18(self.resnet, str(pretrained), in_channels)
@@ -140,12 +171,14 @@ class MultiScaleFusionChannelRefinement(nn.Module):
         dilations: dilations of the 3x3 branches (a 1x1 branch is always added). The bottleneck of a 128x128 input
             is 4x4, so small dilations are the useful ones.
         reduction: squeeze ratio of the channel attention.
+        norm: ``"batch"``, ``"group"`` or ``"instance"``.
 
     Raises:
         ValueError: empty ``dilations`` or a non-positive entry.
     """
 
-    def __init__(self, channels: int, dilations: Sequence[int] = (1, 2, 3), reduction: int = 4) -> None:
+    def __init__(self, channels: int, dilations: Sequence[int] = (1, 2, 3), reduction: int = 4,
+                 norm: str = "batch") -> None:
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
         if not dilations or min(dilations) < 1:
@@ -158,14 +191,14 @@ class MultiScaleFusionChannelRefinement(nn.Module):
             branch_channels,
             kernel_sizes=(1,) + (3,) * len(dilations),
             dilations=(1,) + dilations,
-            norm_type=_BATCH,
+            norm_type=_norm(norm),
             acti_type=_RELU,
         )
         fused = branch_channels * branches
         self.project: nn.Module = (
             nn.Identity()
             if fused == channels
-            else Convolution(2, fused, channels, kernel_size=1, norm=_BATCH, act=None, bias=False)
+            else Convolution(2, fused, channels, kernel_size=1, norm=_norm(norm), act=None, bias=False)
         )
         self.refine = ChannelSELayer(2, channels, r=max(1, min(reduction, channels // 2)))
 
@@ -199,7 +232,8 @@ class LesionRegionEnhancement(nn.Module):
         attention_kernel: kernel size of the spatial-attention convolution.
     """
 
-    def __init__(self, channels: int, learnable_edges: bool = False, attention_kernel: int = 7) -> None:
+    def __init__(self, channels: int, learnable_edges: bool = False, attention_kernel: int = 7,
+                 norm: str = "batch") -> None:
         super().__init__()
         self.channels = channels
         self.attention = Convolution(2, 2, 1, kernel_size=attention_kernel, conv_only=True)
@@ -208,8 +242,9 @@ class LesionRegionEnhancement(nn.Module):
             self.edge_filters = nn.Parameter(weight)
         else:
             self.register_buffer("edge_filters", weight, persistent=False)
-        self.edge_project = Convolution(2, 3 * channels, channels, kernel_size=1, norm=_BATCH, act=_RELU, bias=False)
-        self.fuse = Convolution(2, 2 * channels, channels, kernel_size=1, norm=_BATCH, act=None, bias=False)
+        self.edge_project = Convolution(2, 3 * channels, channels, kernel_size=1, norm=_norm(norm), act=_RELU,
+                                        bias=False)
+        self.fuse = Convolution(2, 2 * channels, channels, kernel_size=1, norm=_norm(norm), act=None, bias=False)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The ``(B, 1, h, w)`` spatial attention in [0, 1]."""
@@ -230,13 +265,13 @@ class LesionRegionEnhancement(nn.Module):
 class _UpBlock(nn.Module):
     """2x transposed-convolution upsampling (MONAI ``UpSample``), concatenation with a skip, two conv-BN-ReLU."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, norm: str = "batch") -> None:
         super().__init__()
         self.up = UpSample(2, in_channels, out_channels, scale_factor=2, mode="deconv")
         cat_channels = out_channels + skip_channels
         self.conv = nn.Sequential(
-            Convolution(2, cat_channels, out_channels, kernel_size=3, norm=_BATCH, act=_RELU, bias=False),
-            Convolution(2, out_channels, out_channels, kernel_size=3, norm=_BATCH, act=_RELU, bias=False),
+            Convolution(2, cat_channels, out_channels, kernel_size=3, norm=_norm(norm), act=_RELU, bias=False),
+            Convolution(2, out_channels, out_channels, kernel_size=3, norm=_norm(norm), act=_RELU, bias=False),
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
@@ -256,14 +291,16 @@ class NMTNetDecoder(nn.Module):
         bottleneck_channels: channels of the bottleneck.
         skip_channels: channels of the skips, fine to coarse (1/2, 1/4, 1/8, 1/16).
         channels: output channels of the five stages, coarse to fine (1/16, 1/8, 1/4, 1/2, 1/1).
+        norm: ``"batch"``, ``"group"`` or ``"instance"``.
     """
 
-    def __init__(self, bottleneck_channels: int, skip_channels: Sequence[int], channels: Sequence[int]) -> None:
+    def __init__(self, bottleneck_channels: int, skip_channels: Sequence[int], channels: Sequence[int],
+                 norm: str = "batch") -> None:
         super().__init__()
         skips = list(reversed(list(skip_channels))) + [0]
         ins = [bottleneck_channels] + list(channels[:-1])
         self.channels = tuple(channels)
-        self.blocks = nn.ModuleList(_UpBlock(i, s, o) for i, s, o in zip(ins, skips, channels))
+        self.blocks = nn.ModuleList(_UpBlock(i, s, o, norm) for i, s, o in zip(ins, skips, channels))
 
     def forward(self, bottleneck: torch.Tensor, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Return the output of every stage, coarse to fine (the last one is at full resolution)."""
@@ -408,6 +445,8 @@ class NMTNet(nn.Module):
         detach_mask: stop the classification gradient at the lesion probability.
         classifier_features: what the classifier pools: ``"decoder"`` (the paper's reading), ``"bottleneck"`` or
             ``"global"``.
+        norm: ``"batch"`` (ResNet's), ``"group"`` (8 groups, as MONAI's SegResNet) or ``"instance"``: per-image
+            normalisation keeps no running statistics of the training scanners.
 
     Raises:
         ValueError: an argument out of range (the message names it).
@@ -426,8 +465,13 @@ class NMTNet(nn.Module):
         cls_hidden: int | None = None,
         detach_mask: bool = True,
         classifier_features: str = "decoder",
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        _norm(norm)   # checked before anything is built
+        if norm == "group" and isinstance(init_filters, int) and init_filters % 16:
+            raise ValueError(f"norm='group' (8 groups) needs init_filters divisible by 16 (the last decoder stage has "
+                             f"init_filters / 2 channels), got init_filters={init_filters}")
         check_common_args(in_channels, seg_channels, num_classes, dropout)
         if not isinstance(init_filters, int) or isinstance(init_filters, bool) or init_filters < 4:
             raise ValueError(f"init_filters must be an integer >= 4, got {init_filters!r}")
@@ -438,11 +482,12 @@ class NMTNet(nn.Module):
         self.in_channels = in_channels
         self.seg_channels = seg_channels
         f = init_filters
-        self.encoder = ResNet18Encoder(in_channels, f, pretrained)
+        self.encoder = ResNet18Encoder(in_channels, f, pretrained, norm)
         enc = self.encoder.channels
-        self.mfcr = MultiScaleFusionChannelRefinement(enc[-1], dilations=mfcr_dilations)
-        self.lre = nn.ModuleList(LesionRegionEnhancement(c, learnable_edges=learnable_edges) for c in enc[:-1])
-        self.decoder = NMTNetDecoder(enc[-1], enc[:-1], (4 * f, 2 * f, f, f, f // 2))
+        self.mfcr = MultiScaleFusionChannelRefinement(enc[-1], dilations=mfcr_dilations, norm=norm)
+        self.lre = nn.ModuleList(LesionRegionEnhancement(c, learnable_edges=learnable_edges, norm=norm)
+                                 for c in enc[:-1])
+        self.decoder = NMTNetDecoder(enc[-1], enc[:-1], (4 * f, 2 * f, f, f, f // 2), norm)
         self.seg_head = Convolution(2, f // 2, seg_channels, kernel_size=1, conv_only=True)
         self.classifier = FineGrainedClassifier(
             self.decoder.channels,

@@ -83,10 +83,10 @@ def test_rows_that_change_the_network_build_it():
 
     script = _load_script()
     rows = {name: row for name, row in script.ROWS.items() if "network_kwargs" in row.train}
-    assert {"default_cls_bottleneck", "default_cls_global"} <= set(rows)
+    assert {"default_cls_bottleneck", "default_cls_global", "default_groupnorm"} <= set(rows)
     network = load_preset(script.DEFAULT_PRESET)["network_name"]
     for name, row in rows.items():
-        kwargs = {**row.train["network_kwargs"], "init_filters": 8}
+        kwargs = {**row.train["network_kwargs"], "init_filters": 16}
         net = create_network(network, **kwargs, in_channels=1, num_classes=2).eval()
         with torch.no_grad():
             assert net(torch.rand(1, 1, 64, 64))[Head.CLS].shape == (1, 2), name

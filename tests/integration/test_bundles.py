@@ -61,6 +61,13 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     run = _mlflow_metrics(out / "mlruns.db", "smoke")
     assert {"val_dice", "val_auc", "val_score", "train_loss_epoch"} <= set(run.data.metrics)
     assert run.data.params["fold"] == "0"
+    # provenance and the images as MLflow dataset inputs
+    assert len(run.data.params["git_commit"].split("+")[0]) in (40, len("unknown"))
+    assert run.data.params["version.monai"] not in ("", "not installed")
+    from mlflow.tracking import MlflowClient
+
+    inputs = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}").get_run(run.info.run_id).inputs
+    assert {d.dataset.name for d in inputs.dataset_inputs} == {"train_dataset_0", "val_dataset_0"}
 
     run_workflow(bundle, "evaluating", **common)
     summary = json.loads((out / "eval_val" / "summary.json").read_text())

@@ -26,8 +26,8 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.data.synthetic_mr import write_dicom_series
 from pipeline.deploy import export_bundle
-from pipeline.prediction_journal import JOURNAL, MARKER, TABLE
 from pipeline.inference import Predictor, discover_inputs, predict
+from pipeline.prediction_journal import JOURNAL, MARKER, TABLE
 from tests.integration.conftest import MR_BUNDLE, US_BUNDLE
 from tests.integration.test_export_bundle import make_run
 
@@ -535,3 +535,36 @@ def test_exported_bundle_runs_alone_in_a_fresh_process(us_fake, mixed_folder, tm
     cli_mask = np.asarray(Image.open(tmp_path / "out_cli" / "masks" / "a_blob_mask.png"))
     monai_mask = np.asarray(Image.open(tmp_path / "out_monai" / "masks" / "a_blob_mask.png"))
     np.testing.assert_array_equal(cli_mask, monai_mask)
+
+
+def test_monai_standard_run_workflow_matches_bmtl_predict(us_exported, tmp_path):
+    """The exported bundle's declarative `run` workflow (what MONAI Label / Deploy run) has MONAI's inference
+    properties and gives the masks and class probabilities of `bmtl predict` for the same files."""
+    from monai.bundle import ConfigWorkflow
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    blob_png(inputs / "wide.png", shape=(40, 70))
+    blob_png(inputs / "tall.png", shape=(90, 50), box=(slice(50, 80), slice(5, 30)), rgb=False)
+    configs = [str(us_exported / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
+    out = tmp_path / "monai_run"
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(us_exported / "configs" / "metadata.json"),
+                              workflow_type="infer", bundle_root=str(us_exported), input_dir=str(inputs),
+                              output_dir=str(out))
+    workflow.initialize()
+    assert not workflow.check_properties()   # nothing required by MONAI's InferProperties is missing
+    workflow.run()
+    workflow.finalize()
+
+    ours = predict(us_exported, inputs, tmp_path / "bmtl", runtime="torch", overlays=False, progress=False)
+    table = pd.read_csv(ours.csv_path).set_index(pd.read_csv(ours.csv_path)["file"].map(lambda f: Path(f).name))
+    probs = pd.read_csv(out / "predictions_cls.csv", header=None, index_col=0)
+    assert len(probs) == 2
+    for file, row in probs.iterrows():
+        name = Path(file).name
+        np.testing.assert_allclose(row.to_numpy(dtype=float), [table.loc[name, f"prob_{c}"] for c in US_CLASSES],
+                                   atol=1e-4)
+        mask = np.asarray(Image.open(out / f"{Path(name).stem}_mask.png"))
+        theirs = np.asarray(Image.open(tmp_path / "bmtl" / "masks" / f"{Path(name).stem}_mask.png"))
+        assert mask.shape == theirs.shape == Image.open(inputs / name).size[::-1]   # the image's own (H, W)
+        assert set(np.unique(mask)) <= {0, 255} and (mask != theirs).mean() < 0.002

@@ -126,3 +126,17 @@ def test_evaluate_run_uses_the_values_a_run_was_trained_with(tmp_path, monkeypat
     (run / "run_config.json").write_text(json.dumps({**config, "resize_mode": "bilinear"}))
     workflows.evaluate_run(run, split="test")
     assert calls[-1]["resize_mode"] == "bilinear" and calls[-1]["split"] == "test"
+
+
+def test_provenance_names_the_commit_and_the_versions(monkeypatch):
+    import subprocess
+
+    from pipeline.tracking import provenance
+
+    info = provenance()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert info["git_commit"].split("+")[0] == (head or "unknown")
+    assert info["version.torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
+    assert set(info) >= {"version.monai", "version.mlflow", "version.pytorch-ignite", "version.breast-mtl"}
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no git")))
+    assert provenance()["git_commit"] == "unknown"

@@ -124,6 +124,29 @@ def test_classifier_features_are_checked():
         _net(classifier_features="texture")
 
 
+@pytest.mark.parametrize("norm", ["group", "instance"])
+def test_per_image_norms_keep_no_running_statistics(norm):
+    net = _net(norm=norm, init_filters=16).train()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    assert any(isinstance(m, (torch.nn.GroupNorm, torch.nn.InstanceNorm2d)) for m in net.modules())
+    x = torch.randn(3, 1, 64, 64)
+    net(x)[Head.CLS].sum().backward()
+    net.eval()
+    with torch.no_grad():   # an image's output does not depend on the rest of the batch, in eval as in training
+        alone = net(x[:1])[Head.CLS]
+        together = net(x)[Head.CLS][:1]
+    torch.testing.assert_close(alone, together, rtol=1e-4, atol=1e-5)
+
+
+def test_norm_arguments_are_checked():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        _net(norm="layer")
+    with pytest.raises(ValueError, match="divisible by 16"):
+        _net(norm="group", init_filters=8)
+    with pytest.raises(ValueError, match="norm='batch'"):
+        _net(norm="instance", init_filters=64, pretrained="/nonexistent.pth")
+
+
 def test_network_classification_follows_the_segmentation():
     """Shifting the seg head's bias changes the lesion probability, hence the class logits."""
     net = _net().eval()
