@@ -30,7 +30,7 @@ from torch.optim.swa_utils import update_bn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.bench import hardware_summary  # noqa: E402
+from bench import hardware_summary  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.deploy import bundle_parser, load_run_config, load_state_dict  # noqa: E402
 from pipeline.keys import BatchKey, Head  # noqa: E402

@@ -9,7 +9,7 @@ What it does (each bundle run is the same ``python -m monai.bundle run ...`` a u
 3. trains every network on folds 2-5 and evaluates it on official fold 1 (datalist fold 0), with bootstrap 95 % CIs;
    there is no model selection on the test fold: validation runs once, after the last epoch, and that model is scored;
 4. evaluates the ``--best`` multi-task networks (joint score = mean of Dice and AUC on fold 1) and the single-task
-   baselines on the same test images under two synthetic scanner shifts (``pipeline.bench.SHIFTS``), and runs all
+   baselines on the same test images under two synthetic scanner shifts (``bench.SHIFTS``), and runs all
    five folds for those best networks; with a CUDA device (or ``--all-folds``) every network gets the shifted sets
    and all five folds (``--size`` then defaults to 256);
 5. logs one MLflow parent run (``<output>/mlruns.db``) with every bundle run nested under it, writes
@@ -36,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline import bench  # noqa: E402
+import bench  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.networks.table import count_parameters  # noqa: E402
 from pipeline.presets import available_presets, load_preset  # noqa: E402
@@ -213,7 +213,8 @@ def report(bench_: Benchmark, records: list[dict[str, Any]], best: list[str], co
     if args.shifts:
         lines += ["", "### Robustness: the same fold-1 images under synthetic scanner shifts", "",
                   "gain: gamma 0.6 and depth attenuation to 60 %; speckle: multiplicative gamma speckle (std 0.35) "
-                  "and 1-px blur (`pipeline.bench.shift_image`). Dice / AUC, and the change from the clean images.", "",
+                  "and 1-px blur (`benchmarks/bench.py: shift_image`). Dice / AUC, and the change from the clean "
+                  "images.", "",
                   "| network | clean Dice | clean AUC | " + " | ".join(
                       f"{s} Dice | {s} AUC" for s in args.shifts) + " |",
                   "|---|" + "---:|" * (2 + 2 * len(args.shifts))]

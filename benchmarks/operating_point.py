@@ -23,7 +23,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline import bench  # noqa: E402
+import bench  # noqa: E402
 from pipeline.metrics import choose_operating_threshold, classification_scores  # noqa: E402
 
 METRICS = ("sensitivity", "specificity", "balanced_accuracy", "accuracy")

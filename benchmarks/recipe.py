@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from busbra import log_parent  # noqa: E402
 
-from pipeline import bench  # noqa: E402
+import bench  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.presets import load_preset  # noqa: E402
@@ -324,6 +324,16 @@ class RecipeBenchmark:
         return records
 
 
+def portable(argv: list[str], root: Path) -> list[str]:
+    """The command line as a user runs it from the repository (the report's folder): absolute paths relative to it,
+    so BENCHMARKS.md does not carry this machine's folders."""
+    out = []
+    for arg in argv:
+        path = Path(arg)
+        out.append(os.path.relpath(path, root) if path.is_absolute() else arg)
+    return out
+
+
 def report(b: RecipeBenchmark, records: list[dict[str, Any]], command: str, started: str) -> str:
     metrics = (*bench.REPORTED_METRICS,)
     extra = [("ECE", "ece_fmt"), ("vs ref Dice", "vs_ref_dice"), ("vs ref AUC", "vs_ref_auc"), ("epochs", "epochs"),
@@ -376,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"--rows: variants need their trained row too: add {', '.join(sorted(missing))}")
     started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    command = "python benchmarks/recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/recipe.py " + " ".join(portable(given, Path(args.report).resolve().parent))
     b = RecipeBenchmark(args)
     records = b.run()
     frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_one(args.child, args.sizes[0], Path(args.datalist), args.epochs)))
         return 0
 
-    from pipeline.bench import git_commit, hardware_summary, replace_section
+    from bench import git_commit, hardware_summary, replace_section
 
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}

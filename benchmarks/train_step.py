@@ -1,5 +1,5 @@
 """Train-step time of every registered network, as its preset trains it: forward + joint loss + backward + AdamW
-step on a random (batch, 1, size, size) batch (``pipeline.bench.train_images_per_second``; circle training included).
+step on a random (batch, 1, size, size) batch (``bench.train_images_per_second``; circle training included).
 
     python benchmarks/train_step.py --size 128 --batch 16 --repeats 3
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.bench import build_preset_network, hardware_summary, train_images_per_second  # noqa: E402
+from bench import build_preset_network, hardware_summary, train_images_per_second  # noqa: E402
 from pipeline.networks.table import count_parameters  # noqa: E402
 from pipeline.registry import list_networks  # noqa: E402
 

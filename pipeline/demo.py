@@ -75,7 +75,8 @@ def run_demo(
     summary = json.loads((run_dir / "eval_val" / "summary.json").read_text())
     print()
     print(format_metrics(summary))
-    print(f"\nper-image CSV : {run_dir / 'eval_val' / 'per_image.csv'}")
+    print(f"\nHTML report   : {run_dir / 'eval_val' / 'report.html'} (metrics, curves, plots, worst cases)")
+    print(f"per-image CSV : {run_dir / 'eval_val' / 'per_image.csv'}")
     print(f"plots         : {run_dir / 'eval_val'} (roc, confusion_matrix, calibration, overlays), "
           f"{run_dir / 'learning_curves.png'}")
     print(f"checkpoints   : {run_dir / 'models'}")
@@ -89,7 +90,7 @@ def run_demo(
         image, _ = make_us_case(rng, cls, size=(160, 224))  # another size than training: mapped back to it
         write_png(new_images / f"scan_{i}.png", image)
     result = predict(exported, new_images, out / "predictions", progress=False, overwrite=True)  # the demo's own folder
-    print(f"exported bundle: {exported}")
+    print(f"exported bundle: {exported} (model card: {exported / 'docs' / 'model_card.md'})")
     print(f"predictions    : {result.csv_path} ({result.n_ok} images, masks and overlays beside it)")
     print(f"MLflow store  : {run_dir / 'mlruns.db'}")
     print(f"                mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")

@@ -210,7 +210,7 @@ def _provenance(bundle: Path) -> dict[str, str]:
     import torch
 
     from pipeline import __version__
-    from pipeline.bench import git_commit
+    from pipeline.tracking import git_commit
 
     # str(): torch's version is a str subclass that the MLmodel YAML cannot represent
     info = {"git_commit": git_commit(), "breast_mtl_version": str(__version__), "torch_version": str(torch.__version__),

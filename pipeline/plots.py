@@ -82,7 +82,7 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 10, positi
 
 
 def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLike, positive: int = -1,
-             title: str | None = None) -> Path:
+             title: str | None = None, operating_point: tuple[float, float, str] | None = None) -> Path:
     """ROC curve of the positive class vs rest (AUC in the legend); with 3+ classes also one curve per class
     (one-vs-rest, thin dashed lines).
 
@@ -93,6 +93,7 @@ def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLi
         path: output PNG.
         positive: index of the positive class (default: last).
         title: figure title (default: "ROC: <positive> vs rest").
+        operating_point: ``(sensitivity, specificity, label)`` of the class decision, marked on the curve.
     """
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).reshape(-1).astype(int)
     n_classes = probs.shape[1]
@@ -110,6 +111,10 @@ def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLi
         RocCurveDisplay.from_predictions(labels == pos, probs[:, pos], name=f"{classes[pos]} vs rest", ax=ax,
                                          curve_kwargs={"linewidth": 2.5, "color": "tab:red"},
                                          plot_chance_level=True)
+        if operating_point is not None and all(np.isfinite(operating_point[:2])):
+            sensitivity, specificity, label = operating_point
+            ax.plot(1.0 - specificity, sensitivity, marker="o", markersize=9, color="black", linestyle="none",
+                    label=label)
     else:
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
         ax.text(0.5, 0.5, f"ROC undefined:\nthe test set lacks positives ({classes[pos]}) or negatives",
@@ -225,7 +230,7 @@ def plot_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | No
         _contours(ax, truths[i], TRUTH_COLOUR, linewidth=2.6)
         _contours(ax, preds[i], PRED_COLOUR, linewidth=1.2)
         colour = title_colours[i] if title_colours is not None else "black"
-        ax.set_title(titles[i], fontsize=8.5, color=colour)
+        ax.set_title(titles[i], fontsize=8.5, color=colour, parse_math=False)  # file names are data
     if n == 0:
         axes[0].text(0.5, 0.5, "no images", ha="center", va="center")
     handles = [Line2D([], [], color=TRUTH_COLOUR, linewidth=2, label="truth"),

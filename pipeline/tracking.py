@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.atomic import write_json_atomic
 
-__all__ = ["flatten_params", "log_artifacts", "write_run_config", "provenance", "MAX_PARAM_LENGTH"]
+__all__ = ["flatten_params", "log_artifacts", "write_run_config", "git_commit", "provenance", "MAX_PARAM_LENGTH"]
 
 MAX_PARAM_LENGTH = 500
 
@@ -52,32 +52,35 @@ def log_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths:
     return logged
 
 
-def provenance() -> dict[str, str]:
-    """What produced a run, for its MLflow parameters: the git commit of the code (``"unknown"`` outside a git
-    checkout, ``+dirty`` appended when it has uncommitted changes) and the versions of the libraries that decide the
-    numbers. MLflow records the commit only for MLflow Projects, and a bundle run is not one."""
-    import importlib.metadata
+def git_commit(repo: str | os.PathLike | None = None) -> str:
+    """Short commit of the repository (this package's by default), ``-dirty`` appended when tracked files have
+    uncommitted changes; ``"unknown"`` outside a git checkout."""
     import subprocess
 
-    repo = Path(__file__).resolve().parents[1]
-    commit = "unknown"
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        if head.returncode == 0:
-            commit = head.stdout.strip()
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                    capture_output=True, text=True, timeout=10)
-            if status.returncode == 0 and status.stdout.strip():
-                commit += "+dirty"
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, text=True, capture_output=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, text=True,
+                               capture_output=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        pass
+        return "unknown"
+
+
+def provenance() -> dict[str, str]:
+    """What produced a run, for its MLflow parameters: the git commit of the code (``git_commit``) and the versions
+    of the libraries that decide the numbers. MLflow records the commit only for MLflow Projects, and a bundle run is
+    not one."""
+    import importlib.metadata
+
     versions = {}
     for package in ("breast-mtl", "monai", "torch", "pytorch-ignite", "mlflow"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "not installed"
-    return {"git_commit": commit, **{f"version.{k}": v for k, v in versions.items()}}
+    return {"git_commit": git_commit(), **{f"version.{k}": v for k, v in versions.items()}}
 
 
 def write_run_config(output_dir: str | os.PathLike, run_config: Mapping[str, Any]) -> str:

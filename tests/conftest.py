@@ -1,11 +1,16 @@
-"""Fixtures shared by the unit, integration and reliability tests."""
+"""Fixtures shared by the unit, integration, reliability and benchmark tests."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+# the benchmark scripts import their library (benchmarks/bench.py) as `import bench`, from their own folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.fixture

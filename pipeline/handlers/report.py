@@ -23,6 +23,7 @@ from skimage.transform import resize
 
 from pipeline import plots
 from pipeline.atomic import write_csv_atomic, write_json_atomic
+from pipeline.html_report import write_html_report
 from pipeline.metrics import (
     CLASSIFICATION_METRICS,
     classification_scores,
@@ -448,7 +449,12 @@ class EvaluationReport:
         df = pd.DataFrame(records)
         probs = df[[f"prob_{c}" for c in self.classes]].to_numpy(np.float64)
         labels, predicted = df["_label"].to_numpy(int), df["_pred"].to_numpy(int)
-        plots.plot_roc(probs, labels, self.classes, out / "roc.png", positive=self.positive)
+        cls = self._summary["classification"]
+        decision = f"threshold {self.threshold:.2f}" if self.threshold is not None else "argmax"
+        point = (float(cls.get("sensitivity") if cls.get("sensitivity") is not None else np.nan),
+                 float(cls.get("specificity") if cls.get("specificity") is not None else np.nan),
+                 f"operating point ({decision})")
+        plots.plot_roc(probs, labels, self.classes, out / "roc.png", positive=self.positive, operating_point=point)
         plots.plot_confusion(labels, predicted, self.classes, out / "confusion_matrix.png")
         plots.plot_calibration(probs, labels, out / "calibration.png", positive=self.positive, n_bins=self.n_bins,
                                class_name=self.classes[self.positive])
@@ -460,6 +466,7 @@ class EvaluationReport:
                             title_colours=["black" if c["correct"] else "darkred" for c in chosen],
                             title=f"Overlays: {n_worst} worst Dice, {len(chosen) - n_worst} random "
                                   f"(of {len(records)} images; red title = misclassified)")
+        write_html_report(out)   # one page over the files above, for people who would rather look than read
         logger.info("EvaluationReport written to %s", out)
 
     def _select(self, worst: list[dict[str, Any]], reservoir: list[dict[str, Any]]) -> tuple[list[dict], int]:

@@ -114,6 +114,18 @@ def load_dicom(item: InputItem) -> Case:
                               f"{e})") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     pydicom_2 = int(pydicom.__version__.split(".")[0]) < 3
+    if photometric == "PALETTE COLOR" and pixels.ndim == 2:
+        # the stored values are indices into the file's colour table (ultrasound machines write these): look the
+        # colours up, then convert to grey like any RGB image
+        if pydicom_2:  # pragma: no cover - pydicom < 3
+            from pydicom.pixel_data_handlers.util import apply_color_lut
+        else:
+            from pydicom.pixels import apply_color_lut
+        try:
+            pixels = np.asarray(apply_color_lut(pixels, ds))
+        except Exception as e:
+            raise DataError(path, f"PALETTE COLOR DICOM whose colour table cannot be applied ({type(e).__name__}: "
+                                  f"{e})") from None
     if pixels.ndim == 2:
         if pydicom_2:  # pragma: no cover - pydicom < 3
             from pydicom.pixel_data_handlers.util import apply_modality_lut

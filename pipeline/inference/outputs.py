@@ -42,7 +42,7 @@ def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequen
     if np.asarray(mask).any():
         ax.contour(np.asarray(mask, dtype=np.float32), levels=[0.5], colors="red", linewidths=1.5)
     ax.set_axis_off()
-    ax.set_title("\n".join(lines), fontsize=9)
+    ax.set_title("\n".join(lines), fontsize=9, parse_math=False)  # a file name is data, not mathtext
     with atomic_path(path, fsync=False) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, facecolor="white")
     return path

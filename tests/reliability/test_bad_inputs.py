@@ -1,10 +1,10 @@
-"""The bad-input suite: every case of ``pipeline.reliability.BAD_INPUTS`` end to end through its command.
+"""The bad-input suite: every case of ``tests.reliability.bad_inputs.BAD_INPUTS`` end to end through its command.
 
 ``prepare`` cases run ``bmtl prepare`` (``pipeline.cli.main``); ``train``/``evaluate`` cases run the bundle's
 ``training``/``evaluating`` workflow as ``python -m monai.bundle run`` does (``ConfigWorkflow``). A skipped input is
 listed (path and problem) in the command's output and in ``skipped.csv`` while the good items are prepared; an error
 names the file and the problem; an accepted input comes through. The README table is generated from the same list
-(``python -m pipeline.reliability``).
+(``python -m tests.reliability.bad_inputs``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.data.io import DataError, display_path, read_grey, read_mask
-from pipeline.reliability import BAD_INPUTS, BadInput, Context, bad_input_table
 from tests.integration.conftest import US_BUNDLE
 from tests.integration.test_bundles import run_workflow
+from tests.reliability.bad_inputs import BAD_INPUTS, BadInput, Context, bad_input_table
 
 WORKFLOWS = {"train": "training", "evaluate": "evaluating"}
 
@@ -185,7 +185,7 @@ def test_readers_turn_any_bytes_into_an_array_or_a_data_error(data, suffix, tmp_
 
 def test_prepare_lists_every_skipped_input_and_goes_on(tmp_path, capsys):
     """Several defects in one folder: each is listed once, the good images are all prepared."""
-    from pipeline.reliability import _folder_dataset, _n_good, _save, _grey
+    from tests.reliability.bad_inputs import _folder_dataset, _n_good, _save, _grey
 
     base = _folder_dataset(tmp_path)
     (base / "benign" / "empty.png").write_bytes(b"")

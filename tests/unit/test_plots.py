@@ -52,6 +52,19 @@ def test_roc_confusion_calibration(tmp_path, n_classes):
     assert_nontrivial_png(tmp_path / "cal.png")
 
 
+def test_roc_marks_the_operating_point(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    probs = np.stack([1 - (p := np.clip(0.3 * labels + rng.random(60) * 0.7, 0, 1)), p], 1)
+    plain = plots.plot_roc(probs, labels, ["benign", "malignant"], tmp_path / "plain.png")
+    marked = plots.plot_roc(probs, labels, ["benign", "malignant"], tmp_path / "marked.png",
+                            operating_point=(0.8, 0.7, "operating point (threshold 0.40)"))
+    assert_nontrivial_png(marked)
+    assert (np.asarray(Image.open(plain)) != np.asarray(Image.open(marked))).any()
+
+
 def test_roc_with_one_class_still_draws(tmp_path):
     probs = np.array([[0.8, 0.2], [0.6, 0.4]])
     assert_nontrivial_png(plots.plot_roc(probs, np.array([0, 0]), ["benign", "malignant"], tmp_path / "roc.png"))

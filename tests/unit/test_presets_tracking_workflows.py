@@ -134,8 +134,8 @@ def test_provenance_names_the_commit_and_the_versions(monkeypatch):
     from pipeline.tracking import provenance
 
     info = provenance()
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert info["git_commit"].split("+")[0] == (head or "unknown")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert info["git_commit"].removesuffix("-dirty") == (head or "unknown")
     assert info["version.torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
     assert set(info) >= {"version.monai", "version.mlflow", "version.pytorch-ignite", "version.breast-mtl"}
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError("no git")))

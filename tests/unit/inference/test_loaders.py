@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,15 +20,21 @@ def _grey() -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind, tolerance", [("palette", 4), ("cmyk_jpeg", 8), ("cmyk_tiff", 1), ("grey_alpha", 0),
-                                             ("uint16", 1), ("rgb", 1)])
+                                             ("uint16", 1), ("rgb", 1), ("lab_tiff", 2)])
 def test_predict_reads_a_raster_as_prepare_does(tmp_path, kind, tolerance):
     grey = _grey()
     rgb = np.stack([grey] * 3, -1)
-    path = tmp_path / {"cmyk_jpeg": "x.jpg", "cmyk_tiff": "x.tif"}.get(kind, "x.png")
+    path = tmp_path / {"cmyk_jpeg": "x.jpg", "cmyk_tiff": "x.tif", "lab_tiff": "x.tif"}.get(kind, "x.png")
     if kind == "palette":
         Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(path)
     elif kind.startswith("cmyk"):
         Image.fromarray(rgb).convert("CMYK").save(path, **({"quality": 95} if kind == "cmyk_jpeg" else {}))
+    elif kind == "lab_tiff":   # CIELab, as colour-managed tools save it: grey from its colours, not its a/b axes
+        from PIL import ImageCms
+
+        to_lab = ImageCms.buildTransformFromOpenProfiles(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"),
+                                                         "RGB", "LAB")
+        ImageCms.applyTransform(Image.fromarray(rgb), to_lab).save(path)
     elif kind == "grey_alpha":
         Image.fromarray(grey).convert("LA").save(path)
     elif kind == "uint16":
@@ -58,3 +66,20 @@ def test_an_exif_rotated_photo_is_predicted_as_displayed(tmp_path):
     case = load_raster(InputItem(tmp_path / "photo.png", "raster", "photo"))
     assert case.shape == (36, 24)   # the mask will be written at the displayed size and orientation
     np.testing.assert_array_equal(np.asarray(case.slices[0][0]), np.rot90(grey).astype(np.float32))
+
+
+def test_a_palette_colour_dicom_is_read_through_its_colour_table():
+    """pydicom's own PALETTE COLOR ultrasound file: the grey of its colours, not its palette indices."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    from pipeline.inference.loaders import load_dicom
+
+    path = get_testdata_file("examples_palette.dcm")
+    ds = pydicom.dcmread(path)
+    colours = apply_color_lut(ds.pixel_array, ds).astype(np.float64)
+    luma = colours @ np.array([0.299, 0.587, 0.114])
+    image = np.asarray(load_dicom(InputItem(Path(path), "dicom", "palette")).slices[0][0], dtype=np.float64)
+    np.testing.assert_allclose(image, luma, atol=0.01)
+    assert np.corrcoef(image.ravel(), ds.pixel_array.ravel())[0, 1] < 0.9   # the indices are another picture

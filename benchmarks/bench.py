@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from pipeline.losses import MultiTaskLoss, make_cls_loss, make_seg_loss
 from pipeline.metrics import finite_or_none
 from pipeline.presets import load_preset
 from pipeline.registry import create_network, network_info
+from pipeline.tracking import git_commit
 
 __all__ = [
     "SHIFTS",
@@ -310,16 +310,3 @@ def hardware_summary() -> str:
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
-
-
-def git_commit(repo: str | os.PathLike | None = None) -> str:
-    """Short commit of the repository, with ``-dirty`` when tracked files have uncommitted changes."""
-    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, text=True, capture_output=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, text=True,
-                               capture_output=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"

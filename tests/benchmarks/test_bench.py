@@ -1,4 +1,4 @@
-"""The benchmark's building blocks (pipeline.bench): budget planning, scanner shifts, reading and comparing results."""
+"""The benchmarks' library (benchmarks/bench.py): budget planning, scanner shifts, reading and comparing results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import bench
+import bench
 from pipeline.data.datalist import split_items
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import make_us_dataset

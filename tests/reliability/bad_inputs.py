@@ -2,7 +2,7 @@
 
 ``BAD_INPUTS`` is the single source of both the test suite (``tests/reliability/test_bad_inputs.py`` runs every case
 end to end through ``bmtl prepare`` or the bundle's ``monai.bundle run`` workflows) and the README table
-(``bad_input_table()``, printed by ``python -m pipeline.reliability``).
+(``bad_input_table()``, printed by ``python -m tests.reliability.bad_inputs``).
 
 Each case has a ``write(folder, context)`` function that writes a small input with the defect (plus good items, so a
 batch command has something left to process) and returns a ``Scenario``: the command's arguments, the file or folder
