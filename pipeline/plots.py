@@ -111,7 +111,7 @@ def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLi
         RocCurveDisplay.from_predictions(labels == pos, probs[:, pos], name=f"{classes[pos]} vs rest", ax=ax,
                                          curve_kwargs={"linewidth": 2.5, "color": "tab:red"},
                                          plot_chance_level=True)
-        if operating_point is not None and all(np.isfinite(operating_point[:2])):
+        if operating_point is not None:
             sensitivity, specificity, label = operating_point
             ax.plot(1.0 - specificity, sensitivity, marker="o", markersize=9, color="black", linestyle="none",
                     label=label)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["require_bools", "auto_switch"]
+__all__ = ["require_bools", "auto_switch", "TRUE_WORDS", "FALSE_WORDS"]
+
+# how a switch is spelled on a command line or in a YAML string
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
 
 
 def require_bools(**switches: Any) -> None:
@@ -22,7 +26,7 @@ def require_bools(**switches: Any) -> None:
     for name, value in switches.items():
         if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
             continue
-        spelling = "True" if str(value).strip().lower() in ("true", "1", "yes", "on") else "False"
+        spelling = "True" if str(value).strip().lower() in TRUE_WORDS else "False"
         raise ValueError(f"--{name} {value!r} is not a switch: write --{name} True or --{name} False "
                          f"(capitalised, e.g. --{name} {spelling})")
 
@@ -40,8 +44,8 @@ def auto_switch(name: str, value: Any, auto: bool) -> bool:
     word = str(value).strip().lower()
     if word == "auto":
         return bool(auto)
-    if word in ("true", "1", "yes", "on"):
+    if word in TRUE_WORDS:
         return True
-    if word in ("false", "0", "no", "off"):
+    if word in FALSE_WORDS:
         return False
     raise ValueError(f"--{name} {value!r}: expected auto, True or False")

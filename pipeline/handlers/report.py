@@ -450,10 +450,10 @@ class EvaluationReport:
         probs = df[[f"prob_{c}" for c in self.classes]].to_numpy(np.float64)
         labels, predicted = df["_label"].to_numpy(int), df["_pred"].to_numpy(int)
         cls = self._summary["classification"]
+        sensitivity, specificity = finite_or_none(cls.get("sensitivity")), finite_or_none(cls.get("specificity"))
         decision = f"threshold {self.threshold:.2f}" if self.threshold is not None else "argmax"
-        point = (float(cls.get("sensitivity") if cls.get("sensitivity") is not None else np.nan),
-                 float(cls.get("specificity") if cls.get("specificity") is not None else np.nan),
-                 f"operating point ({decision})")
+        point = None if sensitivity is None or specificity is None else (
+            sensitivity, specificity, f"operating point ({decision})")
         plots.plot_roc(probs, labels, self.classes, out / "roc.png", positive=self.positive, operating_point=point)
         plots.plot_confusion(labels, predicted, self.classes, out / "confusion_matrix.png")
         plots.plot_calibration(probs, labels, out / "calibration.png", positive=self.positive, n_bins=self.n_bins,

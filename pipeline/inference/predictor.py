@@ -133,6 +133,7 @@ class Predictor:
         progress: bool = True,
     ) -> None:
         from pipeline.deploy import EXPORT_REPORT, bundle_parser
+        from pipeline.engines import RefinePredictiond
 
         self.root = Path(bundle).resolve()
         if not (self.root / "configs" / "deploy.yaml").is_file():
@@ -189,6 +190,8 @@ class Predictor:
         self.runtime = resolve_runtime(self.root / "models", runtime)
         self.model = load_model(self.root / "models", self.runtime, self.device, self._eager_network)
         self.explainer = GradCAMExplainer(self._eager_network, self.device, self.cam_layer)
+        self.refinement = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=self.normal_index,
+                                            enabled=self.refine, threshold=self.cls_threshold)
         self.transforms = self._preprocessing()
 
     # --- configuration
@@ -257,8 +260,6 @@ class Predictor:
     def _postprocess(self, seg: torch.Tensor, cls: torch.Tensor, size: tuple[int, int],
                      operations: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, bool]:
         """One slice: lesion probability back at ``size`` -> mask, class probabilities, refinement."""
-        from pipeline.engines import RefinePredictiond
-
         prob = lesion_probability(seg[None])[0]
         prob = self.to_input_geometry(prob, operations)
         if tuple(prob.shape[-2:]) != tuple(size):
@@ -268,9 +269,7 @@ class Predictor:
             mask = clean(mask)
         mask = torch.as_tensor(mask["pred_seg"]) > 0
         probs = torch.softmax(cls, 0)
-        refine = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=self.normal_index,
-                                   enabled=self.refine, threshold=self.cls_threshold)
-        refined = refine({"pred_seg": mask, "pred_cls": probs})
+        refined = self.refinement({"pred_seg": mask, "pred_cls": probs})
         return (np.asarray(torch.as_tensor(refined["pred_seg"])[0].cpu(), dtype=bool),
                 np.asarray(torch.as_tensor(refined["pred_cls"]).cpu(), dtype=np.float64), bool(refined["refined"]))
 

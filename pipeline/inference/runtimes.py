@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pipeline.keys import Head
+from pipeline.switches import FALSE_WORDS, TRUE_WORDS
 
 __all__ = ["RUNTIMES", "MODEL_FILES", "DictModel", "flag", "resolve_device", "resolve_runtime", "load_eager_network",
            "load_model"]
@@ -22,9 +23,9 @@ def flag(value: Any) -> bool:
     """A switch from Python or from a command line (``python -m monai.bundle run ... --refine false``)."""
     if isinstance(value, str):
         lowered = value.strip().lower()
-        if lowered in ("true", "1", "yes", "on"):
+        if lowered in TRUE_WORDS:
             return True
-        if lowered in ("false", "0", "no", "off", "", "none", "null"):
+        if lowered in (*FALSE_WORDS, "", "none", "null"):   # an unset YAML value reads as off
             return False
         raise ValueError(f"expected true or false, got {value!r}")
     return bool(value)
