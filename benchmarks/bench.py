@@ -43,6 +43,7 @@ __all__ = [
     "write_shifted_datalist",
     "read_summary",
     "paired_bootstrap",
+    "paired_bootstrap_seeds",
     "markdown_results",
     "replace_section",
     "git_commit",
@@ -220,26 +221,52 @@ def paired_bootstrap(
     Raises:
         ValueError: the two tables do not hold the same images.
     """
-    a = per_image_a if isinstance(per_image_a, pd.DataFrame) else pd.read_csv(per_image_a)
-    b = per_image_b if isinstance(per_image_b, pd.DataFrame) else pd.read_csv(per_image_b)
-    if set(a["id"]) != set(b["id"]) or len(a) != len(b):
-        raise ValueError("paired_bootstrap: the two per-image tables must hold the same images")
-    b = b.set_index("id").loc[a["id"]].reset_index()
-    truth = (a["true_class"] == positive_class).to_numpy()
+    return paired_bootstrap_seeds([(per_image_a, per_image_b)], positive_class, n_resamples, seed)
+
+
+def paired_bootstrap_seeds(
+    pairs: Sequence[tuple[str | os.PathLike | pd.DataFrame, str | os.PathLike | pd.DataFrame]],
+    positive_class: str = "malignant", n_resamples: int = 1000, seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """``paired_bootstrap`` of the difference a - b averaged over several seeds (one ``(a, b)`` pair per seed).
+
+    Every table holds the same test images; each resample draws the images once and uses that draw for every pair,
+    so the interval covers the test set's sampling, and the seeds' spread enters through their average.
+
+    Raises:
+        ValueError: no pair, or the tables do not all hold the same images.
+    """
+    if not pairs:
+        raise ValueError("paired_bootstrap: no pair of per-image tables given")
+    frames = [tuple(t if isinstance(t, pd.DataFrame) else pd.read_csv(t) for t in pair) for pair in pairs]
+    ids = frames[0][0]["id"]
+    for a, b in frames:
+        for t in (a, b):
+            if set(t["id"]) != set(ids) or len(t) != len(ids):
+                raise ValueError("paired_bootstrap: the per-image tables must all hold the same images")
+    aligned = [tuple(t.set_index("id").loc[ids].reset_index() for t in pair) for pair in frames]
+    truth = (aligned[0][0]["true_class"] == positive_class).to_numpy()
     prob_key = f"prob_{positive_class}"
-    dice_a, dice_b = a["dice"].to_numpy(float), b["dice"].to_numpy(float)
-    prob_a, prob_b = a[prob_key].to_numpy(float), b[prob_key].to_numpy(float)
+    dice = [(a["dice"].to_numpy(float), b["dice"].to_numpy(float)) for a, b in aligned]
+    prob = [(a[prob_key].to_numpy(float), b[prob_key].to_numpy(float)) for a, b in aligned]
+
+    def differences(idx: np.ndarray) -> tuple[float, float]:
+        d = np.mean([da[idx].mean() - db[idx].mean() for da, db in dice])
+        auc = np.mean([roc_auc_score(truth[idx], pa[idx]) - roc_auc_score(truth[idx], pb[idx]) for pa, pb in prob])
+        return float(d), float(auc)
+
     rng = np.random.default_rng(seed)
-    n = len(a)
+    n = len(ids)
     diffs: dict[str, list[float]] = {"dice": [], "auc": []}
     for _ in range(n_resamples):
         idx = rng.integers(0, n, n)
-        diffs["dice"].append(float(dice_a[idx].mean() - dice_b[idx].mean()))
         if truth[idx].all() or not truth[idx].any():
+            diffs["dice"].append(float(np.mean([da[idx].mean() - db[idx].mean() for da, db in dice])))
             continue  # AUC is undefined on a one-class resample
-        diffs["auc"].append(float(roc_auc_score(truth[idx], prob_a[idx]) - roc_auc_score(truth[idx], prob_b[idx])))
-    point = {"dice": float(dice_a.mean() - dice_b.mean()),
-             "auc": float(roc_auc_score(truth, prob_a) - roc_auc_score(truth, prob_b))}
+        d, auc = differences(idx)
+        diffs["dice"].append(d)
+        diffs["auc"].append(auc)
+    point = dict(zip(("dice", "auc"), differences(np.arange(n))))
     out = {}
     for key, values in diffs.items():
         v = np.asarray(values)

@@ -2,7 +2,7 @@
 
     python benchmarks/recipe.py --data ../shared/data/BUSBRA --output runs/recipe --split A --budget-minutes 20
     python benchmarks/recipe.py --data ../shared/data/BUSBRA --output runs/recipe --split B --budget-minutes 20 \\
-        --seeds 0 1 2 --rows reference default
+        --seeds 0 1 2 --rows reference default shared_recipe --section recipe_B_seeds
 
 Splits (each prepared with ``bmtl prepare --source busbra``; the validation fold is drawn from training patients):
 - ``A`` (in-domain): ``--test-fold 0`` (official fold 1 is the test set), the other patients in 10 folds; training
@@ -23,7 +23,9 @@ it on an idle machine (the calibration is what must be idle). ``--budget-mode wa
 
 Everything is resumable (``done.json`` per run, ``plan.json`` for the calibrations); one MLflow parent run per split
 (``<output>/mlruns.db``) holds every bundle run; ``<output>/results_<split>.csv``; the ``recipe_<split>`` section of
-``BENCHMARKS.md`` is replaced.
+``BENCHMARKS.md`` is replaced (``--section`` names another, e.g. for a seeds table beside the one-seed ablations).
+With several seeds the section ends with each row's mean and standard deviation over the seeds and its paired
+difference against the reference averaged over the seeds.
 """
 
 from __future__ import annotations
@@ -358,6 +360,39 @@ def report(b: RecipeBenchmark, records: list[dict[str, Any]], command: str, star
         "",
         "Rows: " + "; ".join(f"`{name}`: {ROWS[name].note}" for name in b.args.rows) + ".",
     ]
+    if len(b.args.seeds) > 1:
+        lines += ["", seed_summary(b, records)]
+    return "\n".join(lines)
+
+
+def seed_summary(b: RecipeBenchmark, records: list[dict[str, Any]]) -> str:
+    """Each row over the seeds: mean and standard deviation of the test metrics, and the paired difference against
+    the reference averaged over the seeds (``bench.paired_bootstrap_seeds``: one draw of the test images per
+    resample, used for every seed)."""
+    frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
+    metrics = ["dice", "jaccard", "auc", "balanced_accuracy", "sensitivity", "specificity", "ece"]
+    header = ["row", "seeds", *metrics, "vs ref Dice (seed mean, 95 % CI)", "vs ref AUC (seed mean, 95 % CI)",
+              "epochs"]
+    lines = [f"Over seeds {', '.join(map(str, b.args.seeds))}: mean ± standard deviation over the seeds; the "
+             "differences are paired on the same test images and averaged over the seeds.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in b.args.rows:
+        rows = frame[frame["network"] == name]
+        cells = [name, str(len(rows))]
+        for m in metrics:
+            values = rows[m].astype(float)
+            spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
+            cells.append(f"{values.mean():.3f}{spread}")
+        if name != "reference":
+            pairs = [(b.evaluate(name, seed, "test") / "per_image.csv",
+                      b.root / "runs" / f"reference_seed{seed}" / "eval_test" / "per_image.csv")
+                     for seed in rows["seed"]]
+            diff = bench.paired_bootstrap_seeds(pairs)
+            cells += [f"{diff[k]['diff']:+.3f} ({diff[k]['lo']:+.3f} to {diff[k]['hi']:+.3f})" for k in ("dice", "auc")]
+        else:
+            cells += ["", ""]
+        cells.append("/".join(str(int(e)) for e in rows["epochs"]))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -375,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="bundle value for every bundle row (YAML value), e.g. image_size=[64,64]")
     parser.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md", help="Markdown file to update")
+    parser.add_argument("--section", default=None,
+                        help="the Markdown section (and results_<section>.csv) to write (default: recipe_<split>), "
+                        "e.g. a seeds table beside the one-seed ablations")
     parser.add_argument("--rows", nargs="+", default=["reference", "default", "default_no_tta", "default_no_cleaning",
                                                       "default_plain_post"], choices=sorted(ROWS))
     args = parser.parse_args(argv)
@@ -391,12 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     b = RecipeBenchmark(args)
     records = b.run()
     frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
-    csv_path = b.output / f"results_{args.split}.csv"
+    section = args.section or f"recipe_{args.split}"
+    csv_path = b.output / (f"results_{args.split}.csv" if args.section is None else f"results_{section}.csv")
     frame.to_csv(csv_path.with_suffix(".tmp"), index=False)
     os.replace(csv_path.with_suffix(".tmp"), csv_path)
     text = report(b, records, command, started)
     print(text)
-    bench.replace_section(args.report, f"recipe_{args.split}", text)
+    bench.replace_section(args.report, section, text)
     log_parent(b, {"split": args.split, "budget_minutes": args.budget_minutes, "size": 128,
                    "budget_mode": args.budget_mode, "commit": bench.git_commit(REPO)},
                [{**r, "fold": f"{args.split}.seed{r['seed']}"} for r in records], [csv_path],

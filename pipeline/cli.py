@@ -206,14 +206,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.inference import predict
 
     result = predict(
-        args.bundle, args.input, args.output, runtime=args.runtime, device=args.device, batch_size=args.batch_size,
+        args.bundle[0] if len(args.bundle) == 1 else args.bundle, args.input, args.output, runtime=args.runtime,
+        device=args.device, batch_size=args.batch_size, tta=args.tta, frame=args.frame,
         threshold=args.threshold, refine=True if args.refine else (False if args.no_refine else None),
         explain=args.explain or None,
         overlays=False if args.no_overlays else None, native_resolution=args.native_resolution or None,
         progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
     )
     skipped = f", {result.n_skipped} skipped" if result.n_skipped else ""
-    print(f"{result.n_ok} input(s) predicted, {result.n_failed} failed{skipped} ({result.runtime} on {result.device})")
+    models = f"{len(args.bundle)} bundles averaged, " if len(args.bundle) > 1 else ""
+    print(f"{result.n_ok} input(s) predicted, {result.n_failed} failed{skipped} ({models}{result.runtime} on "
+          f"{result.device})")
     for row in result.rows:
         if row["status"] != "ok":
             print(f"  {row['status']}: {row['file']}: {row['error']}")
@@ -467,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
         "3 some inputs failed (error rows in predictions.csv), 1 no input predicted, 2 usage error (bad bundle, "
         "options, input)",
     )
-    p.add_argument("--bundle", required=True, type=Path, help="exported bundle folder (made by `bmtl export`)")
+    p.add_argument("--bundle", required=True, type=Path, action="append",
+                   help="exported bundle folder (made by `bmtl export`); repeat it (--bundle fold0 --bundle fold1 ...) "
+                   "to average several models' probabilities (a fold ensemble; same classes and preprocessing)")
     p.add_argument("--input", required=True, type=Path, help="an image file, a DICOM series folder, or a folder")
     p.add_argument("--output", required=True, type=Path, help="output folder")
     p.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
@@ -480,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="paper 004 prediction refinement: the heads agree on 'normal' (default: on when the "
                         "model has a normal class)")
     refine.add_argument("--no-refine", action="store_true", help="no refinement, even with a normal class")
+    p.add_argument("--frame", type=int, default=None, metavar="N",
+                   help="of a multi-frame DICOM file (an ultrasound cine loop), predict only frame N (0-based; "
+                   "default: every frame, one row each)")
+    p.add_argument("--tta", choices=["flip", "none"], default=None,
+                   help="test-time augmentation: flip averages in the left-right flipped image (default: the "
+                   "bundle's flip_tta, as evaluation did)")
     p.add_argument("--explain", action="store_true", help="Grad-CAM heatmaps of the classification head")
     p.add_argument("--native-resolution", action="store_true",
                    help="sliding-window segmentation at the image's own resolution instead of resizing it to the "

@@ -72,8 +72,13 @@ class PredictionJournal:
             except ValueError:
                 continue
             if isinstance(row, dict) and row.get("status") == "ok" and "file" in row:
-                done[str(row["file"])] = row
+                done[self.key(str(row["file"]), row.get("frame"))] = row
         return done
+
+    @staticmethod
+    def key(file: str, frame: int | str | None = None) -> str:
+        """The journal's key of an input: its file, and its frame for a frame of a multi-frame file."""
+        return file if frame in (None, "") else f"{file}#frame={frame}"
 
     def record(self, row: dict[str, Any]) -> None:
         """Append one finished input's row (flushed: an interruption keeps every row recorded before it)."""

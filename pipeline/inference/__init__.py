@@ -5,7 +5,9 @@ One concern per module: ``discovery`` (the inputs under a path), ``loaders`` (re
 class, the table), ``explain`` (Grad-CAM) and ``outputs`` (masks, overlays, heatmaps).
 
 ``predict(bundle, input, output_dir)`` reads one file or a folder (recursively), predicts every image with the
-bundle's model and writes, in ``output_dir``:
+bundle's model (or with several bundles' models, e.g. one per cross-validation fold: a fold ensemble averaging their
+lesion and class probabilities; ``tta="flip"`` averages the left-right flipped image in) and writes, in
+``output_dir``:
 
 * ``masks/<name>_mask.png`` for 2D raster and single-file DICOM inputs: the lesion mask at the input's own size and
   orientation (rows and columns as the file is displayed), 8-bit, **0 = background, 255 = lesion** (for viewing;
@@ -22,7 +24,9 @@ bundle's model and writes, in ``output_dir``:
   calibration, NIfTI affine; never for PNG/JPEG), whether refinement changed anything (on by default when the
   classes include "normal"), the error for an input that failed.
 
-Inputs: PNG/JPEG/BMP/TIFF; DICOM single files (ultrasound, often RGB; MONOCHROME1 inverted) and series folders (one
+Inputs: PNG/JPEG/BMP/TIFF; DICOM single files (ultrasound, often RGB or YBR, JPEG/RLE-compressed as pydicom's
+pixel-data plugins decode them; MONOCHROME1 inverted; a multi-frame file such as a cine loop is one input per frame,
+``frame`` column, ``<name>_frameNNN_mask.png``) and series folders (one
 series per folder, read by ``pipeline.data.sources.volumes.read_dicom_series``); NIfTI ``.nii``/``.nii.gz``, 2D or
 3D (4D is refused). A 3D volume is brought to its closest RAS orientation, normalised per volume like ``bmtl
 prepare`` does for the MRI bundle (1st-99th percentile; MRI bundle only, and not for inputs already within [0, 1],
@@ -40,7 +44,8 @@ training-size tiles at its own pixel scale (for images whose pixel scale matches
 the whole image resized to the training size.
 
 A bad input (unreadable or truncated file, unsupported type, empty or 1-pixel image, 4D volume, DICOM without pixel
-data, NaN pixels) gives a row with ``status=error`` and the problem in ``error``; every other input is processed.
+data, a DICOM object that is not an image (dose, segmentation, structure set, MOSAIC), a malformed header value, NaN
+pixels) gives a row with ``status=error`` and the problem in ``error``; every other input is processed.
 ``PredictionResult.exit_code`` is 0 when every input was predicted, 3 when some failed and 1 when none was
 predicted. In a folder, files named like masks (``*_mask.*``) are listed with ``status=skipped``, not predicted.
 

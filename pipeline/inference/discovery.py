@@ -11,21 +11,71 @@ from typing import Any
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
 
-__all__ = ["InputItem", "discover_inputs", "NIFTI_SUFFIXES", "DICOM_SUFFIXES"]
+__all__ = ["InputItem", "discover_inputs", "number_of_frames", "not_an_image", "NIFTI_SUFFIXES", "DICOM_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 
 
+# DICOM objects with pixel data that are not images of the patient (dose grids, label maps, ...) and objects
+# without pixels (structure sets, plans, reports, presentation states, key objects)
+_NOT_IMAGES = {
+    "RTDOSE": "an RT dose grid", "SEG": "a segmentation object (labels, not an image)", "RTSTRUCT": "an RT structure "
+    "set", "RTPLAN": "an RT plan", "RTRECORD": "an RT treatment record", "SR": "a structured report", "PR": "a "
+    "presentation state", "KO": "a key object selection", "REG": "a registration object", "RWV": "real-world value "
+    "mapping",
+}
+
+
 @dataclass
 class InputItem:
-    """One input: a file, or a DICOM series folder."""
+    """One input: a file, a frame of a multi-frame DICOM file (a cine loop), or a DICOM series folder."""
 
     path: Path
     kind: str  # raster | dicom | dicom_series | nifti | unsupported | mask (skipped)
     name: str  # output name stem (relative to the input root, without extension)
     problem: str | None = None
+    frame: int | None = None  # the frame of a multi-frame DICOM file (0-based)
+
+
+def number_of_frames(ds: Any) -> int:
+    """The ``NumberOfFrames`` of a DICOM header (1 when absent), read leniently: vendors write values such as
+    ``"2.0"``.
+
+    Raises:
+        ValueError: a value that is not a whole positive number (the message quotes it).
+    """
+    try:
+        raw = ds.get("NumberOfFrames", None)
+    except Exception as e:  # pydicom validates IS values when the element is accessed
+        raise ValueError(f"unreadable NumberOfFrames ({e})") from None
+    if raw in (None, ""):
+        return 1
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"NumberOfFrames {str(raw)!r} is not a number") from None
+    if not value.is_integer() or value < 1:
+        raise ValueError(f"NumberOfFrames {str(raw)!r} is not a whole positive number")
+    return int(value)
+
+
+def not_an_image(ds: Any) -> str | None:
+    """Why a DICOM object cannot be predicted as an image (None when it can): a non-image object (dose grid,
+    segmentation, structure set, ...), a Siemens MOSAIC (slices tiled into one image) or an enhanced multi-frame
+    volume."""
+    modality = str(ds.get("Modality", "")).upper()
+    if modality in _NOT_IMAGES:
+        return f"DICOM {modality} object ({_NOT_IMAGES[modality]}), not an image to predict"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "MOSAIC" in image_type:
+        return ("Siemens MOSAIC image (the slices of a volume tiled into one image): convert it to a series or NIfTI "
+                "first (e.g. with dcm2niix)")
+    if "PerFrameFunctionalGroupsSequence" in ds and modality != "US":
+        return (f"enhanced multi-frame {modality or 'DICOM'} volume: convert it to one file per slice or to NIfTI "
+                "first (e.g. with dcm2niix)")
+    return None
 
 
 def _nifti(path: Path) -> bool:
@@ -53,30 +103,63 @@ def _dicom_header(path: Path) -> Any | None:
         return None
 
 
-def _is_volume_slice(ds: Any) -> bool:
+def _is_volume_slice(ds: Any, frames: int) -> bool:
     """A DICOM file that belongs to a slice series (MR/CT-like geometry), not a 2D image of its own."""
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError):
+        samples = 1
     return (
         ds.get("ImagePositionPatient") is not None
         and ds.get("ImageOrientationPatient") is not None
-        and int(ds.get("SamplesPerPixel", 1) or 1) == 1
-        and frames <= 1
+        and samples == 1
+        and frames == 1
         and str(ds.get("Modality", "")).upper() != "US"
     )
 
 
-def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[InputItem]:
+def _dicom_items(p: Path, stem: str, ds: Any, frame: int | None) -> list[InputItem]:
+    """A DICOM image file as inputs: itself, or one input per frame of a multi-frame file (``frame``: that one)."""
+    try:
+        frames = number_of_frames(ds)
+    except ValueError as e:
+        return [InputItem(p, "unsupported", stem, f"malformed DICOM header: {e}")]
+    if frames == 1:
+        return [InputItem(p, "dicom", stem)]
+    if frame is None:
+        return [InputItem(p, "dicom", f"{stem}_frame{k:03d}", frame=k) for k in range(frames)]
+    if not 0 <= frame < frames:
+        return [InputItem(p, "unsupported", stem, f"frame {frame} asked, the file has {frames} frames "
+                                                  f"(0 to {frames - 1})")]
+    return [InputItem(p, "dicom", f"{stem}_frame{frame:03d}", frame=frame)]
+
+
+def _frames_or_zero(ds: Any) -> int:
+    try:
+        return number_of_frames(ds)
+    except ValueError:
+        return -1   # not a series slice: _dicom_items names the problem
+
+
+def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None = None,
+                    frame: int | None = None) -> list[InputItem]:
     """The inputs under ``path``: the file itself, or every file of a folder (recursive; hidden files and anything
     under ``exclude``, e.g. the output folder, skipped).
 
     DICOM files of one series in one folder (slice geometry, two or more files) make one ``dicom_series`` input;
-    other DICOM files are 2D images. Files of other types become ``unsupported`` items (an error row each). In a
-    folder, files named like a lesion mask (``*_mask.*``, ``*_mask_1.*``: BUSI's and our own outputs' naming) become
-    ``mask`` items: listed (a ``skipped`` row each), not predicted; a mask file given on its own is predicted.
+    other DICOM files are 2D images, and a multi-frame one (an ultrasound cine loop) makes one input per frame
+    (``frame``: only that frame, 0-based; a file with fewer frames gets an error row). DICOM objects that are not
+    images (dose, segmentation, structure set, MOSAIC, enhanced multi-frame volumes: ``not_an_image``) and files of
+    other types become ``unsupported`` items (an error row each). In a folder, files named like a lesion mask
+    (``*_mask.*``, ``*_mask_1.*``: BUSI's and our own outputs' naming) become ``mask`` items: listed (a ``skipped``
+    row each), not predicted; a mask file given on its own is predicted.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: a negative ``frame``.
     """
+    if frame is not None and int(frame) < 0:
+        raise ValueError(f"frame must be 0 or more (0-based), got {frame}")
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"input {root} not found")
@@ -112,17 +195,19 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
                                            "NIfTI (.nii, .nii.gz)"))
             elif str(ds.get("SOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
                 continue  # an index of the files, not an image
-            elif root.is_dir() and _is_volume_slice(ds):
+            elif not_an_image(ds) is not None:
+                items.append(InputItem(p, "unsupported", _stem(rel), not_an_image(ds)))
+            elif root.is_dir() and _is_volume_slice(ds, _frames_or_zero(ds)):
                 series.setdefault(p.parent, []).append(p)  # read_dicom_series refuses a folder of several series
             else:
-                items.append(InputItem(p, "dicom", _stem(rel)))
+                items.extend(_dicom_items(p, _stem(rel), ds, frame))
     for folder, members in series.items():
         if len(members) == 1:
             items.append(InputItem(members[0], "dicom", _stem(members[0].relative_to(base))))
         else:
             rel = folder.relative_to(base) if folder != base else Path(folder.name)
             items.append(InputItem(folder, "dicom_series", str(rel)))
-    items.sort(key=lambda i: str(i.path))
+    items.sort(key=lambda i: (str(i.path), -1 if i.frame is None else i.frame))
     used: set[str] = set()
     for item in items:  # a.png and a.jpg side by side: keep both outputs
         name = item.name

@@ -18,7 +18,7 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.data.io import DataError, read_grey_uint8
-from pipeline.inference.discovery import InputItem
+from pipeline.inference.discovery import InputItem, not_an_image, number_of_frames
 from pipeline.inference.outputs import write_png_mask
 
 __all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series", "dicom_spacing",
@@ -100,20 +100,33 @@ def load_dicom(item: InputItem) -> Case:
         ds = pydicom.dcmread(path)
     except Exception as e:
         raise DataError(path, f"unreadable DICOM file ({type(e).__name__}: {e})") from None
+    pydicom_2 = int(pydicom.__version__.split(".")[0]) < 3
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DataError(path, "DICOM file without pixel data (no PixelData element): nothing to predict")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise DataError(path, f"multi-frame DICOM ({frames} frames, e.g. a cine loop) is not supported: export one "
-                              "frame per file, or a series as one file per slice")
+    problem = not_an_image(ds)
+    if problem is not None:
+        raise DataError(path, problem)
     try:
-        pixels = np.asarray(ds.pixel_array)
+        frames = number_of_frames(ds)
+    except ValueError as e:
+        raise DataError(path, f"malformed DICOM header: {e}") from None
+    if frames > 1 and item.frame is None:
+        raise DataError(path, f"multi-frame DICOM ({frames} frames, e.g. a cine loop): predict it through "
+                              "discover_inputs (one input per frame) or choose one frame (--frame N)")
+    if item.frame is not None and not 0 <= item.frame < frames:
+        raise DataError(path, f"frame {item.frame} asked, the file has {frames} frame(s)")
+    try:
+        if frames > 1 and pydicom_2:  # pragma: no cover - pydicom < 3 decodes every frame
+            pixels = np.asarray(ds.pixel_array)[item.frame]
+        else:
+            if frames > 1:
+                ds.pixel_array_options(index=item.frame)   # decode that frame only
+            pixels = np.asarray(ds.pixel_array)
     except Exception as e:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
         raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: "
                               f"{e})") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    pydicom_2 = int(pydicom.__version__.split(".")[0]) < 3
     if photometric == "PALETTE COLOR" and pixels.ndim == 2:
         # the stored values are indices into the file's colour table (ultrasound machines write these): look the
         # colours up, then convert to grey like any RGB image

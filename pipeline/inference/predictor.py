@@ -3,6 +3,8 @@ inputs, batched, with one table row per input (see ``pipeline.inference``)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import warnings
@@ -31,7 +33,7 @@ __all__ = ["CSV_COLUMNS", "EXIT_CODES", "PredictionResult", "Predictor", "predic
 
 logger = logging.getLogger(__name__)
 
-_FIXED_COLUMNS = ["file", "type", "status", "error", "predicted_class", "low_confidence"]
+_FIXED_COLUMNS = ["file", "frame", "type", "status", "error", "predicted_class", "low_confidence"]
 _MEASURE_COLUMNS = ["lesion_area_px", "lesion_area_mm2", "lesion_voxels", "lesion_volume_mm3", "n_slices", "height",
                     "width", "spacing_mm", "refined", "mask", "overlay", "heatmap"]
 CSV_COLUMNS = (*_FIXED_COLUMNS, "prob_<class> (one per class)", *_MEASURE_COLUMNS)
@@ -85,11 +87,50 @@ class PredictionResult:
         return EXIT_SOME_FAILED if self.n_failed else EXIT_ALL_OK
 
 
+# what must agree between the bundles of an ensemble: the input they expect and the meaning of their outputs
+ENSEMBLE_KEYS = ("classes", "modality", "image_size", "resize_mode", "keep_aspect", "extra_input_channels",
+                 "preprocessing_transforms", "input_normalisation", "slice_axis")
+
+
+def ensemble_value(parser: Any, key: str) -> str | None:
+    """``key`` of a bundle's configs as comparable text: the value, or the config itself for the transforms (whose
+    parsed form is a list of objects)."""
+    if key not in parser:
+        return None
+    value = parser.get(key) if key == "preprocessing_transforms" else parser.get_parsed_content(key)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def open_exported_bundle(bundle: str | os.PathLike) -> tuple[Path, Any]:
+    """The folder and the config parser of a complete exported bundle.
+
+    Raises:
+        FileNotFoundError: not an exported bundle.
+        pipeline.data.io.DataError: an incomplete one (no ``models/export_report.json``).
+    """
+    from pipeline.deploy import EXPORT_REPORT, bundle_parser
+
+    root = Path(bundle).resolve()
+    if not (root / "configs" / "deploy.yaml").is_file():
+        raise FileNotFoundError(f"{root} is not an exported bundle (configs/deploy.yaml not found): make one "
+                                "with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output DIR`")
+    if not (root / "models" / EXPORT_REPORT).is_file():
+        # written last by `bmtl export`: without it the folder is a partial copy or an interrupted export
+        raise DataError(root, f"incomplete exported bundle: models/{EXPORT_REPORT}, which `bmtl export` writes "
+                              "last, is missing (an interrupted export or a partial copy); re-export it with `bmtl "
+                              f"export --bundle SOURCE_BUNDLE --run RUN_DIR --output {root} --overwrite`")
+    return root, bundle_parser(root, ("common.yaml", "deploy.yaml", "inference.yaml"))
+
+
 class Predictor:
     """An exported bundle ready to predict: its configs, preprocessing, model and options.
 
     Args:
-        bundle: the exported bundle folder (``configs/deploy.yaml`` and ``models/``; see ``pipeline.deploy``).
+        bundle: the exported bundle folder (``configs/deploy.yaml`` and ``models/``; see ``pipeline.deploy``), or
+            several (e.g. one per cross-validation fold): a fold ensemble averaging their lesion and class
+            probabilities. They must agree on classes and preprocessing (``ENSEMBLE_KEYS``); the first one's options
+            apply, its network gives the Grad-CAM heatmaps, and the class is decided with the mean of their operating
+            thresholds (argmax unless every member has one).
         runtime: ``"torchscript"`` (``models/model.ts``), ``"onnx"`` (``models/model.onnx``, ONNX Runtime), ``"torch"``
             (``models/model.pt`` into the network built from the configs) or ``"auto"``: TorchScript, else ONNX, else
             torch, whichever file exists first.
@@ -106,18 +147,22 @@ class Predictor:
             (without one: whose two most probable classes are within twice this of each other) is flagged
             ``low_confidence`` in the table. Default from ``configs/inference.yaml`` (0.1 when absent).
         slice_axis / input_normalisation / cam_layer: default from ``configs/inference.yaml``.
+        tta: test-time augmentation, ``"flip"`` (the left-right flip averaged in, as evaluation does) or ``"none"``;
+            default (None): the bundle's ``flip_tta``.
+        frame: of a multi-frame DICOM file (a cine loop), predict only this frame (0-based); default: every frame,
+            one row each (``frame`` column).
         progress: show a tqdm progress bar.
 
     Raises:
         FileNotFoundError: not an exported bundle, or the runtime's model file is missing.
         pipeline.data.io.DataError: an incomplete bundle (no ``models/export_report.json``), or a truncated or
             corrupt model file (the message names the folder or the file).
-        ValueError: bad option values.
+        ValueError: bad option values; ensemble members that disagree on classes or preprocessing.
     """
 
     def __init__(
         self,
-        bundle: str | os.PathLike,
+        bundle: str | os.PathLike | Sequence[str | os.PathLike],
         runtime: str = "auto",
         device: str | torch.device | None = "auto",
         batch_size: int | None = None,
@@ -130,22 +175,16 @@ class Predictor:
         slice_axis: int | None = None,
         input_normalisation: str | None = None,
         cam_layer: str | None = None,
+        tta: str | None = None,
+        frame: int | None = None,
         progress: bool = True,
     ) -> None:
-        from pipeline.deploy import EXPORT_REPORT, bundle_parser
         from pipeline.engines import RefinePredictiond
 
-        self.root = Path(bundle).resolve()
-        if not (self.root / "configs" / "deploy.yaml").is_file():
-            raise FileNotFoundError(f"{self.root} is not an exported bundle (configs/deploy.yaml not found): make one "
-                                    "with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output DIR`")
-        if not (self.root / "models" / EXPORT_REPORT).is_file():
-            # written last by `bmtl export`: without it the folder is a partial copy or an interrupted export
-            raise DataError(self.root, f"incomplete exported bundle: models/{EXPORT_REPORT}, which `bmtl export` "
-                                       "writes last, is missing (an interrupted export or a partial copy); re-export "
-                                       "it with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output "
-                                       f"{self.root} --overwrite`")
-        self.parser = bundle_parser(self.root, ("common.yaml", "deploy.yaml", "inference.yaml"))
+        bundles = [bundle] if isinstance(bundle, (str, os.PathLike)) else list(bundle)
+        if not bundles:
+            raise ValueError("bundle: give at least one exported bundle")
+        self.root, self.parser = open_exported_bundle(bundles[0])
         get = self._get
         self.classes = [str(c) for c in get("classes")]
         self.image_size = tuple(int(s) for s in get("image_size"))
@@ -167,7 +206,12 @@ class Predictor:
         self.normalisation = str(input_normalisation or get("input_normalisation", "none"))
         self.cam_layer = cam_layer if cam_layer not in (None, "", "null", "None") else get("cam_layer", None)
         self.progress = flag(progress)
-        self.flip_tta = flag(get("flip_tta", False))
+        if frame is not None and int(frame) < 0:
+            raise ValueError(f"frame must be 0 or more (0-based), got {frame}")
+        self.frame = None if frame is None else int(frame)
+        if tta not in (None, "flip", "none"):
+            raise ValueError(f"tta must be 'flip' or 'none' (or None: the bundle's flip_tta), got {tta!r}")
+        self.flip_tta = flag(get("flip_tta", False)) if tta is None else tta == "flip"
         # the bundle's mask cleaning (largest component, hole filling) after our own threshold, as evaluation does
         from monai.transforms import AsDiscreted
 
@@ -188,7 +232,25 @@ class Predictor:
         self.device = resolve_device(device)
         self._eager: torch.nn.Module | None = None
         self.runtime = resolve_runtime(self.root / "models", runtime)
-        self.model = load_model(self.root / "models", self.runtime, self.device, self._eager_network)
+        self.models = [load_model(self.root / "models", self.runtime, self.device, self._eager_network)]
+        self.roots = [self.root]
+        thresholds = [self.cls_threshold]
+        for other in bundles[1:]:   # a fold ensemble: the same preprocessing and classes, probabilities averaged
+            root, parser = open_exported_bundle(other)
+            self._check_ensemble_member(root, parser)
+            models = root / "models"
+            self.models.append(load_model(models, resolve_runtime(models, runtime), self.device,
+                                          functools.partial(load_eager_network, parser, models, self.device)))
+            self.roots.append(root)
+            value = parser.get_parsed_content("cls_threshold") if "cls_threshold" in parser else None
+            thresholds.append(None if value in (None, "", "null", "None") else float(value))
+        if len(self.models) > 1:
+            # each member's threshold was chosen on its own validation fold; the ensemble decides with their mean
+            # (argmax when a member has none)
+            known = [t for t in thresholds if t is not None]
+            self.cls_threshold = float(np.mean(known)) if len(known) == len(thresholds) else None
+            if known and self.cls_threshold is None:
+                logger.warning("only some ensemble members have an operating threshold: deciding by argmax")
         self.explainer = GradCAMExplainer(self._eager_network, self.device, self.cam_layer)
         self.refinement = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=self.normal_index,
                                             enabled=self.refine, threshold=self.cls_threshold)
@@ -199,6 +261,14 @@ class Predictor:
         if key not in self.parser:
             return default
         return self.parser.get_parsed_content(key)
+
+    def _check_ensemble_member(self, root: Path, parser: Any) -> None:
+        """Refuse a bundle whose input or output would mean something else than the first bundle's."""
+        for key in ENSEMBLE_KEYS:
+            first, other = ensemble_value(self.parser, key), ensemble_value(parser, key)
+            if first != other:
+                raise ValueError(f"{root} cannot be averaged with {self.root}: its {key} is {other!r}, not {first!r} "
+                                 "(an ensemble needs bundles trained on the same classes with the same preprocessing)")
 
     def _eager_network(self) -> torch.nn.Module:
         """The network built from the configs with ``models/model.pt`` (the torch runtime and Grad-CAM), once."""
@@ -251,16 +321,27 @@ class Predictor:
     # --- inference
     @torch.no_grad()
     def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lesion probability ``(B, 1, h, w)`` and class probabilities ``(B, C)``, averaged over the ensemble's
+        members (MONAI's ``MeanEnsemble``; probabilities, as nnU-Net averages its folds)."""
+        from monai.transforms import MeanEnsemble
+
         from pipeline.engines import MultiTaskInferer
 
         inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size, flip_tta=self.flip_tta)
-        out = inferer(batch.to(self.device), self.model)
-        return out[Head.SEG.value].float().cpu(), out[Head.CLS.value].float().cpu()
+        x = batch.to(self.device)
+        lesion, classes = [], []
+        for model in self.models:
+            out = inferer(x, model)
+            lesion.append(lesion_probability(out[Head.SEG.value].float()).cpu())
+            classes.append(torch.softmax(out[Head.CLS.value].float(), dim=1).cpu())
+        if len(self.models) == 1:
+            return lesion[0], classes[0]
+        mean = MeanEnsemble()
+        return torch.as_tensor(mean(lesion)), torch.as_tensor(mean(classes))
 
-    def _postprocess(self, seg: torch.Tensor, cls: torch.Tensor, size: tuple[int, int],
+    def _postprocess(self, prob: torch.Tensor, probs: torch.Tensor, size: tuple[int, int],
                      operations: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, bool]:
-        """One slice: lesion probability back at ``size`` -> mask, class probabilities, refinement."""
-        prob = lesion_probability(seg[None])[0]
+        """One slice: lesion probability ``(1, h, w)`` back at ``size`` -> mask; class probabilities; refinement."""
         prob = self.to_input_geometry(prob, operations)
         if tuple(prob.shape[-2:]) != tuple(size):
             raise RuntimeError(f"the lesion probability came back at {tuple(prob.shape[-2:])}, the input is {size}")
@@ -268,7 +349,6 @@ class Predictor:
         for clean in self.mask_cleaning:
             mask = clean(mask)
         mask = torch.as_tensor(mask["pred_seg"]) > 0
-        probs = torch.softmax(cls, 0)
         refined = self.refinement({"pred_seg": mask, "pred_cls": probs})
         return (np.asarray(torch.as_tensor(refined["pred_seg"])[0].cpu(), dtype=bool),
                 np.asarray(torch.as_tensor(refined["pred_cls"]).cpu(), dtype=np.float64), bool(refined["refined"]))
@@ -292,10 +372,12 @@ class Predictor:
         """Predict ``inputs`` into ``output_dir``; a folder holding an earlier run needs ``overwrite`` or ``resume``
         (``pipeline.prediction_journal``)."""
         out = Path(output_dir)
-        items = discover_inputs(inputs, exclude=out) if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        items = (discover_inputs(inputs, exclude=out, frame=self.frame) if isinstance(inputs, (str, os.PathLike))
+                 else list(inputs))
         described = str(inputs) if isinstance(inputs, (str, os.PathLike)) else f"{len(items)} inputs"
         journal = PredictionJournal(out, overwrite=overwrite, resume=resume,
-                                    description={"bundle": str(self.root), "input": text(described)})
+                                    description={"bundle": "; ".join(map(str, self.roots)),
+                                                 "input": text(described)})
         try:
             return self._predict_all(items, out, journal)
         finally:
@@ -325,7 +407,7 @@ class Predictor:
                 if not live:
                     continue
                 try:
-                    seg, cls = self._forward(torch.stack([p[3] for p in live]))
+                    lesion, classes = self._forward(torch.stack([p[3] for p in live]))
                 except Exception as e:  # keep going with the other inputs
                     for p in live:
                         fail(p[0], p[1].item, f"inference failed ({type(e).__name__}: {e})")
@@ -335,7 +417,7 @@ class Predictor:
                         continue
                     try:
                         size = tuple(case.display[k].shape[-2:])
-                        states[index]["results"][k] = self._postprocess(seg[j], cls[j], size,
+                        states[index]["results"][k] = self._postprocess(lesion[j], classes[j], size,
                                                                         states[index]["operations"][k])
                         if all(r is not None for r in states[index]["results"]):
                             rows[index] = self._finish(case, states.pop(index), out)
@@ -345,8 +427,9 @@ class Predictor:
 
         bar = tqdm(total=len(items), unit="input", disable=not self.progress, desc="predict")
         for index, item in enumerate(items):
-            if text(item.path) in journal.done:   # --resume: predicted by the interrupted run
-                rows[index] = {**self._base_row(item), **journal.done[text(item.path)]}
+            key = PredictionJournal.key(text(item.path), item.frame)
+            if key in journal.done:   # --resume: predicted by the interrupted run
+                rows[index] = {**self._base_row(item), **journal.done[key]}
                 bar.update(1)
                 continue
             if item.kind == "mask":   # listed, not predicted
@@ -376,7 +459,7 @@ class Predictor:
     # --- outputs
     def _base_row(self, item: InputItem) -> dict[str, Any]:
         row: dict[str, Any] = {c: "" for c in self.columns}
-        row.update(file=text(item.path), type=item.kind)
+        row.update(file=text(item.path), frame="" if item.frame is None else item.frame, type=item.kind)
         return row
 
     @property
@@ -447,7 +530,7 @@ class Predictor:
 
 
 def predict(
-    bundle: str | os.PathLike,
+    bundle: str | os.PathLike | Sequence[str | os.PathLike],
     input: str | os.PathLike,
     output_dir: str | os.PathLike,
     runtime: str = "auto",
@@ -463,7 +546,8 @@ def predict(
     resume: bool = False,
     **options: Any,
 ) -> PredictionResult:
-    """Predict every image under ``input`` with the exported ``bundle`` and write masks, overlays, heatmaps and
+    """Predict every image under ``input`` with the exported ``bundle`` (several: their average, a fold ensemble)
+    and write masks, overlays, heatmaps and
     ``predictions.csv`` into ``output_dir`` (see the module docstring and ``Predictor`` for the options).
     ``output_dir`` holding an earlier run is refused unless ``overwrite`` (start again) or ``resume`` (finish an
     interrupted run, skipping the inputs it predicted).

@@ -123,6 +123,26 @@ def test_paired_bootstrap_detects_a_real_difference_and_not_a_null_one():
         bench.paired_bootstrap(better, worse.iloc[:10])
 
 
+def test_paired_bootstrap_seeds_averages_the_seeds_on_one_draw_of_images():
+    rng = np.random.default_rng(1)
+    n = 120
+    truth = rng.random(n) < 0.4
+    dice = rng.uniform(0.5, 0.9, n)
+    prob = np.clip(truth * 0.5 + rng.normal(0.25, 0.2, n), 0, 1)
+    ref = _per_image(dice, prob, truth)
+    seed0, seed1 = _per_image(dice + 0.1, prob, truth), _per_image(dice + 0.3, prob, truth)
+    out = bench.paired_bootstrap_seeds([(seed0, ref), (seed1, ref.sample(frac=1, random_state=2))], n_resamples=200)
+    assert out["dice"]["diff"] == pytest.approx(0.2)
+    assert out["dice"]["lo"] == pytest.approx(0.2) and out["dice"]["hi"] == pytest.approx(0.2)
+    assert out["auc"]["diff"] == pytest.approx(0.0)
+    one = bench.paired_bootstrap_seeds([(seed0, ref)], n_resamples=50)
+    assert one == bench.paired_bootstrap(seed0, ref, n_resamples=50)
+    with pytest.raises(ValueError, match="no pair"):
+        bench.paired_bootstrap_seeds([])
+    with pytest.raises(ValueError, match="same images"):
+        bench.paired_bootstrap_seeds([(seed0, ref), (seed1, ref.iloc[:50])])
+
+
 def test_markdown_results_blanks_the_task_a_baseline_does_not_learn():
     metrics = {m: {"mean": 0.5, "lo": 0.4, "hi": 0.6} for m in bench.REPORTED_METRICS}
     text = bench.markdown_results([

@@ -37,23 +37,25 @@ US_CLASSES = ["normal", "benign", "malignant"]
 
 # --------------------------------------------------------------------------------------------------------- fixtures
 class FakeModel(torch.nn.Module):
-    """seg logit = 20 * (first channel - 0.5); constant class logits."""
+    """seg logit = 20 * (first channel - 0.5 - seg_offset); constant class logits."""
 
-    def __init__(self, cls_logits) -> None:
+    def __init__(self, cls_logits, seg_offset: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("bias", torch.tensor(cls_logits, dtype=torch.float32))
+        self.seg_offset = float(seg_offset)
 
     def forward(self, x):
-        seg = (x[:, :1] - 0.5) * 20.0
+        seg = (x[:, :1] - 0.5 - self.seg_offset) * 20.0
         cls = x[:, :1].mean(dim=(1, 2, 3))[:, None] * 0.0 + self.bias
         return seg, cls
 
 
-def with_fake_model(exported: Path, target: Path, cls_logits) -> Path:
+def with_fake_model(exported: Path, target: Path, cls_logits, seg_offset: float = 0.0) -> Path:
     shutil.copytree(exported, target)
     (target / "models" / "model.onnx").unlink(missing_ok=True)
     example = torch.rand(2, 1, 64, 64)
-    torch.jit.save(torch.jit.trace(FakeModel(cls_logits).eval(), example), str(target / "models" / "model.ts"))
+    torch.jit.save(torch.jit.trace(FakeModel(cls_logits, seg_offset).eval(), example),
+                   str(target / "models" / "model.ts"))
     return target
 
 
@@ -182,7 +184,7 @@ def test_mixed_folder_masks_keep_the_input_geometry(us_fake, mixed_folder, tmp_p
     assert main(["predict", "--bundle", str(us_fake), "--input", str(mixed_folder["root"]), "--output", str(out),
                  "--no-progress"]) == 3   # broken.png failed, the others were predicted
     table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    expected_columns = ["file", "type", "status", "error", "predicted_class", "low_confidence", "prob_normal",
+    expected_columns = ["file", "frame", "type", "status", "error", "predicted_class", "low_confidence", "prob_normal",
                         "prob_benign", "prob_malignant", "lesion_area_px", "lesion_area_mm2", "lesion_voxels",
                         "lesion_volume_mm3", "n_slices", "height", "width", "spacing_mm", "refined", "mask", "overlay",
                         "heatmap"]
@@ -483,6 +485,71 @@ def test_predicted_class_follows_the_bundles_operating_threshold(us_exported, tm
     deploy.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="cls_threshold of .*deploy.yaml must be in"):
         Predictor(bundle, progress=False)
+
+
+def graded_png(path: Path) -> Path:
+    """A radial ramp (255 at the centre, 0 from 24 px out): the lesion's radius follows the lesion threshold."""
+    yy, xx = np.mgrid[:64, :80]
+    ramp = np.clip(1 - np.hypot(yy - 32, xx - 40) / 24, 0, 1)
+    Image.fromarray((ramp * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+def test_fold_ensemble_averages_the_members_probabilities(us_exported, tmp_path, capsys):
+    a = with_fake_model(us_exported, tmp_path / "a", [0.0, 1.0, 2.0])
+    b = with_fake_model(us_exported, tmp_path / "b", [2.0, 2.5, 0.0], seg_offset=0.3)   # a smaller lesion
+    image = graded_png(tmp_path / "img.png")
+    options = dict(progress=False, overlays=False, refine=False, tta="none")
+    rows = {name: predict(bundles, image, tmp_path / name, **options).rows[0]
+            for name, bundles in [("a", a), ("b", b), ("ab", [a, b]), ("aa", [a, a])]}
+    for c in US_CLASSES:
+        assert rows["ab"][f"prob_{c}"] == pytest.approx((rows["a"][f"prob_{c}"] + rows["b"][f"prob_{c}"]) / 2,
+                                                        abs=2e-6)
+        assert rows["aa"][f"prob_{c}"] == rows["a"][f"prob_{c}"]
+    area = {name: row["lesion_area_px"] for name, row in rows.items()}
+    assert area["a"] > area["ab"] > area["b"] > 0   # the mean lesion probability crosses 0.5 between the two
+    assert area["aa"] == area["a"]
+    # a: malignant (0.09 / 0.24 / 0.67), b: benign (0.36 / 0.59 / 0.05); their mean 0.22 / 0.42 / 0.36 (argmax)
+    assert rows["ab"]["predicted_class"] == "benign"
+    assert main(["predict", "--bundle", str(a), "--bundle", str(b), "--input", str(image), "--output",
+                 str(tmp_path / "cli"), "--no-refine", "--tta", "none", "--no-progress", "--no-overlays"]) == 0
+    assert "2 bundles averaged" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "cli" / "predictions.csv").prob_benign[0] == pytest.approx(rows["ab"]["prob_benign"])
+
+
+def test_fold_ensemble_refuses_bundles_that_disagree(us_exported, tmp_path):
+    import yaml
+
+    a = with_fake_model(us_exported, tmp_path / "a", [0.0, 1.0, 2.0])
+    other = with_fake_model(us_exported, tmp_path / "other", [0.0, 1.0])
+    deploy = other / "configs" / "deploy.yaml"
+    config = yaml.safe_load(deploy.read_text())
+    config["classes"] = ["benign", "malignant"]
+    deploy.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match=r"other cannot be averaged with .*: its classes is"):
+        Predictor([a, other], progress=False)
+    with pytest.raises(ValueError, match="at least one"):
+        Predictor([], progress=False)
+
+
+def test_flip_tta_follows_the_bundle_unless_chosen(us_exported, tmp_path):
+    from pipeline.data.synthetic_us import make_us_case
+
+    image, _ = make_us_case(np.random.default_rng(5), "malignant", size=(64, 80))
+    Image.fromarray(image).save(tmp_path / "case.png")
+    default = Predictor(us_exported, progress=False)
+    assert Predictor(us_exported, tta="flip", progress=False).flip_tta is True
+    assert Predictor(us_exported, tta="none", progress=False).flip_tta is False
+    with pytest.raises(ValueError, match="tta must be"):
+        Predictor(us_exported, tta="rotate", progress=False)
+    rows = {tta: predict(us_exported, tmp_path / "case.png", tmp_path / tta, tta=tta, runtime="torch",
+                         progress=False, overlays=False).rows[0] for tta in ("flip", "none")}
+    # an untrained network is not left-right symmetric: averaging the flip in moves the probabilities
+    assert rows["flip"]["prob_malignant"] != pytest.approx(rows["none"]["prob_malignant"], abs=1e-6)
+    same = "flip" if default.flip_tta else "none"
+    by_default = predict(us_exported, tmp_path / "case.png", tmp_path / "default", runtime="torch", progress=False,
+                         overlays=False).rows[0]
+    assert by_default["prob_malignant"] == rows[same]["prob_malignant"]
 
 
 def test_gradcam_heatmap_has_the_image_size_and_is_not_constant(us_exported, tmp_path):

@@ -45,3 +45,17 @@ def test_a_folder_holding_a_run_needs_overwrite_or_resume(tmp_path):
     restarted.close()
     with pytest.raises(ValueError, match="exclude each other"):
         PredictionJournal(out, overwrite=True, resume=True)
+
+
+def test_frames_of_one_file_are_resumed_one_by_one(tmp_path):
+    out = tmp_path / "out"
+    interrupted = PredictionJournal(out)
+    interrupted.record({"file": "loop.dcm", "frame": 0, "status": "ok"})
+    interrupted.record({"file": "loop.dcm", "frame": 1, "status": "ok"})
+    interrupted.record({"file": "a.png", "frame": "", "status": "ok"})
+    interrupted.close()
+    resumed = PredictionJournal(out, resume=True)
+    assert set(resumed.done) == {"loop.dcm#frame=0", "loop.dcm#frame=1", "a.png"}
+    assert PredictionJournal.key("loop.dcm", 1) in resumed.done and PredictionJournal.key("loop.dcm", 2) not in \
+        resumed.done and PredictionJournal.key("a.png", None) == "a.png"
+    resumed.close()

@@ -1,0 +1,125 @@
+"""Clinical DICOM files as they arrive, read by `bmtl predict`: pydicom's own test files (a real ultrasound cine loop,
+JPEG-compressed YBR; an RT dose grid) and copies of them with the header values vendors really write.
+
+A multi-frame ultrasound file is one input per frame (every frame decoded as the full decode gives it); objects
+that are not images and malformed headers get an error row naming the problem; nothing stops the other inputs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+
+from pipeline.cli import main
+from pipeline.data.transforms import ToGreyd
+from pipeline.inference import discover_inputs
+from pipeline.inference.loaders import load_case
+
+CINE = "examples_ybr_color.dcm"   # 30 frames of 240x320 ultrasound, YBR_FULL_422, JPEG baseline
+RTDOSE = "rtdose.dcm"             # 15 frames of an RT dose grid: not an image of the patient
+
+
+def copy_testdata(name: str, folder: Path) -> Path:
+    """A copy of one of pydicom's bundled test files (never downloaded: these ship inside the wheel)."""
+    source = get_testdata_file(name, download=False)
+    if source is None:
+        pytest.skip(f"pydicom's test file {name} is not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(source, folder / name))
+
+
+def edited(name: str, target: Path, **elements) -> Path:
+    """A copy of a pydicom test file with some header elements replaced (pydicom warns about invalid values)."""
+    ds = pydicom.dcmread(get_testdata_file(name, download=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for keyword, value in elements.items():
+            setattr(ds, keyword, value)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(target)
+    return target
+
+
+def test_a_cine_loop_is_one_input_per_frame(tmp_path):
+    cine = copy_testdata(CINE, tmp_path / "in")
+    items = discover_inputs(tmp_path / "in")
+    assert [i.frame for i in items] == list(range(30))
+    assert {i.kind for i in items} == {"dicom"} and items[7].name == "examples_ybr_color_frame007"
+    one = discover_inputs(cine, frame=4)
+    assert [(i.frame, i.name) for i in one] == [(4, "examples_ybr_color_frame004")]
+    beyond = discover_inputs(cine, frame=30)
+    assert beyond[0].kind == "unsupported" and "frame 30 asked, the file has 30 frames (0 to 29)" in beyond[0].problem
+    with pytest.raises(ValueError, match="frame must be 0 or more"):
+        discover_inputs(cine, frame=-1)
+
+
+@pytest.mark.parametrize("frame", [0, 11, 29])
+def test_each_frame_is_read_as_the_full_decode_gives_it(tmp_path, frame):
+    cine = copy_testdata(CINE, tmp_path)
+    item = discover_inputs(cine, frame=frame)[0]
+    case = load_case(item)
+    full = np.asarray(pydicom.dcmread(cine).pixel_array)      # (30, 240, 320, 3) RGB
+    assert full.shape == (30, 240, 320, 3)
+    expected = ToGreyd(keys="image")({"image": torch.as_tensor(np.moveaxis(full[frame], -1, 0)).float()})["image"]
+    np.testing.assert_allclose(case.display[0], np.asarray(expected[0]), atol=1e-4)
+    assert case.spacing is not None   # the ultrasound region calibration of the loop
+    other = load_case(discover_inputs(cine, frame=(frame + 15) % 30)[0])
+    assert np.abs(other.display[0] - case.display[0]).mean() > 1.0   # a different frame, not the first one again
+
+
+def test_objects_that_are_not_images_are_refused_by_name(tmp_path):
+    copy_testdata(RTDOSE, tmp_path / "in")
+    edited("MR_small.dcm", tmp_path / "in" / "seg.dcm", Modality="SEG")
+    edited("MR_small.dcm", tmp_path / "in" / "mosaic.dcm", ImageType=["ORIGINAL", "PRIMARY", "M", "MOSAIC"])
+    problems = {i.path.name: (i.kind, i.problem) for i in discover_inputs(tmp_path / "in")}
+    assert problems["rtdose.dcm"] == ("unsupported", "DICOM RTDOSE object (an RT dose grid), not an image to predict")
+    assert problems["seg.dcm"][0] == "unsupported" and "segmentation object" in problems["seg.dcm"][1]
+    assert problems["mosaic.dcm"][0] == "unsupported" and "Siemens MOSAIC" in problems["mosaic.dcm"][1]
+
+
+@pytest.mark.parametrize("value, frames, problem", [
+    ("2.0", [0, 1], None),                                   # a decimal point vendors write in an IS value
+    ("2.5", None, "NumberOfFrames '2.5' is not a whole positive number"),
+    ("0", None, "NumberOfFrames '0' is not a whole positive number"),
+])
+def test_a_malformed_number_of_frames_is_one_error_row_not_a_stop(tmp_path, value, frames, problem):
+    edited("SC_rgb_rle_2frame.dcm", tmp_path / "in" / "loop.dcm", NumberOfFrames=value)
+    copy_testdata("SC_rgb_rle.dcm", tmp_path / "in")   # a good neighbour
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        items = discover_inputs(tmp_path / "in")
+    loop = [i for i in items if i.path.name == "loop.dcm"]
+    assert any(i.path.name == "SC_rgb_rle.dcm" and i.kind == "dicom" for i in items)
+    if problem is None:
+        assert [i.frame for i in loop] == frames
+        assert load_case(loop[1]).display[0].shape == (100, 100)
+    else:
+        assert len(loop) == 1 and loop[0].kind == "unsupported"
+        assert loop[0].problem == f"malformed DICOM header: {problem}"
+
+
+@pytest.mark.slow
+def test_predict_writes_one_row_and_mask_per_frame(exported_bundle, tmp_path, capsys):
+    cine = copy_testdata(CINE, tmp_path / "in")
+    copy_testdata(RTDOSE, tmp_path / "in")
+    rc = main(["predict", "--bundle", str(exported_bundle), "--input", str(tmp_path / "in"), "--output",
+               str(tmp_path / "out"), "--no-progress", "--no-overlays"])
+    assert rc == 3   # the dose grid failed, the frames did not
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    frames = table[table.file == str(cine)]
+    assert frames.frame.tolist() == list(range(30)) and (frames.status == "ok").all()
+    assert frames["mask"].nunique() == 30 and frames.height.eq(240).all() and frames.width.eq(320).all()
+    dose = table[table.file.str.endswith(RTDOSE)]
+    assert dose.status.tolist() == ["error"] and "RTDOSE" in dose.error.iloc[0]
+    assert main(["predict", "--bundle", str(exported_bundle), "--input", str(cine), "--output",
+                 str(tmp_path / "one"), "--frame", "12", "--no-progress", "--no-overlays"]) == 0
+    one = pd.read_csv(tmp_path / "one" / "predictions.csv")
+    assert one.frame.tolist() == [12] and one["mask"].iloc[0].endswith("examples_ybr_color_frame012_mask.png")
