@@ -131,7 +131,17 @@ ROWS: dict[str, Row] = {
                        train={"preset": "segresnet_effnet"}),
     "shared_recipe": Row("bundle", "the reference's network (segresnet_shared) with the default recipe",
                          train={"preset": "segresnet_shared"}),
+    # evaluation-only: how much of the AUC difference is the flip test-time augmentation
+    "shared_recipe_no_tta": Row("variant", "shared_recipe without flip test-time augmentation",
+                                eval={"flip_tta": False}, base="shared_recipe"),
+    "reference_tta": Row("variant", "the reference's weights evaluated with flip test-time augmentation",
+                         eval={"flip_tta": True}, base="reference"),
 }
+
+
+def validated(name: str) -> bool:
+    """Whether a row has a validation score: the reference trains on the validation fold too."""
+    return "reference" not in (name, ROWS[name].base)
 
 
 class RecipeBenchmark:
@@ -299,7 +309,7 @@ class RecipeBenchmark:
                 row = ROWS[name]
                 if row.kind != "variant":
                     self.train(name, seed)
-                for split in ("test", "val") if name != "reference" else ("test",):
+                for split in ("test", "val") if validated(name) else ("test",):
                     self.evaluate(name, seed, split)
         for seed in self.args.seeds:
             ref_dir = self.root / "runs" / f"reference_seed{seed}" / "eval_test"
@@ -312,7 +322,7 @@ class RecipeBenchmark:
                           **bench.read_summary(eval_dir),
                           "ece": json.loads((eval_dir / "summary.json").read_text())["classification"].get("ece"),
                           "inference_ms": round(self.inference_ms(name), 1)}
-                val = self.evaluate(name, seed, "val") if name != "reference" else None
+                val = self.evaluate(name, seed, "val") if validated(name) else None
                 if val is not None:
                     v = bench.read_summary(val)
                     record["val_dice"], record["val_auc"] = round(v["dice"]["mean"], 3), round(v["auc"]["mean"], 3)

@@ -27,7 +27,7 @@ lesion and class probabilities; ``tta="flip"`` averages the left-right flipped i
 Inputs: PNG/JPEG/BMP/TIFF; DICOM single files (ultrasound, often RGB or YBR, JPEG/RLE-compressed as pydicom's
 pixel-data plugins decode them; MONOCHROME1 inverted; a multi-frame file such as a cine loop is one input per frame,
 ``frame`` column, ``<name>_frameNNN_mask.png``) and series folders (one
-series per folder, read by ``pipeline.data.sources.volumes.read_dicom_series``); NIfTI ``.nii``/``.nii.gz``, 2D or
+series per folder, read by ``pipeline.data.dicom.read_dicom_series``); NIfTI ``.nii``/``.nii.gz``, 2D or
 3D (4D is refused). A 3D volume is brought to its closest RAS orientation, normalised per volume like ``bmtl
 prepare`` does for the MRI bundle (1st-99th percentile; MRI bundle only, and not for inputs already within [0, 1],
 i.e. prepared slices), cut into slices along ``slice_axis`` (2: axial), predicted slice by slice and reassembled

@@ -8,24 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, not_an_image, number_of_frames
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
 
-__all__ = ["InputItem", "discover_inputs", "number_of_frames", "not_an_image", "NIFTI_SUFFIXES", "DICOM_SUFFIXES"]
+__all__ = ["InputItem", "discover_inputs", "NIFTI_SUFFIXES", "DICOM_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
-
-
-# DICOM objects with pixel data that are not images of the patient (dose grids, label maps, ...) and objects
-# without pixels (structure sets, plans, reports, presentation states, key objects)
-_NOT_IMAGES = {
-    "RTDOSE": "an RT dose grid", "SEG": "a segmentation object (labels, not an image)", "RTSTRUCT": "an RT structure "
-    "set", "RTPLAN": "an RT plan", "RTRECORD": "an RT treatment record", "SR": "a structured report", "PR": "a "
-    "presentation state", "KO": "a key object selection", "REG": "a registration object", "RWV": "real-world value "
-    "mapping",
-}
 
 
 @dataclass
@@ -37,45 +27,6 @@ class InputItem:
     name: str  # output name stem (relative to the input root, without extension)
     problem: str | None = None
     frame: int | None = None  # the frame of a multi-frame DICOM file (0-based)
-
-
-def number_of_frames(ds: Any) -> int:
-    """The ``NumberOfFrames`` of a DICOM header (1 when absent), read leniently: vendors write values such as
-    ``"2.0"``.
-
-    Raises:
-        ValueError: a value that is not a whole positive number (the message quotes it).
-    """
-    try:
-        raw = ds.get("NumberOfFrames", None)
-    except Exception as e:  # pydicom validates IS values when the element is accessed
-        raise ValueError(f"unreadable NumberOfFrames ({e})") from None
-    if raw in (None, ""):
-        return 1
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise ValueError(f"NumberOfFrames {str(raw)!r} is not a number") from None
-    if not value.is_integer() or value < 1:
-        raise ValueError(f"NumberOfFrames {str(raw)!r} is not a whole positive number")
-    return int(value)
-
-
-def not_an_image(ds: Any) -> str | None:
-    """Why a DICOM object cannot be predicted as an image (None when it can): a non-image object (dose grid,
-    segmentation, structure set, ...), a Siemens MOSAIC (slices tiled into one image) or an enhanced multi-frame
-    volume."""
-    modality = str(ds.get("Modality", "")).upper()
-    if modality in _NOT_IMAGES:
-        return f"DICOM {modality} object ({_NOT_IMAGES[modality]}), not an image to predict"
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-    if "MOSAIC" in image_type:
-        return ("Siemens MOSAIC image (the slices of a volume tiled into one image): convert it to a series or NIfTI "
-                "first (e.g. with dcm2niix)")
-    if "PerFrameFunctionalGroupsSequence" in ds and modality != "US":
-        return (f"enhanced multi-frame {modality or 'DICOM'} volume: convert it to one file per slice or to NIfTI "
-                "first (e.g. with dcm2niix)")
-    return None
 
 
 def _nifti(path: Path) -> bool:
@@ -193,7 +144,7 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
                     items.append(InputItem(p, "unsupported", _stem(rel),
                                            f"unsupported file type {what}: expected PNG, JPEG, BMP, TIFF, DICOM or "
                                            "NIfTI (.nii, .nii.gz)"))
-            elif str(ds.get("SOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
+            elif str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
                 continue  # an index of the files, not an image
             elif not_an_image(ds) is not None:
                 items.append(InputItem(p, "unsupported", _stem(rel), not_an_image(ds)))

@@ -3,7 +3,7 @@ bundle's transforms), the grey images to display and the writer that puts the ma
 
 2D rasters are read as ``bmtl prepare`` reads them (``pipeline.data.io.read_grey_uint8``); DICOM files with
 pydicom (modality LUT, MONOCHROME1 inverted, colour to grey); NIfTI with nibabel; DICOM series with
-``pipeline.data.sources.volumes.read_dicom_series``. Volumes are sliced in their closest RAS orientation.
+``pipeline.data.dicom.read_dicom_series``. Volumes are sliced in their closest RAS orientation.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
+from pipeline.data.dicom import dicom_spacing, not_an_image, number_of_frames
 from pipeline.data.io import DataError, read_grey_uint8
-from pipeline.inference.discovery import InputItem, not_an_image, number_of_frames
+from pipeline.inference.discovery import InputItem
 from pipeline.inference.outputs import write_png_mask
 
-__all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series", "dicom_spacing",
+__all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series",
            "already_normalised"]
 
 
@@ -67,27 +68,6 @@ def load_raster(item: InputItem) -> Case:
     image = read_grey_uint8(item.path)   # names the file and the problem (empty, truncated, too small, ...)
     tensor = MetaTensor(torch.as_tensor(image, dtype=torch.float32)[None])
     return Case(item, [tensor], [image.astype(np.float32)], writer=write_png_mask, shape=tuple(image.shape))
-
-
-def dicom_spacing(ds: Any) -> tuple[float, float] | None:
-    """(row spacing, column spacing) in mm: ``PixelSpacing``, else an ultrasound region calibrated in cm."""
-    spacing = ds.get("PixelSpacing")
-    if spacing is not None and len(spacing) == 2:
-        try:
-            values = (float(spacing[0]), float(spacing[1]))
-            if all(v > 0 for v in values):
-                return values
-        except (TypeError, ValueError):
-            pass
-    regions = ds.get("SequenceOfUltrasoundRegions")
-    if regions:
-        region = regions[0]
-        if int(region.get("PhysicalUnitsXDirection", 0) or 0) == 3 and int(
-                region.get("PhysicalUnitsYDirection", 0) or 0) == 3:  # 3 = cm
-            dx, dy = float(region.get("PhysicalDeltaX", 0) or 0), float(region.get("PhysicalDeltaY", 0) or 0)
-            if dx > 0 and dy > 0:
-                return (abs(dy) * 10.0, abs(dx) * 10.0)
-    return None
 
 
 def load_dicom(item: InputItem) -> Case:
@@ -169,7 +149,7 @@ def load_dicom(item: InputItem) -> Case:
 def load_nifti(item: InputItem, axis: int, normalise: bool) -> Case:
     import nibabel as nib
 
-    from pipeline.data.sources.volumes import Volume
+    from pipeline.data.volume import Volume
 
     path = item.path
     if path.stat().st_size == 0:
@@ -218,7 +198,7 @@ def load_nifti(item: InputItem, axis: int, normalise: bool) -> Case:
 def load_dicom_series(item: InputItem, axis: int, normalise: bool) -> Case:
     import nibabel as nib
 
-    from pipeline.data.sources.volumes import read_dicom_series
+    from pipeline.data.dicom import read_dicom_series
 
     volume = read_dicom_series(item.path, "image")
 
@@ -244,7 +224,7 @@ def _volume_case(item: InputItem, volume: Any, axis: int, normalise: bool, write
     from monai.data import MetaTensor
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
-    from pipeline.data.sources.volumes import normalise_percentile, to_canonical
+    from pipeline.data.volume import normalise_percentile, to_canonical
 
     path = item.path
     _check_finite(path, volume.data)
@@ -263,6 +243,7 @@ def _volume_case(item: InputItem, volume: Any, axis: int, normalise: bool, write
         except ValueError as e:
             raise DataError(path, str(e)) from None
     spacing = canonical.spacing
+    known = volume.meta.get("spacing_known", True)
     slices = [np.ascontiguousarray(np.take(data, k, axis=slice_axis)) for k in range(data.shape[slice_axis])]
     to_original = ornt_transform([[0, 1], [1, 1], [2, 1]], io_orientation(volume.affine))
 
@@ -279,8 +260,9 @@ def _volume_case(item: InputItem, volume: Any, axis: int, normalise: bool, write
         item,
         [MetaTensor(torch.as_tensor(s)[None]) for s in slices],
         slices,
-        spacing=(float(spacing[in_plane[0]]), float(spacing[in_plane[1]])),
-        thickness=float(spacing[slice_axis]),
+        # a DICOM series whose spacing could not be read has a 1 mm placeholder in its affine: no mm figures
+        spacing=(float(spacing[in_plane[0]]), float(spacing[in_plane[1]])) if known else None,
+        thickness=float(spacing[slice_axis]) if known else None,
         writer=lambda masks, out: write(masks, out, back),
         view=view,
         shape=tuple(original_shape),
@@ -309,7 +291,7 @@ def load_case(item: InputItem, slice_axis: int = 2, normalise: bool = False) -> 
     if normalise:  # a 2D image for a bundle trained on per-volume normalised slices: per image
         from monai.data import MetaTensor
 
-        from pipeline.data.sources.volumes import normalise_percentile
+        from pipeline.data.volume import normalise_percentile
 
         image = case.slices[0]
         if not already_normalised(np.asarray(image)):

@@ -1,5 +1,6 @@
 """Clinical DICOM files as they arrive, read by `bmtl predict`: pydicom's own test files (a real ultrasound cine loop,
-JPEG-compressed YBR; an RT dose grid) and copies of them with the header values vendors really write.
+JPEG-compressed YBR; an RT dose grid; an MR slice) and copies of them with the header values vendors really write
+(a decimal comma in DS values, a non-integer NumberOfFrames).
 
 A multi-frame ultrasound file is one input per frame (every frame decoded as the full decode gives it); objects
 that are not images and malformed headers get an error row naming the problem; nothing stops the other inputs.
@@ -19,6 +20,9 @@ import torch
 from pydicom.data import get_testdata_file
 
 from pipeline.cli import main
+from pipeline.data.dicom import dicom_spacing, read_dicom_series
+from pipeline.data.io import DataError
+from pipeline.data.synthetic_mr import write_dicom_series
 from pipeline.data.transforms import ToGreyd
 from pipeline.inference import discover_inputs
 from pipeline.inference.loaders import load_case
@@ -106,10 +110,55 @@ def test_a_malformed_number_of_frames_is_one_error_row_not_a_stop(tmp_path, valu
         assert loop[0].problem == f"malformed DICOM header: {problem}"
 
 
+def with_decimal_comma(path: Path, keyword: str) -> Path:
+    """Rewrite the stored text of a DS element with decimal commas (``0.7\\0.7`` -> ``0,7\\0,7``), byte for byte,
+    as software set to a European locale writes it."""
+    stored = bytes(pydicom.dcmread(path).get_item(keyword).value)
+    raw = path.read_bytes()
+    assert raw.count(stored) == 1, f"{keyword} text {stored!r} not unique in {path}"
+    path.write_bytes(raw.replace(stored, stored.replace(b".", b",")))
+    return path
+
+
+def test_a_spacing_written_with_a_decimal_comma_is_unknown_not_one_mm(tmp_path):
+    good = copy_testdata("MR_small.dcm", tmp_path / "good")
+    bad = with_decimal_comma(copy_testdata("MR_small.dcm", tmp_path / "bad"), "PixelSpacing")
+    assert load_case(discover_inputs(good)[0]).spacing == pytest.approx((0.3125, 0.3125))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        case = load_case(discover_inputs(bad)[0])
+        assert dicom_spacing(pydicom.dcmread(bad)) is None
+    assert case.spacing is None and case.display[0].shape == (64, 64)   # read, but no millimetres
+
+
+def test_a_series_with_an_unreadable_spacing_keeps_no_mm_and_a_bad_rescale_is_named(tmp_path):
+    volume = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32) * 100
+    write_dicom_series(volume, tmp_path / "good", spacing=(0.7, 0.7, 2.5))
+    assert read_dicom_series(tmp_path / "good").meta["spacing_known"] is True
+    write_dicom_series(volume, tmp_path / "comma", spacing=(0.7, 0.7, 2.5))
+    for f in sorted((tmp_path / "comma").iterdir()):
+        with_decimal_comma(f, "PixelSpacing")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        series = read_dicom_series(tmp_path / "comma")
+        case = load_case(discover_inputs(tmp_path / "comma")[0])
+    assert series.meta["spacing_known"] is False and case.spacing is None and case.thickness is None
+    assert len(case.slices) == 3
+    write_dicom_series(volume, tmp_path / "slope", spacing=(0.7, 0.7, 2.5))
+    second = sorted((tmp_path / "slope").iterdir())[1]
+    with_decimal_comma(second, "RescaleSlope")
+    with warnings.catch_warnings(), pytest.raises(DataError, match=r"malformed DICOM header: RescaleSlope '0,") as e:
+        warnings.simplefilter("ignore")
+        read_dicom_series(tmp_path / "slope")
+    assert e.value.path == second   # the file is named, not only the folder
+
+
 @pytest.mark.slow
 def test_predict_writes_one_row_and_mask_per_frame(exported_bundle, tmp_path, capsys):
     cine = copy_testdata(CINE, tmp_path / "in")
     copy_testdata(RTDOSE, tmp_path / "in")
+    with_decimal_comma(Path(shutil.copy(copy_testdata("MR_small.dcm", tmp_path), tmp_path / "in" / "comma.dcm")),
+                       "PixelSpacing")
     rc = main(["predict", "--bundle", str(exported_bundle), "--input", str(tmp_path / "in"), "--output",
                str(tmp_path / "out"), "--no-progress", "--no-overlays"])
     assert rc == 3   # the dose grid failed, the frames did not
@@ -119,6 +168,8 @@ def test_predict_writes_one_row_and_mask_per_frame(exported_bundle, tmp_path, ca
     assert frames["mask"].nunique() == 30 and frames.height.eq(240).all() and frames.width.eq(320).all()
     dose = table[table.file.str.endswith(RTDOSE)]
     assert dose.status.tolist() == ["error"] and "RTDOSE" in dose.error.iloc[0]
+    comma = table[table.file.str.endswith("comma.dcm")]
+    assert comma.status.tolist() == ["ok"] and comma.spacing_mm.isna().all() and comma.lesion_area_mm2.isna().all()
     assert main(["predict", "--bundle", str(exported_bundle), "--input", str(cine), "--output",
                  str(tmp_path / "one"), "--frame", "12", "--no-progress", "--no-overlays"]) == 0
     one = pd.read_csv(tmp_path / "one" / "predictions.csv")

@@ -77,9 +77,9 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +88,21 @@ import numpy as np
 
 from pipeline.atomic import atomic_path
 from pipeline.data.datalist import PreparedDataset, SkipLog
+from pipeline.data.dicom import read_dicom_series
 from pipeline.data.io import DataError
+from pipeline.data.volume import (
+    Volume,
+    nifti_stem,
+    normalise_percentile,
+    read_nifti_volume,
+    slice_affine,
+    to_canonical,
+)
 from pipeline.data.sources.common import KNOWN_CLASSES, IdMaker, check_not_empty, find_child, natural_key, read_table
 
 __all__ = [
-    "Volume",
     "PLANES",
     "LABEL_SUFFIXES",
-    "nifti_stem",
-    "read_nifti_volume",
-    "read_dicom_series",
-    "to_canonical",
-    "slice_affine",
-    "normalise_percentile",
     "choose_negative_slices",
     "read_classes_csv",
     "convert_nifti",
@@ -109,69 +111,16 @@ __all__ = [
 
 PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
 LABEL_SUFFIXES = ("_seg", "_label", "_mask")
-NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 _SIDECARS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec")  # not volumes, not worth a skip row
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 NIFTI_LAYOUT = "images/<case>.nii.gz + labels/<case>.nii.gz + classes.csv (case,class)"
 DICOM_LAYOUT = "images/<case>/ (one DICOM series per folder) + labels/<case>.nii.gz or labels/<case>/ + classes.csv"
-
-
-@dataclass
-class Volume:
-    """A 3D array with its RAS+ voxel-to-world affine (mm) and where it came from."""
-
-    data: np.ndarray
-    affine: np.ndarray
-    path: Path
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def spacing(self) -> np.ndarray:
-        """Voxel size in mm along the array axes."""
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
 
 
 def _hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-def nifti_stem(path: str | os.PathLike) -> str | None:
-    """``"case_1"`` for ``case_1.nii.gz`` or ``case_1.nii`` (extension in any case); None for other names."""
-    name = Path(path).name
-    for ext in NIFTI_EXTENSIONS:
-        if name.lower().endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return None
-
-
-# ------------------------------------------------------------------------------------------------------- checks
-def _as_3d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """Drop trailing singleton dimensions; anything but a 3D volume is a ``DataError``."""
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 4:
-        raise DataError(path, f"4D {what} (shape {tuple(data.shape)}: {data.shape[3]} volumes, e.g. DCE phases or "
-                              "time points): expected one 3D volume per case; split it and keep one volume "
-                              "(e.g. the first post-contrast phase)")
-    if data.ndim != 3:
-        raise DataError(path, f"{what} is not a 3D volume (shape {tuple(data.shape)})")
-    return data
-
-
-def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
-    if np.issubdtype(data.dtype, np.floating):
-        bad = ~np.isfinite(data)
-        if bad.any():
-            n_nan = int(np.isnan(data).sum())
-            raise DataError(path, f"{what} holds non-finite voxels ({n_nan} NaN, {int(bad.sum()) - n_nan} inf)")
-
-
-def _check_affine(affine: np.ndarray, path: Path) -> None:
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise DataError(path, "invalid voxel-to-world affine (singular or not finite): the geometry is unusable")
-
-
+# ------------------------------------------------------------------------------------------------------- labels
 def _binary(data: np.ndarray, path: Path) -> np.ndarray:
     """The lesion mask of a label volume holding 0 and at most one other value."""
     values = np.unique(data)
@@ -180,250 +129,6 @@ def _binary(data: np.ndarray, path: Path) -> np.ndarray:
         raise DataError(path, f"label is not binary: it has {values.size} distinct values ({shown}); expected 0 and "
                               "one other value (a multi-label segmentation: merge the lesion labels first)")
     return data != 0
-
-
-# -------------------------------------------------------------------------------------------------------- NIfTI
-def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
-    """Read a 3D NIfTI volume with its affine (nibabel's: sform, else qform), float32 for images, raw dtype else.
-
-    Trailing singleton dimensions are dropped (``(X, Y, Z, 1)`` is 3D).
-
-    Raises:
-        DataError: unreadable or corrupt file, not 3D (4D: says so), NaN/inf voxels, unusable affine.
-    """
-    path = Path(path)
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-        affine = np.asarray(img.affine, dtype=float)
-    except Exception as e:  # nibabel and gzip raise many types for corrupt or truncated files
-        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
-    if data.dtype.fields is not None or np.iscomplexobj(data):
-        raise DataError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)")
-    data = _as_3d(np.asarray(data), path, what)
-    if what == "image":
-        data = data.astype(np.float32, copy=False)
-    _check_finite(data, path, what)
-    _check_affine(affine, path)
-    return Volume(data, affine, path)
-
-
-# -------------------------------------------------------------------------------------------------------- DICOM
-def _dicom_files(folder: Path) -> list[tuple[Path, Any]]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    files = sorted((p for p in folder.rglob("*") if p.is_file() and not _hidden(p)), key=natural_key)
-    if not files:
-        raise DataError(folder, "series folder is empty: no file")
-    found, not_dicom = [], 0
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            not_dicom += 1
-            continue
-        except Exception as e:
-            raise DataError(path, f"unreadable DICOM file ({type(e).__name__}: {e})") from None
-        if str(ds.get("SOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY or path.name.upper() == "DICOMDIR":
-            continue
-        found.append((path, ds))
-    if not found:
-        raise DataError(folder, f"no DICOM file in the series folder ({not_dicom} file(s) that are not DICOM)")
-    return found
-
-
-def _float_list(ds: Any, keyword: str) -> list[float] | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            return [float(value)]
-        return [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-
-
-def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
-    """Read one DICOM series (a folder, searched recursively) as a 3D volume with its RAS+ affine.
-
-    Slices are sorted by ``ImagePositionPatient`` projected on the slice normal (the cross product of the two
-    ``ImageOrientationPatient`` directions; in descending order when ``InstanceNumber`` runs that way, so the array
-    keeps the acquisition order), or by ``InstanceNumber`` when any slice lacks position or orientation
-    (then the orientation of the first slice, or the identity, and ``SpacingBetweenSlices``/``SliceThickness`` give the
-    geometry). In each slice the DICOM column index becomes array axis 0 and the row index axis 1 (``(Columns, Rows,
-    slices)``), so the affine's columns are the row direction times the column spacing, the column direction times the
-    row spacing, and the step from one slice to the next. ``RescaleSlope``/``RescaleIntercept`` are applied per slice.
-    Files that are not DICOM and DICOMDIR files are ignored.
-
-    Returns:
-        a ``Volume`` (float32 for images, float64 otherwise) with ``meta`` holding ``SeriesDescription``,
-        ``PatientID``, ``SeriesInstanceUID`` and ``n_files``.
-
-    Raises:
-        DataError: no DICOM file, several series, files without pixel data, multi-frame or colour images, mixed slice
-            sizes or orientations, several slices at one position (several volumes in one folder), uneven slice
-            spacing, undecodable pixel data, NaN/inf values.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(folder, "DICOM series folder not found")
-    found = _dicom_files(folder)
-    series = Counter(str(ds.get("SeriesInstanceUID", "")) for _, ds in found)
-    if len(series) > 1:
-        descriptions = sorted({str(ds.get("SeriesDescription", "?")) for _, ds in found})
-        raise DataError(folder, f"folder holds {len(series)} DICOM series ({'; '.join(descriptions[:5])}): put one "
-                                "series per folder")
-    pixel_keys = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-    no_pixels = [p for p, ds in found if not any(k in ds for k in pixel_keys)]
-    if no_pixels:
-        raise DataError(folder, f"DICOM series without pixel data: {len(no_pixels)} of {len(found)} file(s) have no "
-                                f"PixelData (e.g. {no_pixels[0].name})")
-    frames = [int(ds.get("NumberOfFrames", 1) or 1) for _, ds in found]
-    if max(frames) > 1:
-        raise DataError(folder, f"multi-frame (enhanced) DICOM ({max(frames)} frames in one file) is not supported: "
-                                "convert the series to NIfTI (e.g. with dcm2niix) and use the NIfTI layout")
-    if any(int(ds.get("SamplesPerPixel", 1) or 1) != 1 for _, ds in found):
-        raise DataError(folder, "colour DICOM images (SamplesPerPixel > 1) are not supported: expected grey MR slices")
-    sizes = Counter((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in found)
-    if len(sizes) > 1:
-        shown = ", ".join(f"{c}x{r} ({n} file{'s' if n > 1 else ''})" for (r, c), n in sizes.most_common())
-        raise DataError(folder, f"mixed slice sizes in the series (columns x rows): {shown}; expected one size")
-
-    geometry = [(_float_list(ds, "ImagePositionPatient"), _float_list(ds, "ImageOrientationPatient"))
-                for _, ds in found]
-    first = found[0][1]
-    spacing_rc = _float_list(first, "PixelSpacing") or [1.0, 1.0]
-    spacings = {tuple(round(v, 4) for v in _float_list(ds, "PixelSpacing") or [1.0, 1.0]) for _, ds in found}
-    if len(spacings) > 1:
-        raise DataError(folder, f"mixed pixel spacings in the series ({', '.join(map(str, sorted(spacings)))}): "
-                                "not one volume")
-    if all(pos is not None and len(pos) == 3 and iop is not None and len(iop) == 6 for pos, iop in geometry):
-        iops = np.array([iop for _, iop in geometry])
-        if not np.allclose(iops, iops[0], atol=1e-4):
-            raise DataError(folder, "slices have different orientations (ImageOrientationPatient): not one volume")
-        row_dir, col_dir = iops[0, :3], iops[0, 3:]
-        row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
-        normal = np.cross(row_dir, col_dir)
-        positions = np.array([pos for pos, _ in geometry])
-        along = positions @ normal
-        order = np.argsort(along, kind="stable")
-        steps = np.diff(along[order])
-        numbers = [ds.get("InstanceNumber") for _, ds in found]
-        if len(order) > 1 and all(isinstance(n, int) for n in numbers):
-            ranks = np.array(numbers)[order]
-            if np.all(np.diff(ranks) < 0):  # keep the acquisition order when it runs against the normal
-                order = order[::-1]
-        if steps.size and steps.min() < 1e-3:
-            n_dup = int((steps < 1e-3).sum())
-            raise DataError(folder, f"{n_dup + 1} or more slices share a position: the folder holds several volumes "
-                                    "(e.g. DCE phases, echoes or repeats); put one volume per folder")
-        if steps.size > 1 and steps.max() - steps.min() > 0.05 * steps.mean():
-            raise DataError(folder, f"uneven slice spacing ({steps.min():.3g} to {steps.max():.3g} mm between "
-                                    "neighbours): missing slices or a gap; a volume needs evenly spaced slices")
-        origin = positions[order[0]]
-        if len(order) > 1:
-            step = (positions[order[-1]] - positions[order[0]]) / (len(order) - 1)
-        else:
-            step = normal * float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
-        sorted_by = "position"
-    else:
-        numbers = [ds.get("InstanceNumber") for _, ds in found]
-        if any(n is None or n == "" for n in numbers):
-            raise DataError(folder, "cannot order the slices: some have no ImagePositionPatient/"
-                                    "ImageOrientationPatient and no InstanceNumber")
-        numbers = [int(n) for n in numbers]
-        if len(set(numbers)) != len(numbers):
-            raise DataError(folder, "cannot order the slices: repeated InstanceNumber and no slice positions")
-        order = np.argsort(numbers, kind="stable")
-        pos0, iop0 = geometry[order[0]]
-        iop0 = iop0 if iop0 is not None and len(iop0) == 6 else [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        row_dir, col_dir = np.array(iop0[:3]), np.array(iop0[3:])
-        row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
-        normal = np.cross(row_dir, col_dir)
-        origin = np.array(pos0 if pos0 is not None and len(pos0) == 3 else [0.0, 0.0, 0.0])
-        step = normal * float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
-        sorted_by = "InstanceNumber"
-
-    planes = []
-    for index in order:
-        path, ds = found[index]
-        try:
-            pixels = np.asarray(ds.pixel_array, dtype=np.float64)
-        except Exception as e:
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-            raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: {e}); "
-                                  "a compressed series may need pylibjpeg or gdcm") from None
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        planes.append((pixels * slope + intercept).T)  # (Columns, Rows)
-    data = np.stack(planes, axis=-1)
-    data = data.astype(np.float32) if what == "image" else data
-    _check_finite(data, folder, what)
-
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * spacing_rc[1]  # along a row: the column index grows, spacing between columns
-    lps[:3, 1] = col_dir * spacing_rc[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = origin
-    affine = _LPS_TO_RAS @ lps
-    _check_affine(affine, folder)
-    meta = {
-        "SeriesDescription": str(first.get("SeriesDescription", "")),
-        "PatientID": str(first.get("PatientID", "")),
-        "SeriesInstanceUID": str(first.get("SeriesInstanceUID", "")),
-        "n_files": len(found),
-        "sorted_by": sorted_by,
-    }
-    return Volume(data, affine, folder, meta)
-
-
-# ----------------------------------------------------------------------------------------------------- geometry
-def to_canonical(volume: Volume) -> Volume:
-    """The volume in its closest canonical RAS+ orientation (axes permuted/flipped, affine updated, no resampling)."""
-    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
-
-    ornt = io_orientation(volume.affine)
-    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
-        return volume
-    data = apply_orientation(volume.data, ornt)
-    affine = volume.affine @ inv_ornt_aff(ornt, volume.data.shape)
-    return Volume(np.ascontiguousarray(data), affine, volume.path, dict(volume.meta))
-
-
-def slice_affine(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """The 4x4 affine of slice ``index`` along ``axis`` of a volume with ``affine``.
-
-    Columns 0 and 1 are the volume's columns of the two in-plane axes (in volume order), column 2 the volume's column
-    of ``axis`` (slice normal x slice spacing), and the origin the world position of the slice's first pixel: pixel
-    ``(u, v)`` (third index 0) maps to the world position of the volume's voxel with ``u, v`` in-plane and ``index``
-    along ``axis``.
-    """
-    in_plane = [a for a in range(3) if a != axis]
-    out = np.eye(4)
-    out[:3, 0] = affine[:3, in_plane[0]]
-    out[:3, 1] = affine[:3, in_plane[1]]
-    out[:3, 2] = affine[:3, axis]
-    out[:3, 3] = affine[:3, 3] + affine[:3, axis] * index
-    return out
-
-
-def normalise_percentile(data: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
-    """Map the ``lower``/``upper`` percentiles of ``data`` to 0/1 and clip: float32 in [0, 1].
-
-    When both percentiles coincide (mostly constant volume) the minimum and maximum are used instead.
-
-    Raises:
-        ValueError: the volume is constant.
-    """
-    lo, hi = (float(v) for v in np.percentile(data, [lower, upper]))
-    if hi <= lo:
-        lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
-        raise ValueError(f"image is constant (every voxel is {lo:g}): nothing to normalise")
-    out = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
 def choose_negative_slices(

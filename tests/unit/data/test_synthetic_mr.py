@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.data.datalist import SkipLog
-from pipeline.data.sources.volumes import convert_dicom, read_dicom_series
+from pipeline.data.dicom import read_dicom_series
+from pipeline.data.sources.volumes import convert_dicom
 from pipeline.data.synthetic import make_mr_dataset as reexported
 from pipeline.data.synthetic_mr import LPS_TO_RAS, make_mr_case, make_mr_dataset, write_dicom_series
 

@@ -14,15 +14,9 @@ import pytest
 from pipeline.data.datalist import SkipLog, load_datalist
 from pipeline.data.io import DataError
 from pipeline.data.prepare import prepare
-from pipeline.data.sources.volumes import (
-    Volume,
-    choose_negative_slices,
-    convert_dicom,
-    convert_nifti,
-    read_dicom_series,
-    slice_affine,
-    to_canonical,
-)
+from pipeline.data.dicom import read_dicom_series
+from pipeline.data.sources.volumes import choose_negative_slices, convert_dicom, convert_nifti
+from pipeline.data.volume import Volume, slice_affine, to_canonical
 from pipeline.data.splits import check_splits
 from pipeline.data.synthetic_mr import make_mr_dataset, write_dicom_series
 

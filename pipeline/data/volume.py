@@ -1,0 +1,152 @@
+"""3D volumes: the ``Volume`` (array + RAS+ affine), reading NIfTI, the closest canonical RAS+ orientation, the
+geometry of a slice and per-volume intensity normalisation. DICOM series are read by ``pipeline.data.dicom``; the
+conversion of MRI datasets into 2D slices (``bmtl prepare --source nifti|dicom``) is
+``pipeline.data.sources.volumes``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.data.io import DataError
+
+__all__ = [
+    "NIFTI_EXTENSIONS",
+    "Volume",
+    "nifti_stem",
+    "as_3d",
+    "check_finite",
+    "check_affine",
+    "read_nifti_volume",
+    "to_canonical",
+    "slice_affine",
+    "normalise_percentile",
+]
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+
+
+@dataclass
+class Volume:
+    """A 3D array with its RAS+ voxel-to-world affine (mm) and where it came from."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm along the array axes."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+def nifti_stem(path: str | os.PathLike) -> str | None:
+    """``"case_1"`` for ``case_1.nii.gz`` or ``case_1.nii`` (extension in any case); None for other names."""
+    name = Path(path).name
+    for ext in NIFTI_EXTENSIONS:
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def as_3d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """Drop trailing singleton dimensions; anything but a 3D volume is a ``DataError``."""
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise DataError(path, f"4D {what} (shape {tuple(data.shape)}: {data.shape[3]} volumes, e.g. DCE phases or "
+                              "time points): expected one 3D volume per case; split it and keep one volume "
+                              "(e.g. the first post-contrast phase)")
+    if data.ndim != 3:
+        raise DataError(path, f"{what} is not a 3D volume (shape {tuple(data.shape)})")
+    return data
+
+
+def check_finite(data: np.ndarray, path: Path, what: str) -> None:
+    if np.issubdtype(data.dtype, np.floating):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            n_nan = int(np.isnan(data).sum())
+            raise DataError(path, f"{what} holds non-finite voxels ({n_nan} NaN, {int(bad.sum()) - n_nan} inf)")
+
+
+def check_affine(affine: np.ndarray, path: Path) -> None:
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(path, "invalid voxel-to-world affine (singular or not finite): the geometry is unusable")
+
+
+def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
+    """Read a 3D NIfTI volume with its affine (nibabel's: sform, else qform), float32 for images, raw dtype else.
+
+    Trailing singleton dimensions are dropped (``(X, Y, Z, 1)`` is 3D).
+
+    Raises:
+        DataError: unreadable or corrupt file, not 3D (4D: says so), NaN/inf voxels, unusable affine.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=float)
+    except Exception as e:  # nibabel and gzip raise many types for corrupt or truncated files
+        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
+    if data.dtype.fields is not None or np.iscomplexobj(data):
+        raise DataError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)")
+    data = as_3d(np.asarray(data), path, what)
+    if what == "image":
+        data = data.astype(np.float32, copy=False)
+    check_finite(data, path, what)
+    check_affine(affine, path)
+    return Volume(data, affine, path)
+
+
+def to_canonical(volume: Volume) -> Volume:
+    """The volume in its closest canonical RAS+ orientation (axes permuted/flipped, affine updated, no resampling)."""
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+
+    ornt = io_orientation(volume.affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return volume
+    data = apply_orientation(volume.data, ornt)
+    affine = volume.affine @ inv_ornt_aff(ornt, volume.data.shape)
+    return Volume(np.ascontiguousarray(data), affine, volume.path, dict(volume.meta))
+
+
+def slice_affine(affine: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """The 4x4 affine of slice ``index`` along ``axis`` of a volume with ``affine``.
+
+    Columns 0 and 1 are the volume's columns of the two in-plane axes (in volume order), column 2 the volume's column
+    of ``axis`` (slice normal x slice spacing), and the origin the world position of the slice's first pixel: pixel
+    ``(u, v)`` (third index 0) maps to the world position of the volume's voxel with ``u, v`` in-plane and ``index``
+    along ``axis``.
+    """
+    in_plane = [a for a in range(3) if a != axis]
+    out = np.eye(4)
+    out[:3, 0] = affine[:3, in_plane[0]]
+    out[:3, 1] = affine[:3, in_plane[1]]
+    out[:3, 2] = affine[:3, axis]
+    out[:3, 3] = affine[:3, 3] + affine[:3, axis] * index
+    return out
+
+
+def normalise_percentile(data: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+    """Map the ``lower``/``upper`` percentiles of ``data`` to 0/1 and clip: float32 in [0, 1].
+
+    When both percentiles coincide (mostly constant volume) the minimum and maximum are used instead.
+
+    Raises:
+        ValueError: the volume is constant.
+    """
+    lo, hi = (float(v) for v in np.percentile(data, [lower, upper]))
+    if hi <= lo:
+        lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        raise ValueError(f"image is constant (every voxel is {lo:g}): nothing to normalise")
+    out = (data.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
