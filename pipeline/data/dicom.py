@@ -22,6 +22,7 @@ from pipeline.data.volume import Volume, check_affine, check_finite
 
 __all__ = [
     "MEDIA_STORAGE_DIRECTORY",
+    "DECODER_HINT",
     "number_of_frames",
     "not_an_image",
     "float_list",
@@ -35,6 +36,9 @@ __all__ = [
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files, not an image
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# pydicom decodes uncompressed, RLE, deflated, JPEG baseline and JPEG 2000 (Pillow) on its own
+DECODER_HINT = ("JPEG-LS, 12-bit JPEG Extended and JPEG Lossless need the decoders of `pip install "
+                "'breast-mtl[dicom]'` (pylibjpeg-libjpeg)")
 
 # DICOM objects with pixel data that are not images of the patient (dose grids, label maps, ...) and objects
 # without pixels (structure sets, plans, reports, presentation states, key objects)
@@ -309,7 +313,7 @@ def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
         except Exception as e:
             syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
             raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: {e}); "
-                                  "a compressed series may need pylibjpeg or gdcm") from None
+                                  f"{DECODER_HINT}") from None
         slope = header_number(ds, "RescaleSlope", 1.0, path)
         intercept = header_number(ds, "RescaleIntercept", 0.0, path)
         planes.append((pixels * slope + intercept).T)  # (Columns, Rows)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.data.dicom import dicom_spacing, not_an_image, number_of_frames
+from pipeline.data.dicom import DECODER_HINT, dicom_spacing, not_an_image, number_of_frames
 from pipeline.data.io import DataError, read_grey_uint8
 from pipeline.inference.discovery import InputItem
 from pipeline.inference.outputs import write_png_mask
@@ -105,7 +105,7 @@ def load_dicom(item: InputItem) -> Case:
     except Exception as e:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
         raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: "
-                              f"{e})") from None
+                              f"{e}); {DECODER_HINT}") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR" and pixels.ndim == 2:
         # the stored values are indices into the file's colour table (ultrasound machines write these): look the

@@ -110,6 +110,42 @@ def test_a_malformed_number_of_frames_is_one_error_row_not_a_stop(tmp_path, valu
         assert loop[0].problem == f"malformed DICOM header: {problem}"
 
 
+# (file, transfer syntax, needs pylibjpeg-libjpeg: the `dicom` extra); shapes are (rows, columns)
+COMPRESSED = [
+    ("SC_rgb_dcmtk_+eb+cy+n1.dcm", "JPEG Baseline, YBR_FULL", False, (100, 100)),
+    ("examples_jpeg2k.dcm", "JPEG 2000 ultrasound, YBR_RCT", False, (480, 640)),
+    ("SC_rgb_rle.dcm", "RLE", False, (100, 100)),
+    ("image_dfl.dcm", "deflated explicit VR", False, None),
+    ("JPGExtended.dcm", "JPEG Extended (12-bit)", True, (1024, 256)),
+    ("SC_rgb_jls_lossy_sample.dcm", "JPEG-LS near-lossless", True, (100, 100)),
+    ("SC_rgb_jpeg_gdcm.dcm", "JPEG Lossless (process 14)", True, (100, 100)),
+]
+# lossless encodings of MR_small.dcm: the image must come out exactly as from the uncompressed file
+LOSSLESS_MR = [("MR_small_RLE.dcm", False), ("MR_small_jp2klossless.dcm", False),
+               ("MR_small_jpeg_ls_lossless.dcm", True)]
+
+
+@pytest.mark.parametrize("name, syntax, needs_libjpeg, shape", COMPRESSED, ids=[c[1] for c in COMPRESSED])
+def test_compressed_transfer_syntaxes_are_decoded(tmp_path, name, syntax, needs_libjpeg, shape):
+    if needs_libjpeg:
+        pytest.importorskip("libjpeg", reason="the `dicom` extra (pylibjpeg-libjpeg) is not installed")
+    path = copy_testdata(name, tmp_path)
+    case = load_case(discover_inputs(path)[0])
+    image = case.display[0]
+    assert np.isfinite(image).all() and image.std() > 0
+    if shape is not None:
+        assert image.shape == shape
+
+
+@pytest.mark.parametrize("name, needs_libjpeg", LOSSLESS_MR, ids=[n for n, _ in LOSSLESS_MR])
+def test_lossless_encodings_give_the_uncompressed_image(tmp_path, name, needs_libjpeg):
+    if needs_libjpeg:
+        pytest.importorskip("libjpeg", reason="the `dicom` extra (pylibjpeg-libjpeg) is not installed")
+    reference = load_case(discover_inputs(copy_testdata("MR_small.dcm", tmp_path / "plain"))[0])
+    decoded = load_case(discover_inputs(copy_testdata(name, tmp_path / "compressed"))[0])
+    np.testing.assert_array_equal(decoded.display[0], reference.display[0])
+
+
 def with_decimal_comma(path: Path, keyword: str) -> Path:
     """Rewrite the stored text of a DS element with decimal commas (``0.7\\0.7`` -> ``0,7\\0,7``), byte for byte,
     as software set to a European locale writes it."""
