@@ -131,6 +131,15 @@ ROWS: dict[str, Row] = {
                        train={"preset": "segresnet_effnet"}),
     "shared_recipe": Row("bundle", "the reference's network (segresnet_shared) with the default recipe",
                          train={"preset": "segresnet_shared"}),
+    # what in the recipe costs the reference's network cross-scanner AUC (the same epochs as shared_recipe)
+    "shared_recipe_constant_lr": Row("bundle", "shared_recipe with the reference's constant learning rate (after the "
+                                     "one-epoch warm-up) instead of the cosine decay to 0",
+                                     train={"preset": "segresnet_shared", "lr_schedule": "constant"},
+                                     same_cost_as="shared_recipe"),
+    "shared_recipe_flip_rot": Row("bundle", "shared_recipe with the reference's augmentation only (flip + rotation: "
+                                  "no zoom, no intensity or speckle), the same epochs",
+                                  train={"preset": "segresnet_shared", "zoom_augmentation": False,
+                                         "intensity_augmentation": False}, same_cost_as="shared_recipe"),
     # evaluation-only: how much of the AUC difference is the flip test-time augmentation
     "shared_recipe_no_tta": Row("variant", "shared_recipe without flip test-time augmentation",
                                 eval={"flip_tta": False}, base="shared_recipe"),

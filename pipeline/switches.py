@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["require_bools", "auto_switch", "TRUE_WORDS", "FALSE_WORDS"]
+__all__ = ["require_bools", "require_choice", "auto_switch", "TRUE_WORDS", "FALSE_WORDS"]
 
 # how a switch is spelled on a command line or in a YAML string
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -29,6 +29,17 @@ def require_bools(**switches: Any) -> None:
         spelling = "True" if str(value).strip().lower() in TRUE_WORDS else "False"
         raise ValueError(f"--{name} {value!r} is not a switch: write --{name} True or --{name} False "
                          f"(capitalised, e.g. --{name} {spelling})")
+
+
+def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices`` (a bundle value with a fixed set of words, e.g. ``lr_schedule``).
+
+    Raises:
+        ValueError: naming the value and the choices.
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"--{name} {value!r}: expected one of {', '.join(choices)}")
+    return value
 
 
 def auto_switch(name: str, value: Any, auto: bool) -> bool:

@@ -106,6 +106,43 @@ def test_augmentation_switches_remove_their_transforms(switches, absent):
     assert names - {"EnsureTyped"} == everything - absent
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_lr_schedule_cosine_decays_and_constant_keeps_the_rate(schedule):
+    from monai.bundle import ConfigParser
+
+    from tests.integration.conftest import US_BUNDLE
+
+    parser = ConfigParser()
+    parser.read_config([str(US_BUNDLE / "configs" / "common.yaml"), str(US_BUNDLE / "configs" / "train.yaml")])
+    parser.update({"lr_schedule": schedule, "learning_rate": 1e-3, "lr_scheduler#warmup_steps": 2,
+                   "lr_scheduler#t_total": 10, "optimizer#params": "$[torch.nn.Parameter(torch.zeros(1))]"})
+    scheduler = parser.get_parsed_content("lr_scheduler")
+    rates = []
+    for _ in range(10):
+        scheduler.optimizer.step()
+        scheduler.step()
+        rates.append(scheduler.optimizer.param_groups[0]["lr"])
+    assert rates[:2] == pytest.approx([5e-4, 1e-3])   # the warm-up either way
+    if schedule == "cosine":
+        assert rates[-1] == pytest.approx(0.0, abs=1e-12) and rates[5] < 1e-3
+    else:
+        assert rates[1:] == pytest.approx([1e-3] * 9)
+
+
+def test_an_unknown_lr_schedule_is_named():
+    from monai.bundle import ConfigParser
+
+    from tests.integration.conftest import US_BUNDLE
+
+    parser = ConfigParser()
+    parser.read_config([str(US_BUNDLE / "configs" / "common.yaml"), str(US_BUNDLE / "configs" / "train.yaml")])
+    parser.update({"lr_schedule": "linear", "optimizer#params": "$[torch.nn.Parameter(torch.zeros(1))]",
+                   "lr_scheduler#warmup_steps": 0, "lr_scheduler#t_total": 10})
+    with pytest.raises(RuntimeError) as error:
+        parser.get_parsed_content("lr_scheduler")
+    assert "--lr_schedule 'linear': expected one of cosine, constant" in str(error.value.__cause__)
+
+
 def test_evaluate_run_uses_the_values_a_run_was_trained_with(tmp_path, monkeypatch):
     """A run trained by `python -m monai.bundle run training` (no train_args.json) is evaluated with its own image
     size, resize and threshold from run_config.json, not the bundle's current defaults."""
