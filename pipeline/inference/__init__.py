@@ -1,8 +1,8 @@
 """Inference with an exported bundle on new images: ``bmtl predict`` and the bundles' ``inferring`` run id.
 
 One concern per module: ``discovery`` (the inputs under a path), ``loaders`` (reading each input into 2D slices),
-``runtimes`` (PyTorch / TorchScript / ONNX model loading), ``predictor`` (preprocessing, batched inference, mask and
-class, the table), ``explain`` (Grad-CAM) and ``outputs`` (masks, overlays, heatmaps).
+``runtimes`` (an exported bundle opened, its PyTorch / TorchScript / ONNX model loaded), ``ensemble`` (fold ensembles:
+members checked, probabilities averaged), ``predictor`` (preprocessing, batched inference, mask and class, the table), ``explain`` (Grad-CAM) and ``outputs`` (masks, overlays, heatmaps).
 
 ``predict(bundle, input, output_dir)`` reads one file or a folder (recursively), predicts every image with the
 bundle's model (or with several bundles' models, e.g. one per cross-validation fold: a fold ensemble averaging their

@@ -4,7 +4,6 @@ inputs, batched, with one table row per input (see ``pipeline.inference``)."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import warnings
@@ -19,13 +18,19 @@ import torch
 from pipeline.atomic import write_rows_atomic
 from pipeline.data.io import DataError
 from pipeline.inference.discovery import InputItem, discover_inputs
+from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
 from pipeline.inference.explain import GradCAMExplainer
 from pipeline.inference.loaders import Case, load_case
 from pipeline.inference.outputs import resize_to, text, write_heatmap, write_overlay
-from pipeline.inference.runtimes import flag, load_eager_network, load_model, resolve_device, resolve_runtime
-from pipeline.keys import Head
+from pipeline.inference.runtimes import (
+    flag,
+    load_eager_network,
+    load_model,
+    open_exported_bundle,
+    resolve_device,
+    resolve_runtime,
+)
 from pipeline.metrics import decision_margin, predicted_classes
-from pipeline.networks.utils import lesion_probability
 from pipeline.prediction_journal import PredictionJournal
 from pipeline.switches import auto_switch
 
@@ -85,41 +90,6 @@ class PredictionResult:
         if self.n_ok == 0:
             return EXIT_NONE
         return EXIT_SOME_FAILED if self.n_failed else EXIT_ALL_OK
-
-
-# what must agree between the bundles of an ensemble: the input they expect and the meaning of their outputs
-ENSEMBLE_KEYS = ("classes", "modality", "image_size", "resize_mode", "keep_aspect", "extra_input_channels",
-                 "preprocessing_transforms", "input_normalisation", "slice_axis")
-
-
-def ensemble_value(parser: Any, key: str) -> str | None:
-    """``key`` of a bundle's configs as comparable text: the value, or the config itself for the transforms (whose
-    parsed form is a list of objects)."""
-    if key not in parser:
-        return None
-    value = parser.get(key) if key == "preprocessing_transforms" else parser.get_parsed_content(key)
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def open_exported_bundle(bundle: str | os.PathLike) -> tuple[Path, Any]:
-    """The folder and the config parser of a complete exported bundle.
-
-    Raises:
-        FileNotFoundError: not an exported bundle.
-        pipeline.data.io.DataError: an incomplete one (no ``models/export_report.json``).
-    """
-    from pipeline.deploy import EXPORT_REPORT, bundle_parser
-
-    root = Path(bundle).resolve()
-    if not (root / "configs" / "deploy.yaml").is_file():
-        raise FileNotFoundError(f"{root} is not an exported bundle (configs/deploy.yaml not found): make one "
-                                "with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output DIR`")
-    if not (root / "models" / EXPORT_REPORT).is_file():
-        # written last by `bmtl export`: without it the folder is a partial copy or an interrupted export
-        raise DataError(root, f"incomplete exported bundle: models/{EXPORT_REPORT}, which `bmtl export` writes "
-                              "last, is missing (an interrupted export or a partial copy); re-export it with `bmtl "
-                              f"export --bundle SOURCE_BUNDLE --run RUN_DIR --output {root} --overwrite`")
-    return root, bundle_parser(root, ("common.yaml", "deploy.yaml", "inference.yaml"))
 
 
 class Predictor:
@@ -237,7 +207,7 @@ class Predictor:
         thresholds = [self.cls_threshold]
         for other in bundles[1:]:   # a fold ensemble: the same preprocessing and classes, probabilities averaged
             root, parser = open_exported_bundle(other)
-            self._check_ensemble_member(root, parser)
+            check_ensemble_member(self.root, self.parser, root, parser)
             models = root / "models"
             self.models.append(load_model(models, resolve_runtime(models, runtime), self.device,
                                           functools.partial(load_eager_network, parser, models, self.device)))
@@ -245,12 +215,7 @@ class Predictor:
             value = parser.get_parsed_content("cls_threshold") if "cls_threshold" in parser else None
             thresholds.append(None if value in (None, "", "null", "None") else float(value))
         if len(self.models) > 1:
-            # each member's threshold was chosen on its own validation fold; the ensemble decides with their mean
-            # (argmax when a member has none)
-            known = [t for t in thresholds if t is not None]
-            self.cls_threshold = float(np.mean(known)) if len(known) == len(thresholds) else None
-            if known and self.cls_threshold is None:
-                logger.warning("only some ensemble members have an operating threshold: deciding by argmax")
+            self.cls_threshold = ensemble_threshold(thresholds)
         self.explainer = GradCAMExplainer(self._eager_network, self.device, self.cam_layer)
         self.refinement = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=self.normal_index,
                                             enabled=self.refine, threshold=self.cls_threshold)
@@ -261,14 +226,6 @@ class Predictor:
         if key not in self.parser:
             return default
         return self.parser.get_parsed_content(key)
-
-    def _check_ensemble_member(self, root: Path, parser: Any) -> None:
-        """Refuse a bundle whose input or output would mean something else than the first bundle's."""
-        for key in ENSEMBLE_KEYS:
-            first, other = ensemble_value(self.parser, key), ensemble_value(parser, key)
-            if first != other:
-                raise ValueError(f"{root} cannot be averaged with {self.root}: its {key} is {other!r}, not {first!r} "
-                                 "(an ensemble needs bundles trained on the same classes with the same preprocessing)")
 
     def _eager_network(self) -> torch.nn.Module:
         """The network built from the configs with ``models/model.pt`` (the torch runtime and Grad-CAM), once."""
@@ -321,23 +278,11 @@ class Predictor:
     # --- inference
     @torch.no_grad()
     def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lesion probability ``(B, 1, h, w)`` and class probabilities ``(B, C)``, averaged over the ensemble's
-        members (MONAI's ``MeanEnsemble``; probabilities, as nnU-Net averages its folds)."""
-        from monai.transforms import MeanEnsemble
-
+        """Lesion probability ``(B, 1, h, w)`` and class probabilities ``(B, C)`` (averaged over an ensemble)."""
         from pipeline.engines import MultiTaskInferer
 
         inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size, flip_tta=self.flip_tta)
-        x = batch.to(self.device)
-        lesion, classes = [], []
-        for model in self.models:
-            out = inferer(x, model)
-            lesion.append(lesion_probability(out[Head.SEG.value].float()).cpu())
-            classes.append(torch.softmax(out[Head.CLS.value].float(), dim=1).cpu())
-        if len(self.models) == 1:
-            return lesion[0], classes[0]
-        mean = MeanEnsemble()
-        return torch.as_tensor(mean(lesion)), torch.as_tensor(mean(classes))
+        return average_probabilities(self.models, inferer, batch.to(self.device))
 
     def _postprocess(self, prob: torch.Tensor, probs: torch.Tensor, size: tuple[int, int],
                      operations: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -1,19 +1,31 @@
-"""The three runtimes of an exported bundle (PyTorch, TorchScript, ONNX Runtime): which model file each reads, and
-loading it as a callable ``x -> {"seg", "cls"}`` (what ``MultiTaskInferer`` wants)."""
+"""An exported bundle opened (``open_exported_bundle``: complete, its configs parsed) and its three runtimes
+(PyTorch, TorchScript, ONNX Runtime): which model file each reads, and loading it as a callable
+``x -> {"seg", "cls"}`` (what ``MultiTaskInferer`` wants)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.data.io import DataError
 from pipeline.keys import Head
 from pipeline.switches import FALSE_WORDS, TRUE_WORDS
 
-__all__ = ["RUNTIMES", "MODEL_FILES", "DictModel", "flag", "resolve_device", "resolve_runtime", "load_eager_network",
-           "load_model"]
+__all__ = [
+    "RUNTIMES",
+    "MODEL_FILES",
+    "DictModel",
+    "flag",
+    "resolve_device",
+    "resolve_runtime",
+    "load_eager_network",
+    "open_exported_bundle",
+    "load_model",
+]
 
 RUNTIMES = ("auto", "torch", "torchscript", "onnx")
 MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
@@ -114,3 +126,24 @@ def load_model(models: Path, runtime: str, device: torch.device,
 
         model = OnnxModel(path, device)
     return DictModel(model, device)
+
+
+def open_exported_bundle(bundle: str | os.PathLike) -> tuple[Path, Any]:
+    """The folder and the config parser of a complete exported bundle.
+
+    Raises:
+        FileNotFoundError: not an exported bundle.
+        pipeline.data.io.DataError: an incomplete one (no ``models/export_report.json``).
+    """
+    from pipeline.deploy import EXPORT_REPORT, bundle_parser
+
+    root = Path(bundle).resolve()
+    if not (root / "configs" / "deploy.yaml").is_file():
+        raise FileNotFoundError(f"{root} is not an exported bundle (configs/deploy.yaml not found): make one "
+                                "with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output DIR`")
+    if not (root / "models" / EXPORT_REPORT).is_file():
+        # written last by `bmtl export`: without it the folder is a partial copy or an interrupted export
+        raise DataError(root, f"incomplete exported bundle: models/{EXPORT_REPORT}, which `bmtl export` writes "
+                              "last, is missing (an interrupted export or a partial copy); re-export it with `bmtl "
+                              f"export --bundle SOURCE_BUNDLE --run RUN_DIR --output {root} --overwrite`")
+    return root, bundle_parser(root, ("common.yaml", "deploy.yaml", "inference.yaml"))
