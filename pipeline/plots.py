@@ -34,10 +34,13 @@ __all__ = [
     "plot_calibration",
     "plot_overlays",
     "plot_learning_curves",
+    "best_epoch",
 ]
 
-TRUTH_COLOUR = "lime"
-PRED_COLOUR = "red"
+# Okabe-Ito colours (told apart with every common colour-vision deficiency), and the line style differs too
+TRUTH_COLOUR = "#56B4E9"   # sky blue, solid
+PRED_COLOUR = "#E69F00"    # orange, dashed
+TRUTH_STYLE, PRED_STYLE = "-", "--"
 DPI = 110
 
 
@@ -190,13 +193,13 @@ def plot_calibration(probs: Any, labels: Any, path: str | PathLike, positive: in
     return ece
 
 
-def _contours(ax: Any, mask: np.ndarray, colour: str, linewidth: float = 1.3) -> None:
+def _contours(ax: Any, mask: np.ndarray, colour: str, linewidth: float = 1.3, linestyle: str = "-") -> None:
     """Draw the 0.5 iso-contours of a 2-D mask; padded so that lesions touching the border get closed contours."""
     if mask is None or not np.any(np.asarray(mask) > 0.5):
         return
     padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
     for c in measure.find_contours(padded, 0.5):
-        ax.plot(c[:, 1] - 1, c[:, 0] - 1, color=colour, linewidth=linewidth)
+        ax.plot(c[:, 1] - 1, c[:, 0] - 1, color=colour, linewidth=linewidth, linestyle=linestyle)
 
 
 def plot_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | None],
@@ -227,24 +230,34 @@ def plot_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | No
         lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
         # the truth is drawn wider, under the prediction: where they coincide both colours stay visible
-        _contours(ax, truths[i], TRUTH_COLOUR, linewidth=2.6)
-        _contours(ax, preds[i], PRED_COLOUR, linewidth=1.2)
+        _contours(ax, truths[i], TRUTH_COLOUR, linewidth=2.6, linestyle=TRUTH_STYLE)
+        _contours(ax, preds[i], PRED_COLOUR, linewidth=1.6, linestyle=PRED_STYLE)
         colour = title_colours[i] if title_colours is not None else "black"
         ax.set_title(titles[i], fontsize=8.5, color=colour, parse_math=False)  # file names are data
     if n == 0:
         axes[0].text(0.5, 0.5, "no images", ha="center", va="center")
-    handles = [Line2D([], [], color=TRUTH_COLOUR, linewidth=2, label="truth"),
-               Line2D([], [], color=PRED_COLOUR, linewidth=2, label="prediction")]
+    handles = [Line2D([], [], color=TRUTH_COLOUR, linewidth=2, linestyle=TRUTH_STYLE, label="truth"),
+               Line2D([], [], color=PRED_COLOUR, linewidth=2, linestyle=PRED_STYLE, label="prediction")]
     fig.legend(handles=handles, loc="outside upper right", ncol=2, fontsize=10, frameon=False)
     fig.suptitle(title or "Segmentation overlays", fontsize=12)
     return _save(fig, path)
 
 
+def best_epoch(history: pd.DataFrame, score_key: str = "val_score", epoch_key: str = "epoch") -> int | None:
+    """The epoch with the highest ``score_key`` (the first of ties, as the best-checkpoint saver keeps it); None
+    without any score."""
+    if score_key not in history or epoch_key not in history or history[score_key].notna().sum() == 0:
+        return None
+    return int(history.loc[history[score_key].idxmax(), epoch_key])
+
+
 def plot_learning_curves(history: pd.DataFrame | Sequence[dict[str, Any]], path: str | PathLike,
                          loss_keys: Sequence[str] | None = None, metric_keys: Sequence[str] | None = None,
-                         epoch_key: str = "epoch", lr_key: str = "lr", title: str | None = None) -> Path:
+                         epoch_key: str = "epoch", lr_key: str = "lr", title: str | None = None,
+                         score_key: str = "val_score") -> Path:
     """Loss per epoch (left axis) and validation metrics (right axis, [0, 1]); the learning rate below when it is
-    recorded. Epochs without validation are NaN and leave gaps.
+    recorded. Epochs without validation are NaN and leave gaps. The epoch whose checkpoint is kept (best
+    ``score_key``, ``best_epoch``) is marked by a vertical line on every panel.
 
     Args:
         history: one row per epoch (a DataFrame or a list of dicts).
@@ -304,6 +317,13 @@ def plot_learning_curves(history: pd.DataFrame | Sequence[dict[str, Any]], path:
         ax_lr.set_xlabel("Epoch")
     else:
         ax.set_xlabel("Epoch")
+    best = best_epoch(df, score_key, epoch_key)
+    if best is not None:
+        for panel in (ax, ax_lr):
+            if panel is not None:
+                panel.axvline(best, color="grey", linestyle=":", linewidth=1.5)
+        ax.annotate(f"kept: epoch {best}", xy=(best, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=9, color="dimgrey")
     if len(x):
         ax.set_xlim(float(np.nanmin(x)) - 0.5, float(np.nanmax(x)) + 0.5)
     return _save(fig, path)

@@ -2,7 +2,8 @@
 
 One concern per module: ``discovery`` (the inputs under a path), ``loaders`` (reading each input into 2D slices),
 ``runtimes`` (an exported bundle opened, its PyTorch / TorchScript / ONNX model loaded), ``ensemble`` (fold ensembles:
-members checked, probabilities averaged), ``predictor`` (preprocessing, batched inference, mask and class, the table), ``explain`` (Grad-CAM) and ``outputs`` (masks, overlays, heatmaps).
+members checked, probabilities averaged), ``predictor`` (preprocessing, batched inference, mask and class, the
+table), ``explain`` (Grad-CAM) and ``outputs`` (masks, overlays, heatmaps).
 
 ``predict(bundle, input, output_dir)`` reads one file or a folder (recursively), predicts every image with the
 bundle's model (or with several bundles' models, e.g. one per cross-validation fold: a fold ensemble averaging their

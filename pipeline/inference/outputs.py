@@ -29,8 +29,11 @@ def write_png_mask(masks: list[np.ndarray], path: Path) -> Path:
 
 
 def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequence[str]) -> Path:
-    """The grey image (1-99 percentile window) with the predicted lesion contour in red and a two-line title."""
+    """The grey image (1-99 percentile window) with the predicted lesion contour (the reports' prediction colour
+    and style: orange, dashed, readable with a colour-vision deficiency) and a two-line title."""
     from matplotlib.figure import Figure
+
+    from pipeline.plots import PRED_COLOUR, PRED_STYLE
 
     img = np.asarray(image, dtype=np.float32)
     lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
@@ -40,7 +43,8 @@ def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequen
     ax = fig.add_subplot()
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
     if np.asarray(mask).any():
-        ax.contour(np.asarray(mask, dtype=np.float32), levels=[0.5], colors="red", linewidths=1.5)
+        ax.contour(np.asarray(mask, dtype=np.float32), levels=[0.5], colors=PRED_COLOUR, linewidths=1.8,
+                   linestyles=PRED_STYLE)
     ax.set_axis_off()
     ax.set_title("\n".join(lines), fontsize=9, parse_math=False)  # a file name is data, not mathtext
     with atomic_path(path, fsync=False) as tmp:

@@ -97,3 +97,12 @@ def test_learning_curves_with_gaps(tmp_path):
     assert_nontrivial_png(plots.plot_learning_curves(history, tmp_path / "lc.png"))
     assert_nontrivial_png(plots.plot_learning_curves(history.drop(columns="lr").to_dict("records"),
                                                      tmp_path / "lc2.png"))
+
+
+def test_best_epoch_is_the_kept_checkpoints_and_marked_on_the_curves(tmp_path):
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "train_loss": [1.0, 0.8, 0.6, 0.5, 0.45],
+                            "lr": [1e-3, 9e-4, 5e-4, 1e-4, 0.0], "val_score": [0.5, np.nan, 0.8, 0.8, 0.7]})
+    assert plots.best_epoch(history) == 3   # the first of ties: the saver keeps the earlier checkpoint
+    assert plots.best_epoch(history.drop(columns="val_score")) is None
+    assert plots.best_epoch(history.assign(val_score=np.nan)) is None
+    assert_nontrivial_png(plots.plot_learning_curves(history, tmp_path / "curves.png"))
