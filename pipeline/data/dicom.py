@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.io import DataError
-from pipeline.data.volume import Volume, check_affine, check_finite
+from pipeline.data.volume import Volume, check_affine, check_finite, check_size
 
 __all__ = [
     "MEDIA_STORAGE_DIRECTORY",
@@ -30,6 +30,7 @@ __all__ = [
     "pixel_spacing",
     "slice_spacing",
     "dicom_spacing",
+    "check_frame_size",
     "dicom_files",
     "read_dicom_series",
 ]
@@ -87,6 +88,20 @@ def not_an_image(ds: Any) -> str | None:
         return (f"enhanced multi-frame {modality or 'DICOM'} volume: convert it to one file per slice or to NIfTI "
                 "first (e.g. with dcm2niix)")
     return None
+
+
+def check_frame_size(ds: Any, path: str | os.PathLike) -> None:
+    """Refuse, before decoding, a frame larger than Pillow lets a raster file be (``2 * Image.MAX_IMAGE_PIXELS``
+    pixels: the same bound for DICOM as for PNG/JPEG).
+
+    Raises:
+        DataError: a frame that large, or Rows/Columns that are not numbers.
+    """
+    from PIL import Image
+
+    rows, columns = header_number(ds, "Rows", 0, path), header_number(ds, "Columns", 0, path)
+    samples = header_number(ds, "SamplesPerPixel", 1, path)
+    check_size((rows, columns, samples), path, "DICOM frame", limit=2 * (Image.MAX_IMAGE_PIXELS or 2**32))
 
 
 def float_list(ds: Any, keyword: str) -> list[float] | None:
@@ -235,6 +250,8 @@ def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
     if max(frames) > 1:
         raise DataError(folder, f"multi-frame (enhanced) DICOM ({max(frames)} frames in one file) is not supported: "
                                 "convert the series to NIfTI (e.g. with dcm2niix) and use the NIfTI layout")
+    for path, ds in found:
+        check_frame_size(ds, path)
     if any(int(ds.get("SamplesPerPixel", 1) or 1) != 1 for _, ds in found):
         raise DataError(folder, "colour DICOM images (SamplesPerPixel > 1) are not supported: expected grey MR slices")
     sizes = Counter((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in found)

@@ -65,6 +65,8 @@ def _open(path: Path) -> Image.Image:
             img = Image.open(path)
             orientation = int(img.getexif().get(_ORIENTATION, 1) or 1)   # before load(): TIFF drops it there
             img.load()  # PIL opens lazily: force decoding so a truncated file fails here
+            # counting a TIFF's pages reads every page's header: a corrupt later page fails here too
+            frames = int(getattr(img, "n_frames", 1) or 1)
     except UnidentifiedImageError:
         raise DataError(path, "not an image Pillow can read (wrong format or corrupt header)") from None
     except Image.DecompressionBombError as e:
@@ -74,7 +76,6 @@ def _open(path: Path) -> Image.Image:
         raise DataError(path, "image is too large: out of memory while decoding it") from None
     except Exception as e:  # Pillow's decoders raise many types on corrupt data (struct.error, IndexError, ...)
         raise DataError(path, f"unreadable or truncated image ({type(e).__name__}: {e})") from None
-    frames = int(getattr(img, "n_frames", 1) or 1)
     if frames > 1:  # Pillow would silently read the first page / frame only
         raise DataError(path, f"multi-page or animated image ({frames} frames): export one image per file")
     if img.width < 2 or img.height < 2:

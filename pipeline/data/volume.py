@@ -22,6 +22,8 @@ __all__ = [
     "as_3d",
     "check_finite",
     "check_affine",
+    "check_size",
+    "MAX_VOXELS",
     "read_nifti_volume",
     "to_canonical",
     "slice_affine",
@@ -29,6 +31,9 @@ __all__ = [
 ]
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+# the most values one file may put in memory (4 GiB as float32): a header asking for more is corrupt, or the volume
+# is not one this tool can predict on this machine
+MAX_VOXELS = 2**30
 
 
 @dataclass
@@ -81,6 +86,19 @@ def check_affine(affine: np.ndarray, path: Path) -> None:
         raise DataError(path, "invalid voxel-to-world affine (singular or not finite): the geometry is unusable")
 
 
+def check_size(shape: tuple[int, ...], path: str | os.PathLike, what: str = "volume", limit: int = MAX_VOXELS) -> None:
+    """Refuse, before reading, an array whose header asks for more than ``limit`` values.
+
+    Raises:
+        DataError: naming the shape, the count and the limit.
+    """
+    count = float(np.prod([float(s) for s in shape])) if len(shape) else 0.0
+    if count > limit:
+        raise DataError(path, f"{what} is too large to be read safely (shape {tuple(int(s) for s in shape)}: "
+                              f"{count / 1e6:,.0f} million values, at most {limit / 1e6:,.0f} million); a corrupt "
+                              "header?")
+
+
 def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
     """Read a 3D NIfTI volume with its affine (nibabel's: sform, else qform), float32 for images, raw dtype else.
 
@@ -92,9 +110,13 @@ def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
     path = Path(path)
     try:
         img = nib.load(str(path))
+    except Exception as e:  # nibabel and gzip raise many types for corrupt or truncated files
+        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
+    check_size(img.shape, path, what)
+    try:
         data = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=float)
-    except Exception as e:  # nibabel and gzip raise many types for corrupt or truncated files
+    except Exception as e:
         raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
     if data.dtype.fields is not None or np.iscomplexobj(data):
         raise DataError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.data.dicom import DECODER_HINT, dicom_spacing, not_an_image, number_of_frames
+from pipeline.data.dicom import DECODER_HINT, check_frame_size, dicom_spacing, not_an_image, number_of_frames
 from pipeline.data.io import DataError, read_grey_uint8
 from pipeline.inference.discovery import InputItem
 from pipeline.inference.outputs import write_png_mask
@@ -95,6 +95,7 @@ def load_dicom(item: InputItem) -> Case:
                               "discover_inputs (one input per frame) or choose one frame (--frame N)")
     if item.frame is not None and not 0 <= item.frame < frames:
         raise DataError(path, f"frame {item.frame} asked, the file has {frames} frame(s)")
+    check_frame_size(ds, path)
     try:
         if frames > 1 and pydicom_2:  # pragma: no cover - pydicom < 3 decodes every frame
             pixels = np.asarray(ds.pixel_array)[item.frame]
@@ -149,13 +150,17 @@ def load_dicom(item: InputItem) -> Case:
 def load_nifti(item: InputItem, axis: int, normalise: bool) -> Case:
     import nibabel as nib
 
-    from pipeline.data.volume import Volume
+    from pipeline.data.volume import Volume, check_size
 
     path = item.path
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty (0 bytes)")
     try:
         img = nib.load(str(path))
+    except Exception as e:
+        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
+    check_size(img.shape, path, "image")
+    try:
         data = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=float)
     except Exception as e:

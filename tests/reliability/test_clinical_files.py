@@ -210,3 +210,27 @@ def test_predict_writes_one_row_and_mask_per_frame(exported_bundle, tmp_path, ca
                  str(tmp_path / "one"), "--frame", "12", "--no-progress", "--no-overlays"]) == 0
     one = pd.read_csv(tmp_path / "one" / "predictions.csv")
     assert one.frame.tolist() == [12] and one["mask"].iloc[0].endswith("examples_ybr_color_frame012_mask.png")
+
+
+def test_a_header_asking_for_a_huge_image_is_refused_before_reading(tmp_path):
+    """A corrupt (or hostile) header must not make the reader allocate gigabytes: the size is checked first."""
+    import nibabel as nib
+
+    from pipeline.data.volume import read_nifti_volume
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds.Rows, ds.Columns = 20000, 20000   # 400 million pixels; the pixel data stays 64x64
+    (tmp_path / "dcm").mkdir()
+    ds.save_as(tmp_path / "dcm" / "huge.dcm")
+    with pytest.raises(DataError, match=r"DICOM frame is too large to be read safely \(shape \(20000, 20000, 1\)"):
+        load_case(discover_inputs(tmp_path / "dcm" / "huge.dcm")[0])
+    nifti = tmp_path / "huge.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), str(nifti))
+    raw = bytearray(nifti.read_bytes())
+    raw[40:48] = np.array([3, 2000, 2000, 400], dtype="<i2").tobytes()   # dim[0..3] of the NIfTI-1 header
+    nifti.write_bytes(bytes(raw))
+    assert nib.load(str(nifti)).shape == (2000, 2000, 400)
+    with pytest.raises(DataError, match=r"image is too large to be read safely \(shape \(2000, 2000, 400\): 1,600"):
+        load_case(discover_inputs(nifti)[0])
+    with pytest.raises(DataError, match="too large to be read safely"):
+        read_nifti_volume(nifti)

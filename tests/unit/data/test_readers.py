@@ -43,3 +43,23 @@ def test_a_multi_page_file_is_refused_with_its_name(tmp_path):
     # not read by one of MONAI's fallback readers as its first page: the reader's error, naming the file
     with pytest.raises(DataError, match=r"cine\.tif: multi-page or animated image \(3 frames\)"):
         _load(tmp_path / "cine.tif")
+
+
+def test_a_tiff_whose_later_page_is_corrupt_is_a_data_error(tmp_path):
+    """Counting a TIFF's pages reads each page's header; a second page without its width made Pillow raise a
+    TypeError that escaped the reader (found by the fuzz test of tests/reliability)."""
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    first, second = (Image.fromarray(np.full((12, 10), v, np.uint8)) for v in (0, 9))
+    first.save(buffer, format="TIFF", save_all=True, append_images=[second])
+    raw = bytearray(buffer.getvalue())
+    ifd0 = struct.unpack_from("<I", raw, 4)[0]
+    ifd1 = struct.unpack_from("<I", raw, ifd0 + 2 + 12 * struct.unpack_from("<H", raw, ifd0)[0])[0]
+    for k in range(struct.unpack_from("<H", raw, ifd1)[0]):
+        if struct.unpack_from("<H", raw, ifd1 + 2 + 12 * k)[0] == 256:   # ImageWidth of page 2 -> an unknown tag
+            struct.pack_into("<H", raw, ifd1 + 2 + 12 * k, 0xFFF0)
+    (tmp_path / "pages.tif").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"pages\.tif: unreadable or truncated image \(TypeError: Missing dimensions"):
+        read_grey_uint8(tmp_path / "pages.tif")
