@@ -85,6 +85,31 @@ def _dicom_items(p: Path, stem: str, ds: Any, frame: int | None) -> list[InputIt
     return [InputItem(p, "dicom", f"{stem}_frame{frame:03d}", frame=frame)]
 
 
+def _files_under(root: Path, skip: Path | None) -> tuple[list[Path], list[Path]]:
+    """The files under ``root`` (hidden ones and anything under ``skip`` left out) and the broken symbolic links.
+
+    Symbolic links to folders are followed (data are often organised with them), each real folder once, so a link
+    loop ends; pathlib's ``rglob`` would not follow them at all and would drop broken links without a word.
+    """
+    files, broken, seen = [], [], set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen or (skip is not None and (Path(real) == skip or skip in Path(real).parents)):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(folder) / name
+            if name.startswith("."):
+                continue
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                broken.append(path)
+    return sorted(files), sorted(broken)
+
+
 def _frames_or_zero(ds: Any) -> int:
     try:
         return number_of_frames(ds)
@@ -97,6 +122,7 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
     """The inputs under ``path``: the file itself, or every file of a folder (recursive; hidden files and anything
     under ``exclude``, e.g. the output folder, skipped).
 
+    Symbolic links to folders are followed (each real folder once); a broken link is an ``unsupported`` item.
     DICOM files of one series in one folder (slice geometry, two or more files) make one ``dicom_series`` input;
     other DICOM files are 2D images, and a multi-frame one (an ultrasound cine loop) makes one input per frame
     (``frame``: only that frame, 0-based; a file with fewer frames gets an error row). DICOM objects that are not
@@ -115,13 +141,11 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
     if not root.exists():
         raise FileNotFoundError(f"input {root} not found")
     skip = Path(exclude).resolve() if exclude is not None else None
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        and not (skip is not None and skip in p.resolve().parents)
-    )
+    files, broken = ([root], []) if root.is_file() else _files_under(root, skip)
     base = root.parent if root.is_file() else root
-    items: list[InputItem] = []
+    items: list[InputItem] = [InputItem(p, "unsupported", _stem(p.relative_to(base)),
+                                        f"broken symbolic link (its target {os.readlink(p)} does not exist)")
+                              for p in broken]
     series: dict[Path, list[Path]] = {}
     for p in files:
         rel = p.relative_to(base)
