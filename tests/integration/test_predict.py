@@ -515,6 +515,19 @@ def test_fold_ensemble_averages_the_members_probabilities(us_exported, tmp_path,
                  str(tmp_path / "cli"), "--no-refine", "--tta", "none", "--no-progress", "--no-overlays"]) == 0
     assert "2 bundles averaged" in capsys.readouterr().out
     assert pd.read_csv(tmp_path / "cli" / "predictions.csv").prob_benign[0] == pytest.approx(rows["ab"]["prob_benign"])
+    # the bundle's own inference config: --ensemble_bundles and --tta of `monai.bundle run inferring`
+    from monai.bundle import ConfigWorkflow
+
+    configs = [str(a / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(a / "configs" / "metadata.json"), run_id="inferring",
+                              bundle_root=str(a), input_dir=str(image), output_dir=str(tmp_path / "bundle_run"),
+                              ensemble_bundles=[str(b)], tta="none", refine=False, progress=False, overlays=False)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    table = pd.read_csv(tmp_path / "bundle_run" / "predictions.csv")
+    assert table.prob_benign[0] == pytest.approx(rows["ab"]["prob_benign"])
+    assert table.lesion_area_px[0] == area["ab"]
 
 
 def test_fold_ensemble_refuses_bundles_that_disagree(us_exported, tmp_path):
