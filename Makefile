@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast test-wheel lint clean
 
 # The stamp depends on the dependency list: a second `make test` installs nothing.
 $(STAMP): setup.cfg pyproject.toml
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# a regular (non-editable) install finds its presets and bundles: the wheel, installed apart, runs the demo
+test-wheel: $(STAMP)
+	.ci/wheel_check.sh
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

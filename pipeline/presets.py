@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 
+from pipeline.resources import resource_dir
+
 __all__ = ["PRESET_DIRS", "REQUIRED_KEYS", "available_presets", "load_preset", "preset_path"]
 
 # The repository's configs/ (editable installs and checkouts); BMTL_PRESETS adds folders (os.pathsep separated).
-PRESET_DIRS = [Path(__file__).resolve().parents[1] / "configs"]
+PRESET_DIRS = [resource_dir("configs")]
 REQUIRED_KEYS = ("network_name", "network_kwargs", "image_size", "batch_size", "optimizer", "loss")
 
 

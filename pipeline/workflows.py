@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipeline.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from pipeline.progress import progress
+from pipeline.resources import resource_dir
 
 __all__ = [
     "BUNDLES_DIR",
@@ -40,7 +41,7 @@ __all__ = [
     "format_metrics",
 ]
 
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+BUNDLES_DIR = resource_dir("bundles")
 BUNDLE_FOR_MODALITY = {"US": "breast_us_mtl", "MR": "breast_mri_mtl"}
 TRAIN_ARGS = "train_args.json"   # how `train_run` made a run: bundle and overrides, reused by `evaluate_run`
 # workflow -> (run id, config files after common.yaml)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# A regular (non-editable) install finds its presets and bundles: build the wheel, install it without dependencies
+# into a fresh venv that borrows the dependencies of .venv (a .pth line, so nothing is downloaded and torch stays the
+# CPU build), and run `bmtl demo` from a folder outside the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+.venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" .
+python3 -m venv "$WORK/venv"
+SITE=$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
+"$ROOT/.venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))" > "$SITE/borrowed_dependencies.pth"
+"$WORK/venv/bin/python" -m pip install --quiet --no-deps --no-index "$WORK"/dist/*.whl
+cd "$WORK"
+"$WORK/venv/bin/python" - <<'PY'
+import pipeline, pipeline.resources as r
+from pathlib import Path
+assert "venv" in pipeline.__file__, f"the checkout was imported, not the wheel: {pipeline.__file__}"
+for name in ("configs", "bundles"):
+    where = r.resource_dir(name)
+    assert Path(where).is_relative_to(Path(__import__("sys").prefix)), where
+    print(name, "->", where)
+PY
+"$WORK/venv/bin/bmtl" demo --output "$WORK/demo" > "$WORK/demo.log" 2>&1 || { tail -40 "$WORK/demo.log"; exit 1; }
+tail -3 "$WORK/demo.log"
+echo "wheel check: ok"
