@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+.venv/bin/python -m pip install --quiet "setuptools>=68"   # the build backend (pyproject.toml), usually there
 .venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" .
 python3 -m venv "$WORK/venv"
 SITE=$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")

@@ -44,10 +44,16 @@ DECODER_HINT = ("JPEG-LS, 12-bit JPEG Extended and JPEG Lossless need the decode
 # DICOM objects with pixel data that are not images of the patient (dose grids, label maps, ...) and objects
 # without pixels (structure sets, plans, reports, presentation states, key objects)
 _NOT_IMAGES = {
-    "RTDOSE": "an RT dose grid", "SEG": "a segmentation object (labels, not an image)", "RTSTRUCT": "an RT structure "
-    "set", "RTPLAN": "an RT plan", "RTRECORD": "an RT treatment record", "SR": "a structured report", "PR": "a "
-    "presentation state", "KO": "a key object selection", "REG": "a registration object", "RWV": "real-world value "
-    "mapping",
+    "RTDOSE": "an RT dose grid",
+    "SEG": "a segmentation object (labels, not an image)",
+    "RTSTRUCT": "an RT structure set",
+    "RTPLAN": "an RT plan",
+    "RTRECORD": "an RT treatment record",
+    "SR": "a structured report",
+    "PR": "a presentation state",
+    "KO": "a key object selection",
+    "REG": "a registration object",
+    "RWV": "real-world value mapping",
 }
 
 

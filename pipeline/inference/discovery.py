@@ -110,7 +110,8 @@ def _files_under(root: Path, skip: Path | None) -> tuple[list[Path], list[Path]]
     return sorted(files), sorted(broken)
 
 
-def _frames_or_zero(ds: Any) -> int:
+def _frames_or_unknown(ds: Any) -> int:
+    """``NumberOfFrames``, or -1 when it cannot be read."""
     try:
         return number_of_frames(ds)
     except ValueError:
@@ -170,9 +171,9 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
                                            "NIfTI (.nii, .nii.gz)"))
             elif str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
                 continue  # an index of the files, not an image
-            elif not_an_image(ds) is not None:
-                items.append(InputItem(p, "unsupported", _stem(rel), not_an_image(ds)))
-            elif root.is_dir() and _is_volume_slice(ds, _frames_or_zero(ds)):
+            elif (problem := not_an_image(ds)) is not None:
+                items.append(InputItem(p, "unsupported", _stem(rel), problem))
+            elif root.is_dir() and _is_volume_slice(ds, _frames_or_unknown(ds)):
                 series.setdefault(p.parent, []).append(p)  # read_dicom_series refuses a folder of several series
             else:
                 items.extend(_dicom_items(p, _stem(rel), ds, frame))

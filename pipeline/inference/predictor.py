@@ -214,6 +214,9 @@ class Predictor:
             self.roots.append(root)
             value = parser.get_parsed_content("cls_threshold") if "cls_threshold" in parser else None
             thresholds.append(None if value in (None, "", "null", "None") else float(value))
+            if thresholds[-1] is not None and not 0.0 < thresholds[-1] < 1.0:
+                raise ValueError(f"cls_threshold of {root / 'configs' / 'deploy.yaml'} must be in (0, 1), got "
+                                 f"{thresholds[-1]}")
         if len(self.models) > 1:
             self.cls_threshold = ensemble_threshold(thresholds)
         self.explainer = GradCAMExplainer(self._eager_network, self.device, self.cam_layer)
