@@ -459,10 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="segment and classify new images with an exported bundle",
         description="Predict every image of --input (a file or a folder, recursive: PNG/JPEG/BMP/TIFF, DICOM files "
-        "and series folders, 2D/3D NIfTI) with an exported bundle. Writes masks in each input's geometry "
+        "and series folders, 2D/3D NIfTI, 3D NRRD) with an exported bundle. Writes masks in each input's geometry "
         "(masks/*_mask.png 0/255 at the original size and orientation; masks/*_mask.nii.gz with the input's affine "
-        "and header), overlays/*_overlay.png, optional Grad-CAM heatmaps/*_gradcam.png, and predictions.csv (one row "
-        "per input; a bad input gets an error row and the others go on).",
+        "and header; masks/*_mask.nrrd in an NRRD input's space), overlays/*_overlay.png, optional Grad-CAM "
+        "heatmaps/*_gradcam.png, and predictions.csv (one row per input; a bad input gets an error row and the "
+        "others go on).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: bmtl predict --bundle exported/breast_us_mtl --input scans/ --output predictions/ --refine "
         "--explain\n"

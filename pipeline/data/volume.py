@@ -1,4 +1,4 @@
-"""3D volumes: the ``Volume`` (array + RAS+ affine), reading NIfTI, the closest canonical RAS+ orientation, the
+"""3D volumes: the ``Volume`` (array + RAS+ affine), reading NIfTI and NRRD, the closest canonical RAS+ orientation, the
 geometry of a slice and per-volume intensity normalisation. DICOM series are read by ``pipeline.data.dicom``; the
 conversion of MRI datasets into 2D slices (``bmtl prepare --source nifti|dicom``) is
 ``pipeline.data.sources.volumes``."""
@@ -18,19 +18,25 @@ from pipeline.data.io import DataError
 __all__ = [
     "NIFTI_EXTENSIONS",
     "Volume",
-    "nifti_stem",
+    "volume_stem",
     "as_3d",
     "check_finite",
     "check_affine",
     "check_size",
     "MAX_VOXELS",
     "read_nifti_volume",
+    "read_nrrd_volume",
+    "read_volume",
+    "NRRD_EXTENSIONS",
+    "VOLUME_EXTENSIONS",
     "to_canonical",
     "slice_affine",
     "normalise_percentile",
 ]
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+NRRD_EXTENSIONS = (".nrrd", ".nhdr")   # 3D Slicer's format (attached or detached header)
+VOLUME_EXTENSIONS = (*NIFTI_EXTENSIONS, *NRRD_EXTENSIONS)
 # the most values one file may put in memory (4 GiB as float32): a header asking for more is corrupt, or the volume
 # is not one this tool can predict on this machine
 MAX_VOXELS = 2**30
@@ -51,10 +57,11 @@ class Volume:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
 
-def nifti_stem(path: str | os.PathLike) -> str | None:
-    """``"case_1"`` for ``case_1.nii.gz`` or ``case_1.nii`` (extension in any case); None for other names."""
+def volume_stem(path: str | os.PathLike) -> str | None:
+    """``"case_1"`` for ``case_1.nii.gz``, ``case_1.nii``, ``case_1.nrrd`` or ``case_1.nhdr`` (any case); None for
+    other names."""
     name = Path(path).name
-    for ext in NIFTI_EXTENSIONS:
+    for ext in VOLUME_EXTENSIONS:
         if name.lower().endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)]
     return None
@@ -126,6 +133,45 @@ def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
     check_finite(data, path, what)
     check_affine(affine, path)
     return Volume(data, affine, path)
+
+
+def read_nrrd_volume(path: str | os.PathLike, what: str = "image") -> Volume:
+    """Read a 3D NRRD volume (3D Slicer's format) with MONAI's ``NrrdReader`` (pynrrd): the array in the file's index
+    order, the RAS+ affine from its space directions and origin (MONAI converts from the file's LPS); float32 for
+    images. ``meta["nrrd_header"]`` keeps the file's header to write masks back in the same geometry.
+
+    Raises:
+        DataError: unreadable or corrupt file, a header asking for a huge array, not 3D, NaN/inf voxels, unusable
+            affine.
+    """
+    import nrrd
+    from monai.data import NrrdReader
+
+    path = Path(path)
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception as e:
+        raise DataError(path, f"unreadable NRRD file ({type(e).__name__}: {e})") from None
+    check_size(tuple(int(s) for s in header.get("sizes", ())), path, what)
+    try:
+        reader = NrrdReader(dtype=np.float32 if what == "image" else None)
+        array, meta = reader.get_data(reader.read(str(path)))
+        affine = np.asarray(meta["affine"], dtype=float)
+    except Exception as e:
+        raise DataError(path, f"unreadable NRRD file ({type(e).__name__}: {e})") from None
+    data = as_3d(np.asarray(array), path, what)
+    if affine.shape != (4, 4):
+        raise DataError(path, f"NRRD without a 3D space (affine {affine.shape}): expected a 3D volume")
+    check_finite(data, path, what)
+    check_affine(affine, path)
+    return Volume(data, affine, path, {"nrrd_header": header})
+
+
+def read_volume(path: str | os.PathLike, what: str = "image") -> Volume:
+    """A 3D volume file: NRRD (``.nrrd``, ``.nhdr``) through ``read_nrrd_volume``, else NIfTI."""
+    if Path(path).name.lower().endswith(NRRD_EXTENSIONS):
+        return read_nrrd_volume(path, what)
+    return read_nifti_volume(path, what)
 
 
 def to_canonical(volume: Volume) -> Volume:

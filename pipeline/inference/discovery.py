@@ -12,9 +12,10 @@ from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, not_an_image, number_of
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
 
-__all__ = ["InputItem", "discover_inputs", "NIFTI_SUFFIXES", "DICOM_SUFFIXES"]
+__all__ = ["InputItem", "discover_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "DICOM_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
@@ -23,7 +24,7 @@ class InputItem:
     """One input: a file, a frame of a multi-frame DICOM file (a cine loop), or a DICOM series folder."""
 
     path: Path
-    kind: str  # raster | dicom | dicom_series | nifti | unsupported | mask (skipped)
+    kind: str  # raster | dicom | dicom_series | nifti | nrrd | unsupported | mask (skipped)
     name: str  # output name stem (relative to the input root, without extension)
     problem: str | None = None
     frame: int | None = None  # the frame of a multi-frame DICOM file (0-based)
@@ -158,6 +159,8 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
             items.append(InputItem(p, "raster", _stem(rel)))
         elif _nifti(p):
             items.append(InputItem(p, "nifti", _stem(rel)))
+        elif suffix in NRRD_SUFFIXES:
+            items.append(InputItem(p, "nrrd", _stem(rel)))
         else:
             maybe_dicom = suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
             ds = _dicom_header(p) if maybe_dicom else None
@@ -167,8 +170,8 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
                 else:
                     what = f"'{p.suffix}'" if p.suffix else "without extension (and not DICOM)"
                     items.append(InputItem(p, "unsupported", _stem(rel),
-                                           f"unsupported file type {what}: expected PNG, JPEG, BMP, TIFF, DICOM or "
-                                           "NIfTI (.nii, .nii.gz)"))
+                                           f"unsupported file type {what}: expected PNG, JPEG, BMP, TIFF, DICOM, "
+                                           "NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr)"))
             elif str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
                 continue  # an index of the files, not an image
             elif (problem := not_an_image(ds)) is not None:

@@ -22,7 +22,7 @@ from pipeline.data.io import DataError, read_grey_uint8
 from pipeline.inference.discovery import InputItem
 from pipeline.inference.outputs import write_png_mask
 
-__all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series",
+__all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series", "load_nrrd",
            "already_normalised"]
 
 
@@ -200,6 +200,27 @@ def load_nifti(item: InputItem, axis: int, normalise: bool) -> Case:
     return _volume_case(item, Volume(volume_data, affine, path), axis, normalise, write)
 
 
+def load_nrrd(item: InputItem, axis: int, normalise: bool) -> Case:
+    """A 3D NRRD volume (``pipeline.data.volume.read_nrrd_volume``); its mask is written as NRRD with the input's
+    space, directions and origin, so 3D Slicer shows it on the image."""
+    import nrrd
+
+    from pipeline.data.volume import read_nrrd_volume
+
+    volume = read_nrrd_volume(item.path, "image")
+    header = volume.meta["nrrd_header"]
+    geometry = {k: header[k] for k in ("space", "space directions", "space origin", "kinds", "space units",
+                                       "measurement frame") if k in header}
+
+    def write(masks: list[np.ndarray], out: Path, back: Callable[[list[np.ndarray]], np.ndarray]) -> Path:
+        out = out.with_name(out.name + ".nrrd")
+        with atomic_path(out, fsync=False) as tmp:
+            nrrd.write(str(tmp), back(masks).astype(np.uint8), geometry)
+        return out
+
+    return _volume_case(item, volume, axis, normalise, write)
+
+
 def load_dicom_series(item: InputItem, axis: int, normalise: bool) -> Case:
     import nibabel as nib
 
@@ -290,6 +311,8 @@ def load_case(item: InputItem, slice_axis: int = 2, normalise: bool = False) -> 
         raise DataError(item.path, item.problem or "unsupported file type")
     if item.kind == "nifti":
         return load_nifti(item, slice_axis, normalise)
+    if item.kind == "nrrd":
+        return load_nrrd(item, slice_axis, normalise)
     if item.kind == "dicom_series":
         return load_dicom_series(item, slice_axis, normalise)
     case = load_raster(item) if item.kind == "raster" else load_dicom(item)

@@ -255,6 +255,27 @@ def test_mri_bundle_normalises_the_volume_and_keeps_its_geometry(mr_fake, tmp_pa
     assert iou(np.asarray(mask.dataobj), cube) > 0.8
 
 
+def test_an_nrrd_volume_gets_an_nrrd_mask_in_its_own_geometry(mr_fake, tmp_path):
+    import nrrd
+
+    volume, cube = cube_volume(shape=(32, 28, 8), box=(slice(20, 32), slice(0, 8), slice(5, 8)))
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ NON_RAS
+    header = {"space": "left-posterior-superior", "space directions": lps[:3, :3].T, "space origin": lps[:3, 3],
+              "kinds": ["domain"] * 3}
+    nrrd.write(str(tmp_path / "case.nrrd"), volume.astype(np.float32) * 3.7 + 250.0, header)
+    as_nifti = predict(mr_fake, nifti(tmp_path / "case.nii", volume.astype(np.float32) * 3.7 + 250.0, NON_RAS),
+                       tmp_path / "nifti", progress=False, overlays=False).rows[0]
+    row = predict(mr_fake, tmp_path / "case.nrrd", tmp_path / "out", progress=False, overlays=False).rows[0]
+    assert row["status"] == "ok" and row["mask"].endswith("case_mask.nrrd") and row["type"] == "nrrd"
+    mask, mask_header = nrrd.read(row["mask"])
+    assert mask.shape == volume.shape and mask.dtype == np.uint8
+    np.testing.assert_allclose(mask_header["space directions"], header["space directions"])
+    np.testing.assert_allclose(mask_header["space origin"], header["space origin"])
+    assert iou(mask, cube) > 0.8
+    np.testing.assert_array_equal(mask, np.asarray(nib.load(as_nifti["mask"]).dataobj))   # the same as from NIfTI
+    assert row["lesion_voxels"] == as_nifti["lesion_voxels"] and row["spacing_mm"] == as_nifti["spacing_mm"]
+
+
 def test_native_resolution_uses_the_sliding_window_at_the_image_size(us_fake, tmp_path):
     truth = blob_png(tmp_path / "big.png", shape=(100, 150), box=(slice(70, 98), slice(5, 40)), rgb=False)
     result = predict(us_fake, tmp_path / "big.png", tmp_path / "out", native_resolution=True, progress=False,

@@ -4,7 +4,7 @@ Input layouts
 -------------
 NIfTI (``prepare("nifti", ...)``, ``bmtl prepare --source nifti``)::
 
-    <input>/images/<case>.nii.gz     one 3D volume per case (``.nii`` too)
+    <input>/images/<case>.nii.gz     one 3D volume per case (``.nii``, and NRRD ``.nrrd``/``.nhdr``, too)
     <input>/labels/<case>.nii.gz     its lesion mask on the same voxel grid; ``<case>_seg``, ``<case>_label`` and
                                      ``<case>_mask`` are accepted too (``.nii`` or ``.nii.gz``)
     <input>/classes.csv              columns ``case,class`` (class: benign | malignant | normal, any case); an
@@ -92,11 +92,11 @@ from pipeline.data.dicom import read_dicom_series
 from pipeline.data.io import DataError
 from pipeline.data.volume import (
     Volume,
-    nifti_stem,
     normalise_percentile,
-    read_nifti_volume,
+    read_volume,
     slice_affine,
     to_canonical,
+    volume_stem,
 )
 from pipeline.data.sources.common import KNOWN_CLASSES, IdMaker, check_not_empty, find_child, natural_key, read_table
 
@@ -211,10 +211,11 @@ def _nifti_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
             log.skip(DataError(path, "a folder inside images/: the NIfTI layout expects files images/<case>.nii.gz "
                                      "(DICOM series folders: use the 'dicom' source)"))
             continue
-        stem = nifti_stem(path)
+        stem = volume_stem(path)
         if stem is None:
             if path.suffix.lower() not in _SIDECARS:
-                log.skip(DataError(path, "not a NIfTI volume (.nii or .nii.gz): convert it to NIfTI"))
+                log.skip(DataError(path, "not a NIfTI or NRRD volume (.nii, .nii.gz, .nrrd, .nhdr): convert it to "
+                                         "NIfTI"))
             continue
         found[stem].append(path)
     return _unique(found, "image", log)
@@ -227,8 +228,9 @@ def _dicom_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
             continue
         if path.is_dir():
             found[path.name] = [path]
-        elif nifti_stem(path) is not None:
-            log.skip(DataError(path, "NIfTI file in the DICOM layout: use the 'nifti' source for NIfTI volumes"))
+        elif volume_stem(path) is not None:
+            log.skip(DataError(path, "NIfTI or NRRD file in the DICOM layout: use the 'nifti' source for "
+                                     "NIfTI and NRRD volumes"))
         elif path.suffix.lower() not in _SIDECARS:
             log.skip(DataError(path, "file directly inside images/: the DICOM layout expects one folder per case "
                                      "(images/<case>/ holding the series)"))
@@ -271,10 +273,10 @@ def _labels(labels_dir: Path | None, cases: dict[str, Path], allow_dirs: bool, l
                 continue
             stem = path.name
         else:
-            stem = nifti_stem(path)
+            stem = volume_stem(path)
             if stem is None:
                 if path.suffix.lower() not in _SIDECARS:
-                    log.skip(DataError(path, "not a NIfTI label (.nii or .nii.gz)"
+                    log.skip(DataError(path, "not a NIfTI or NRRD label (.nii, .nii.gz, .nrrd, .nhdr)"
                                              + (" nor a DICOM series folder" if allow_dirs else "")))
                 continue
         case = _label_case(stem, cases)
@@ -298,7 +300,7 @@ def _write_nifti_2d(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
 
 
 def _read_any(path: Path, what: str) -> Volume:
-    return read_dicom_series(path, what) if path.is_dir() else read_nifti_volume(path, what)
+    return read_dicom_series(path, what) if path.is_dir() else read_volume(path, what)
 
 
 def _check_pair(image: Volume, label: Volume, label_path: Path, raw_shapes: tuple) -> None:

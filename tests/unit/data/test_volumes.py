@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline.data.datalist import SkipLog, load_datalist
+from pipeline.data.dicom import read_dicom_series
 from pipeline.data.io import DataError
 from pipeline.data.prepare import prepare
-from pipeline.data.dicom import read_dicom_series
 from pipeline.data.sources.volumes import choose_negative_slices, convert_dicom, convert_nifti
 from pipeline.data.volume import Volume, slice_affine, to_canonical
 from pipeline.data.splits import check_splits
@@ -496,3 +496,38 @@ def test_prepare_nifti_end_to_end_on_synthetic_data(tmp_path):
     dataset = json.loads(paths["dataset"].read_text())
     assert dataset["slicing"]["plane"] == "axial" and dataset["slicing"]["volumes"] == 10
     assert paths["skipped"].read_text().strip() == "path,problem"
+
+
+def save_nrrd(path: Path, array: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    """``array`` as NRRD (pynrrd, 3D Slicer's format) in LPS space with the geometry of the RAS ``affine``."""
+    import nrrd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    nrrd.write(str(path), array, {"space": "left-posterior-superior", "space directions": lps[:3, :3].T,
+                                  "space origin": lps[:3, 3], "kinds": ["domain"] * 3})
+    return path
+
+
+def test_an_nrrd_volume_reads_as_the_same_nifti_and_converts_alike(tmp_path):
+    from pipeline.data.volume import read_volume
+
+    image, label = make_volume(3)
+    as_nifti = read_volume(save_nifti(tmp_path / "a.nii.gz", image))
+    as_nrrd = read_volume(save_nrrd(tmp_path / "a.nrrd", image))
+    np.testing.assert_array_equal(as_nrrd.data, as_nifti.data)
+    np.testing.assert_allclose(as_nrrd.affine, as_nifti.affine, atol=1e-6)
+    assert "nrrd_header" in as_nrrd.meta
+    # the NIfTI layout of `bmtl prepare` takes NRRD images and labels too, and writes the same slices
+    nifti_case(tmp_path / "nii", "c1", image=image, label=label)
+    save_nrrd(tmp_path / "nrrd" / "images" / "c1.nrrd", image)
+    save_nrrd(tmp_path / "nrrd" / "labels" / "c1_seg.nrrd", label)
+    for root in ("nii", "nrrd"):
+        write_classes(tmp_path / root, [("c1", "malignant")])
+    a = convert_nifti(tmp_path / "nii", tmp_path / "out_nii", SkipLog())
+    b = convert_nifti(tmp_path / "nrrd", tmp_path / "out_nrrd", SkipLog())
+    assert [i["image"] for i in a.items] == [i["image"] for i in b.items] and len(a.items) > 0
+    for item in a.items:
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(load(tmp_path / "out_nrrd", item[key]).get_fdata(),
+                                          load(tmp_path / "out_nii", item[key]).get_fdata())
