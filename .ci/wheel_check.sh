@@ -9,7 +9,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 .venv/bin/python -m pip install --quiet "setuptools>=68"   # the build backend (pyproject.toml), usually there
 .venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" .
-python3 -m venv "$WORK/venv"
+"$ROOT/.venv/bin/python" -m venv "$WORK/venv"   # the same interpreter as the borrowed dependencies
 SITE=$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
 "$ROOT/.venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))" > "$SITE/borrowed_dependencies.pth"
 "$WORK/venv/bin/python" -m pip install --quiet --no-deps --no-index "$WORK"/dist/*.whl
