@@ -24,6 +24,7 @@ __all__ = [
     "check_affine",
     "check_size",
     "MAX_VOXELS",
+    "open_nifti",
     "read_nifti_volume",
     "read_nrrd_volume",
     "read_volume",
@@ -106,13 +107,12 @@ def check_size(shape: tuple[int, ...], path: str | os.PathLike, what: str = "vol
                               "header?")
 
 
-def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
-    """Read a 3D NIfTI volume with its affine (nibabel's: sform, else qform), float32 for images, raw dtype else.
-
-    Trailing singleton dimensions are dropped (``(X, Y, Z, 1)`` is 3D).
+def open_nifti(path: str | os.PathLike, what: str = "image") -> tuple[Any, np.ndarray, np.ndarray]:
+    """A NIfTI file's nibabel image, its array (any number of dimensions) and affine, its size checked before the
+    array is read (``check_size``).
 
     Raises:
-        DataError: unreadable or corrupt file, not 3D (4D: says so), NaN/inf voxels, unusable affine.
+        DataError: unreadable or corrupt file, a header asking for a huge array, RGB or complex data.
     """
     path = Path(path)
     try:
@@ -127,6 +127,19 @@ def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
         raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
     if data.dtype.fields is not None or np.iscomplexobj(data):
         raise DataError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)")
+    return img, data, affine
+
+
+def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> Volume:
+    """Read a 3D NIfTI volume with its affine (nibabel's: sform, else qform), float32 for images, raw dtype else.
+
+    Trailing singleton dimensions are dropped (``(X, Y, Z, 1)`` is 3D).
+
+    Raises:
+        DataError: unreadable or corrupt file, not 3D (4D: says so), NaN/inf voxels, unusable affine.
+    """
+    path = Path(path)
+    _, data, affine = open_nifti(path, what)
     data = as_3d(np.asarray(data), path, what)
     if what == "image":
         data = data.astype(np.float32, copy=False)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, not_an_image, number_of_frames
+from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, float_list, not_an_image, number_of_frames
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
 
@@ -57,10 +57,7 @@ def _dicom_header(path: Path) -> Any | None:
 
 def _is_volume_slice(ds: Any, frames: int) -> bool:
     """A DICOM file that belongs to a slice series (MR/CT-like geometry), not a 2D image of its own."""
-    try:
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    except (TypeError, ValueError):
-        samples = 1
+    samples = (float_list(ds, "SamplesPerPixel") or [1.0])[0] or 1.0   # lenient: unreadable or 0 is grey
     return (
         ds.get("ImagePositionPatient") is not None
         and ds.get("ImageOrientationPatient") is not None

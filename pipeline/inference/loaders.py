@@ -150,23 +150,12 @@ def load_dicom(item: InputItem) -> Case:
 def load_nifti(item: InputItem, axis: int, normalise: bool) -> Case:
     import nibabel as nib
 
-    from pipeline.data.volume import Volume, check_size
+    from pipeline.data.volume import Volume, open_nifti
 
     path = item.path
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty (0 bytes)")
-    try:
-        img = nib.load(str(path))
-    except Exception as e:
-        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
-    check_size(img.shape, path, "image")
-    try:
-        data = np.asanyarray(img.dataobj)
-        affine = np.asarray(img.affine, dtype=float)
-    except Exception as e:
-        raise DataError(path, f"unreadable NIfTI file ({type(e).__name__}: {e})") from None
-    if data.dtype.fields is not None or np.iscomplexobj(data):
-        raise DataError(path, f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)")
+    img, data, affine = open_nifti(path, "image")   # 2D or 3D here: the dimensions are checked below
     shape = tuple(data.shape)
     squeezed = data
     while squeezed.ndim > 3 and squeezed.shape[-1] == 1:

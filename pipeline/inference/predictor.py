@@ -149,7 +149,7 @@ class Predictor:
         frame: int | None = None,
         progress: bool = True,
     ) -> None:
-        from pipeline.engines import RefinePredictiond
+        from pipeline.engines import MultiTaskInferer, RefinePredictiond
 
         bundles = [bundle] if isinstance(bundle, (str, os.PathLike)) else list(bundle)
         if not bundles:
@@ -220,6 +220,8 @@ class Predictor:
         if len(self.models) > 1:
             self.cls_threshold = ensemble_threshold(thresholds)
         self.explainer = GradCAMExplainer(self._eager_network, self.device, self.cam_layer)
+        self.inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size,
+                                        flip_tta=self.flip_tta)
         self.refinement = RefinePredictiond(keys="pred_seg", cls_key="pred_cls", normal_index=self.normal_index,
                                             enabled=self.refine, threshold=self.cls_threshold)
         self.transforms = self._preprocessing()
@@ -282,10 +284,7 @@ class Predictor:
     @torch.no_grad()
     def _forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Lesion probability ``(B, 1, h, w)`` and class probabilities ``(B, C)`` (averaged over an ensemble)."""
-        from pipeline.engines import MultiTaskInferer
-
-        inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size, flip_tta=self.flip_tta)
-        return average_probabilities(self.models, inferer, batch.to(self.device))
+        return average_probabilities(self.models, self.inferer, batch.to(self.device))
 
     def _postprocess(self, prob: torch.Tensor, probs: torch.Tensor, size: tuple[int, int],
                      operations: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, bool]:
