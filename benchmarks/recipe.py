@@ -136,6 +136,9 @@ ROWS: dict[str, Row] = {
                                      "one-epoch warm-up) instead of the cosine decay to 0",
                                      train={"preset": "segresnet_shared", "lr_schedule": "constant"},
                                      same_cost_as="shared_recipe"),
+    "default_constant_lr": Row("bundle", "default with the constant learning rate (after the one-epoch warm-up) "
+                               "instead of the cosine decay to 0", train={"lr_schedule": "constant"},
+                               same_cost_as="default"),
     "shared_recipe_flip_rot": Row("bundle", "shared_recipe with the reference's augmentation only (flip + rotation: "
                                   "no zoom, no intensity or speckle), the same epochs",
                                   train={"preset": "segresnet_shared", "zoom_augmentation": False,
