@@ -1,6 +1,6 @@
 """Ignite handlers that MONAI / Ignite do not already have: evaluation report, training history, and the reliability
-handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard), the training time budget and the
-operating point chosen on the validation fold."""
+handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard, MLflow logging into a resumed run), the
+training time budget and the operating point chosen on the validation fold."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pipeline.handlers.budget import TimeBudget
 from pipeline.handlers.checkpoint import SafeCheckpointLoader, SafeCheckpointSaver
 from pipeline.handlers.guards import NanGuard, NonFiniteLossError, ResumeState, SeedEachEpoch
 from pipeline.handlers.history import TrainingHistory
+from pipeline.handlers.mlflow import ResumableMLFlowHandler
 from pipeline.handlers.operating_point import OPERATING_POINT, OperatingPoint, read_operating_threshold
 from pipeline.handlers.report import EvaluationReport
 
@@ -17,6 +18,7 @@ __all__ = [
     "NonFiniteLossError",
     "OPERATING_POINT",
     "OperatingPoint",
+    "ResumableMLFlowHandler",
     "ResumeState",
     "SafeCheckpointLoader",
     "SafeCheckpointSaver",

@@ -2,8 +2,9 @@
 
 One concern per module: ``discovery`` (the inputs under a path), ``loaders`` (reading each input into 2D slices),
 ``runtimes`` (an exported bundle opened, its PyTorch / TorchScript / ONNX model loaded), ``ensemble`` (fold ensembles:
-members checked, probabilities averaged), ``predictor`` (preprocessing, batched inference, mask and class, the
-table), ``explain`` (Grad-CAM) and ``outputs`` (masks, overlays, heatmaps).
+members checked, probabilities averaged), ``predictor`` (preprocessing, batched inference, mask and class),
+``table`` (``predictions.csv``: its rows and the exit code), ``explain`` (Grad-CAM) and ``outputs`` (masks, overlays,
+heatmaps).
 
 ``predict(bundle, input, output_dir)`` reads one file or a folder (recursively), predicts every image with the
 bundle's model (or with several bundles' models, e.g. one per cross-validation fold: a fold ensemble averaging their
@@ -56,8 +57,9 @@ is enough (``torch.load(weights_only=True)`` for ``model.pt``).
 """
 
 from pipeline.inference.discovery import InputItem, discover_inputs
-from pipeline.inference.predictor import CSV_COLUMNS, EXIT_CODES, PredictionResult, Predictor, predict, unlabelled
+from pipeline.inference.predictor import Predictor, predict, unlabelled
 from pipeline.inference.runtimes import MODEL_FILES, RUNTIMES
+from pipeline.inference.table import CSV_COLUMNS, EXIT_CODES, PredictionResult
 
 __all__ = [
     "RUNTIMES",

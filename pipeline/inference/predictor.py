@@ -8,14 +8,12 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.atomic import write_rows_atomic
 from pipeline.data.io import DataError
 from pipeline.inference.discovery import InputItem, discover_inputs
 from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
@@ -30,21 +28,18 @@ from pipeline.inference.runtimes import (
     resolve_device,
     resolve_runtime,
 )
-from pipeline.metrics import decision_margin, predicted_classes
+from pipeline.inference.table import (
+    CaseSummary,
+    PredictionResult,
+    base_row,
+    case_row,
+    error_row,
+    write_table,
+)
 from pipeline.prediction_journal import PredictionJournal
 from pipeline.switches import auto_switch
 
-__all__ = ["CSV_COLUMNS", "EXIT_CODES", "PredictionResult", "Predictor", "predict", "unlabelled"]
-
-logger = logging.getLogger(__name__)
-
-_FIXED_COLUMNS = ["file", "frame", "type", "status", "error", "predicted_class", "low_confidence"]
-_MEASURE_COLUMNS = ["lesion_area_px", "lesion_area_mm2", "lesion_voxels", "lesion_volume_mm3", "n_slices", "height",
-                    "width", "spacing_mm", "refined", "mask", "overlay", "heatmap"]
-CSV_COLUMNS = (*_FIXED_COLUMNS, "prob_<class> (one per class)", *_MEASURE_COLUMNS)
-EXIT_ALL_OK, EXIT_NONE, EXIT_SOME_FAILED = 0, 1, 3   # 2 is the command line's usage error
-EXIT_CODES = ("0: every input was predicted (files named like masks are skipped and listed, not failures); "
-              "3: some inputs failed (status=error rows in predictions.csv); 1: no input was predicted")
+__all__ = ["Predictor", "predict", "unlabelled"]
 
 
 def unlabelled(transforms: Any) -> list[Callable]:
@@ -68,28 +63,6 @@ def unlabelled(transforms: Any) -> list[Callable]:
 
     add(transforms)
     return flat
-
-
-@dataclass
-class PredictionResult:
-    """What ``predict`` did: the table (one row per input), where it is, and the exit code (``EXIT_CODES``)."""
-
-    rows: list[dict[str, Any]]
-    csv_path: Path
-    output_dir: Path
-    runtime: str
-    device: str
-    n_ok: int = 0
-    n_failed: int = 0
-    columns: list[str] = field(default_factory=list)
-    n_skipped: int = 0
-
-    @property
-    def exit_code(self) -> int:
-        """0: every input predicted (skipped mask files aside); 3: some failed; 1: none was predicted."""
-        if self.n_ok == 0:
-            return EXIT_NONE
-        return EXIT_SOME_FAILED if self.n_failed else EXIT_ALL_OK
 
 
 class Predictor:
@@ -376,11 +349,11 @@ class Predictor:
         for index, item in enumerate(items):
             key = PredictionJournal.key(text(item.path), item.frame)
             if key in journal.done:   # --resume: predicted by the interrupted run
-                rows[index] = {**self._base_row(item), **journal.done[key]}
+                rows[index] = {**base_row(item, self.classes), **journal.done[key]}
                 bar.update(1)
                 continue
             if item.kind == "mask":   # listed, not predicted
-                rows[index] = {**self._base_row(item), "status": "skipped", "error": item.problem}
+                rows[index] = {**base_row(item, self.classes), "status": "skipped", "error": item.problem}
                 journal.record(rows[index])
                 bar.update(1)
                 continue
@@ -401,79 +374,31 @@ class Predictor:
             bar.update(1)
         flush(final=True)
         bar.close()
-        return journal.finish(lambda table: self._write_table(table, out), [rows[i] for i in sorted(rows)])
+        return journal.finish(lambda table: write_table(table, out, self.classes, self.runtime, str(self.device)),
+                              [rows[i] for i in sorted(rows)])
 
     # --- outputs
-    def _base_row(self, item: InputItem) -> dict[str, Any]:
-        row: dict[str, Any] = {c: "" for c in self.columns}
-        row.update(file=text(item.path), frame="" if item.frame is None else item.frame, type=item.kind)
-        return row
-
-    @property
-    def columns(self) -> list[str]:
-        return [*_FIXED_COLUMNS, *(f"prob_{c}" for c in self.classes), *_MEASURE_COLUMNS]
-
     def _error_row(self, item: InputItem, error: Exception | str) -> dict[str, Any]:
-        row = self._base_row(item)
-        if isinstance(error, DataError):
-            text = error.problem
-        elif isinstance(error, Exception):
-            text = f"{type(error).__name__}: {error}"
-        else:
-            text = str(error)
-        row.update(status="error", error=text.encode("utf-8", "backslashreplace").decode("utf-8"))
-        logger.info("%s: %s", item.path, text)
-        return row
+        return error_row(item, self.classes, error)
 
     def _finish(self, case: Case, state: dict[str, Any], out: Path) -> dict[str, Any]:
-        results = state["results"]
-        masks = [r[0] for r in results]
-        areas = np.array([int(m.sum()) for m in masks])
-        probs = np.stack([r[1] for r in results])
-        with_lesion = areas > 0
-        mean_probs = probs[with_lesion].mean(0) if with_lesion.any() else probs.mean(0)
-        predicted = int(predicted_classes(mean_probs, self.cls_threshold)[0])
-        margin = float(decision_margin(mean_probs, self.cls_threshold)[0])
-        best = int(np.argmax(areas)) if with_lesion.any() else len(masks) // 2
-        item = case.item
-        row = self._base_row(item)
-        row.update(status="ok", predicted_class=self.classes[predicted], refined=any(r[2] for r in results),
-                   low_confidence=margin < self.confidence_margin,
-                   n_slices=len(masks), height=masks[best].shape[0], width=masks[best].shape[1],
-                   lesion_area_px=int(areas[best] if len(masks) > 1 else areas[0]))
-        for c, p in zip(self.classes, mean_probs):
-            row[f"prob_{c}"] = round(float(p), 6)
-        if case.spacing is not None:
-            row["spacing_mm"] = "x".join(f"{s:.4g}" for s in case.spacing)
-            row["lesion_area_mm2"] = round(float(row["lesion_area_px"]) * case.spacing[0] * case.spacing[1], 3)
-        if len(masks) > 1:
-            row["lesion_voxels"] = int(areas.sum())
-            if case.spacing is not None and case.thickness is not None:
-                row["lesion_volume_mm3"] = round(float(areas.sum()) * case.spacing[0] * case.spacing[1]
-                                                 * case.thickness, 3)
+        """An input's row once all its slices are predicted, with its mask, overlay and heatmap written."""
+        summary = CaseSummary.from_slices(state["results"], self.cls_threshold)
+        masks, best, predicted, item = summary.masks, summary.best, summary.predicted, case.item
+        row = case_row(item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin)
         row["mask"] = text(case.writer(masks, out / "masks" / f"{item.name}_mask"))
         image = case.view(case.display[best])
-        mask = case.view(masks[best])
         if self.overlays:
+            lesion = int(summary.areas[best])
             lines = [text(Path(item.name).name) + (f" (slice {best})" if len(masks) > 1 else ""),
-                     f"{self.classes[predicted]}  p={mean_probs[predicted]:.2f}  lesion {int(areas[best])} px"]
-            row["overlay"] = text(write_overlay(out / "overlays" / f"{item.name}_overlay.png", image, mask, lines))
+                     f"{self.classes[predicted]}  p={summary.probs[predicted]:.2f}  lesion {lesion} px"]
+            row["overlay"] = text(write_overlay(out / "overlays" / f"{item.name}_overlay.png", image,
+                                                case.view(masks[best]), lines))
         if self.explain:
-            heat = self.gradcam(state["tensors"][best], predicted)
-            heat = resize_to(heat, case.display[best].shape[-2:])
+            heat = resize_to(self.gradcam(state["tensors"][best], predicted), case.display[best].shape[-2:])
             path = write_heatmap(out / "heatmaps" / f"{item.name}_gradcam.png", image, case.view(heat))
             row["heatmap"] = text(path)
         return row
-
-    def _write_table(self, rows: list[dict[str, Any]], out: Path) -> PredictionResult:
-        path = out / "predictions.csv"
-        columns = self.columns
-        # a rerun killed while writing keeps the previous complete table
-        write_rows_atomic(path, columns, rows, extrasaction="ignore")
-        n_ok = sum(r["status"] == "ok" for r in rows)
-        n_skipped = sum(r["status"] == "skipped" for r in rows)
-        return PredictionResult(rows=rows, csv_path=path, output_dir=out, runtime=self.runtime, device=str(self.device),
-                                n_ok=n_ok, n_failed=len(rows) - n_ok - n_skipped, columns=columns, n_skipped=n_skipped)
 
 
 def predict(

@@ -1,0 +1,37 @@
+"""MONAI's ``MLFlowHandler`` for runs that resume an interrupted one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from monai.handlers import MLFlowHandler
+
+__all__ = ["ResumableMLFlowHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableMLFlowHandler(MLFlowHandler):
+    """``monai.handlers.MLFlowHandler`` that can log its parameters again into the run it resumes.
+
+    MONAI resumes the unfinished MLflow run of the same ``run_name`` (an interrupted training) and logs
+    ``experiment_param`` into it again; MLflow refuses a parameter whose value changed, so a training resumed after
+    the code was updated (a new ``git_commit``) or a library upgraded stopped at its first iteration. Here a parameter
+    already logged with the same value is skipped, and a changed one keeps its first value (what started the run)
+    while the new value is recorded as the tag ``resumed.<name>``, with a warning. Everything else is MONAI's.
+    """
+
+    def _log_params(self, params: dict[str, Any]) -> None:
+        if self.cur_run is not None and params:
+            run_id = self.cur_run.info.run_id
+            logged = self.client.get_run(run_id).data.params
+            changed = {k: str(v) for k, v in params.items() if k in logged and logged[k] != str(v)}
+            for key, value in changed.items():
+                logger.warning("MLflow run %s resumed with %s=%s (it started with %s): kept as tag resumed.%s",
+                               run_id, key, value, logged[key], key)
+                self.client.set_tag(run_id, f"resumed.{key}", value)
+            params = {k: v for k, v in params.items() if k not in logged}
+            if not params:
+                return
+        super()._log_params(params)
