@@ -77,9 +77,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,28 +94,26 @@ from pipeline.data.volume import (
     read_volume,
     slice_affine,
     to_canonical,
-    volume_stem,
 )
-from pipeline.data.sources.common import KNOWN_CLASSES, IdMaker, check_not_empty, find_child, natural_key, read_table
+from pipeline.data.sources.common import KNOWN_CLASSES, IdMaker, check_not_empty, find_child, natural_key
+from pipeline.data.sources.volume_layout import (
+    DICOM_LAYOUT,
+    LABEL_SUFFIXES,
+    NIFTI_LAYOUT,
+    dicom_images,
+    find_labels,
+    nifti_images,
+    read_classes_csv,
+)
 
 __all__ = [
     "PLANES",
-    "LABEL_SUFFIXES",
     "choose_negative_slices",
-    "read_classes_csv",
     "convert_nifti",
     "convert_dicom",
 ]
 
 PLANES = {0: "sagittal", 1: "coronal", 2: "axial"}
-LABEL_SUFFIXES = ("_seg", "_label", "_mask")
-_SIDECARS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec")  # not volumes, not worth a skip row
-NIFTI_LAYOUT = "images/<case>.nii.gz + labels/<case>.nii.gz + classes.csv (case,class)"
-DICOM_LAYOUT = "images/<case>/ (one DICOM series per folder) + labels/<case>.nii.gz or labels/<case>/ + classes.csv"
-
-
-def _hidden(path: Path) -> bool:
-    return path.name.startswith(".")
 
 
 # ------------------------------------------------------------------------------------------------------- labels
@@ -157,135 +153,6 @@ def choose_negative_slices(
         return sorted(int(rng.choice(run)) for run in np.array_split(np.array(far), n))
     near = sorted((k for k in free if k not in far), key=lambda k: (-distance[k], k))
     return sorted(far + near[: n - len(far)])
-
-
-# ---------------------------------------------------------------------------------------------------- class table
-@dataclass
-class _ClassTable:
-    path: Path
-    classes: dict[str, str]  # case -> class name as written (lower case)
-    patients: dict[str, str]
-    conflicts: dict[str, list[str]]
-
-    def lookup(self, case: str) -> str | None:
-        if case in self.classes:
-            return case
-        lowered = {c.lower(): c for c in self.classes}
-        return lowered.get(case.lower())
-
-
-def read_classes_csv(path: str | os.PathLike) -> _ClassTable:
-    """Read the ``case,class`` table (optional ``patient`` column; headers compared ignoring case and spaces).
-
-    Raises:
-        DataError: naming the CSV: missing, unreadable, or without the ``case``/``class`` columns (all missing ones
-            are named).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "classes CSV not found: expected a CSV with columns case,class (class: benign, "
-                              "malignant or normal); give its path with classes_csv= (--classes-csv)")
-    table = read_table(path, {"case": ("case id", "case_id"), "class": ()}, optional={"patient": ("patient id",)})
-    classes: dict[str, str] = {}
-    patients: dict[str, str] = {}
-    conflicts: dict[str, list[str]] = defaultdict(list)
-    for row in table.to_dict("records"):
-        case, name = row["case"], row["class"].strip().lower()
-        if not case:
-            continue
-        if case in classes and classes[case] != name:
-            conflicts[case] += [classes[case], name]
-        classes[case] = name
-        if row.get("patient"):
-            patients[case] = row["patient"]
-    return _ClassTable(path, classes, patients, dict(conflicts))
-
-
-# ----------------------------------------------------------------------------------------------------- discovery
-def _nifti_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
-    found: dict[str, list[Path]] = defaultdict(list)
-    for path in sorted(images_dir.iterdir(), key=natural_key):
-        if _hidden(path):
-            continue
-        if path.is_dir():
-            log.skip(DataError(path, "a folder inside images/: the NIfTI layout expects files images/<case>.nii.gz "
-                                     "(DICOM series folders: use the 'dicom' source)"))
-            continue
-        stem = volume_stem(path)
-        if stem is None:
-            if path.suffix.lower() not in _SIDECARS:
-                log.skip(DataError(path, "not a NIfTI or NRRD volume (.nii, .nii.gz, .nrrd, .nhdr): convert it to "
-                                         "NIfTI"))
-            continue
-        found[stem].append(path)
-    return _unique(found, "image", log)
-
-
-def _dicom_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
-    found: dict[str, list[Path]] = {}
-    for path in sorted(images_dir.iterdir(), key=natural_key):
-        if _hidden(path):
-            continue
-        if path.is_dir():
-            found[path.name] = [path]
-        elif volume_stem(path) is not None:
-            log.skip(DataError(path, "NIfTI or NRRD file in the DICOM layout: use the 'nifti' source for "
-                                     "NIfTI and NRRD volumes"))
-        elif path.suffix.lower() not in _SIDECARS:
-            log.skip(DataError(path, "file directly inside images/: the DICOM layout expects one folder per case "
-                                     "(images/<case>/ holding the series)"))
-    return _unique(found, "image", log)
-
-
-def _unique(found: dict[str, list[Path]], what: str, log: SkipLog) -> dict[str, Path]:
-    out = {}
-    for case, paths in found.items():
-        if len(paths) > 1:
-            names = ", ".join(p.name for p in paths)
-            for p in paths:
-                log.skip(DataError(p, f"several {what}s for case {case!r} ({names}): keep one"))
-        else:
-            out[case] = paths[0]
-    return out
-
-
-def _label_case(stem: str, cases: dict[str, Path]) -> str | None:
-    lowered = {c.lower(): c for c in cases}
-    for candidate in [stem] + [stem[: -len(s)] for s in LABEL_SUFFIXES if stem.lower().endswith(s)]:
-        if candidate in cases:
-            return candidate
-        if candidate.lower() in lowered:
-            return lowered[candidate.lower()]
-    return None
-
-
-def _labels(labels_dir: Path | None, cases: dict[str, Path], allow_dirs: bool, log: SkipLog) -> dict[str, list[Path]]:
-    labels: dict[str, list[Path]] = defaultdict(list)
-    if labels_dir is None:
-        return labels
-    for path in sorted(labels_dir.iterdir(), key=natural_key):
-        if _hidden(path):
-            continue
-        if path.is_dir():
-            if not allow_dirs:
-                log.skip(DataError(path, "a folder inside labels/: the NIfTI layout expects files "
-                                         "labels/<case>.nii.gz"))
-                continue
-            stem = path.name
-        else:
-            stem = volume_stem(path)
-            if stem is None:
-                if path.suffix.lower() not in _SIDECARS:
-                    log.skip(DataError(path, "not a NIfTI or NRRD label (.nii, .nii.gz, .nrrd, .nhdr)"
-                                             + (" nor a DICOM series folder" if allow_dirs else "")))
-                continue
-        case = _label_case(stem, cases)
-        if case is None:
-            log.skip(DataError(path, f"label without an image: no image for case {stem!r} in images/ (labels are "
-                                     f"matched by name: <case>, <case>{', <case>'.join(LABEL_SUFFIXES)})"))
-        else:
-            labels[case].append(path)
-    return labels
 
 
 # ------------------------------------------------------------------------------------------------------ converting
@@ -409,7 +276,7 @@ def _convert(
         raise DataError(input_dir, f"nothing usable: no images/ folder; expected the {kind} layout {layout}")
     cases = find_images(images_dir, log)
     labels_dir = find_child(input_dir, "labels", want_dir=True)
-    labels = _labels(labels_dir, cases, allow_dirs=kind == "dicom", log=log)
+    labels = find_labels(labels_dir, cases, allow_dirs=kind == "dicom", log=log)
     if not cases:
         what = "NIfTI volume (.nii/.nii.gz)" if kind == "nifti" else "DICOM series folder"
         raise DataError(images_dir, f"nothing usable: no {what} in images/; expected the {kind} layout {layout}")
@@ -506,7 +373,7 @@ def convert_nifti(
             ``case``/``class`` columns; in strict mode, the first bad input.
         ValueError: bad ``axis`` or ``negative_slices``.
     """
-    return _convert("nifti", input_dir, output_dir, log, classes_csv, axis, negative_slices, seed, _nifti_images)
+    return _convert("nifti", input_dir, output_dir, log, classes_csv, axis, negative_slices, seed, nifti_images)
 
 
 def convert_dicom(
@@ -524,4 +391,4 @@ def convert_dicom(
     Same options, outputs and errors as ``convert_nifti``; see the module docstring for the layout and how a series is
     read (``read_dicom_series``).
     """
-    return _convert("dicom", input_dir, output_dir, log, classes_csv, axis, negative_slices, seed, _dicom_images)
+    return _convert("dicom", input_dir, output_dir, log, classes_csv, axis, negative_slices, seed, dicom_images)
