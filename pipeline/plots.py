@@ -35,6 +35,7 @@ __all__ = [
     "plot_overlays",
     "plot_learning_curves",
     "best_epoch",
+    "plot_comparison",
 ]
 
 # Okabe-Ito colours (told apart with every common colour-vision deficiency), and the line style differs too
@@ -326,4 +327,48 @@ def plot_learning_curves(history: pd.DataFrame | Sequence[dict[str, Any]], path:
                     textcoords="offset points", fontsize=9, color="dimgrey")
     if len(x):
         ax.set_xlim(float(np.nanmin(x)) - 0.5, float(np.nanmax(x)) + 0.5)
+    return _save(fig, path)
+
+
+def plot_comparison(table: pd.DataFrame, metrics: Sequence[str], path: str | PathLike,
+                    title: str | None = None) -> Path:
+    """Networks by metrics: one panel per metric, a bar per network (row of ``table``) at its ``<metric>_mean``
+    with a ``<metric>_std`` error bar (over cross-validation folds), the value written beside it.
+
+    Args:
+        table: one row per network, a ``network`` column and ``<metric>_mean`` / ``<metric>_std`` columns (``bmtl
+            compare``'s table); metrics without a mean column are left out.
+        metrics: the metrics to draw, in order.
+
+    Raises:
+        ValueError: ``table`` has none of ``metrics``.
+    """
+    drawn = [m for m in metrics if f"{m}_mean" in table]
+    if not drawn:
+        raise ValueError(f"table: none of the metrics {list(metrics)} has a <metric>_mean column")
+    names = [str(n) for n in table["network"]]
+    ncols = min(3, len(drawn))
+    nrows = math.ceil(len(drawn) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 0.45 * len(names) * nrows + 1.4 * nrows + 0.6))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    y = np.arange(len(names))
+    for ax, metric in zip(axes, drawn):
+        means = table[f"{metric}_mean"].astype(float).to_numpy()
+        stds = (table[f"{metric}_std"].astype(float).fillna(0.0).to_numpy() if f"{metric}_std" in table
+                else np.zeros_like(means))
+        ax.barh(y, means, xerr=stds, color="#0072B2", alpha=0.85, capsize=3)
+        for k, (m, sd) in enumerate(zip(means, stds)):
+            if np.isfinite(m):
+                label = f"{m:.1f}" if metric == "hd95" else f"{m:.3f}"
+                ax.annotate(label, (m + sd, k), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()   # the first network on top, as in the table
+        ax.set_title(metric + (" (px, lower is better)" if metric == "hd95" else ""))
+        if metric != "hd95":
+            ax.set_xlim(0, 1.1)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes[len(drawn):]:
+        ax.set_visible(False)
+    fig.suptitle(title or "Networks compared (mean ± sd over folds)", fontsize=12)
+    fig.tight_layout()
     return _save(fig, path)

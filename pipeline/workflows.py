@@ -418,7 +418,8 @@ def _log_parent_run(tracking_uri: str, name: str, summary: pd.DataFrame, child_n
 def compare(cv_dirs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None) -> pd.DataFrame:
     """One table from several ``run_cv`` outputs: networks as rows, metrics (mean ± std) as columns.
 
-    Writes ``output`` as CSV, plus the Markdown table beside it (``.md``), when given.
+    Writes ``output`` as CSV, plus the Markdown table (``.md``) and the networks-by-metrics figure (``.png``,
+    ``pipeline.plots.plot_comparison``) beside it, when given.
 
     Raises:
         FileNotFoundError: a folder has no ``cv_summary.csv``.
@@ -434,6 +435,9 @@ def compare(cv_dirs: Sequence[str | os.PathLike], output: str | os.PathLike | No
         out = Path(output)
         write_csv_atomic(out, table)
         write_text_atomic(out.with_suffix(".md"), markdown_table(table) + "\n")
+        from pipeline.plots import plot_comparison
+
+        plot_comparison(table, SUMMARY_METRICS, out.with_suffix(".png"))
     return table
 
 

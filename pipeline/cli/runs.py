@@ -77,7 +77,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     table = compare(args.cv_dirs, args.output)
     print(markdown_table(table))
     if args.output:
-        print(f"\nwritten: {args.output} and {args.output.with_suffix('.md')}")
+        print(f"\nwritten: {args.output}, {args.output.with_suffix('.md')} and the figure "
+              f"{args.output.with_suffix('.png')}")
     return EXIT_OK
 
 

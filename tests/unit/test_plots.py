@@ -106,3 +106,11 @@ def test_best_epoch_is_the_kept_checkpoints_and_marked_on_the_curves(tmp_path):
     assert plots.best_epoch(history.drop(columns="val_score")) is None
     assert plots.best_epoch(history.assign(val_score=np.nan)) is None
     assert_nontrivial_png(plots.plot_learning_curves(history, tmp_path / "curves.png"))
+
+
+def test_comparison_figure_draws_the_metrics_present(tmp_path):
+    table = pd.DataFrame({"network": ["a", "b"], "folds": [3, 3], "dice_mean": [0.8, 0.7], "dice_std": [0.02, np.nan],
+                          "hd95_mean": [12.0, 15.0], "hd95_std": [1.0, 2.0]})
+    assert_nontrivial_png(plots.plot_comparison(table, ["dice", "auc", "hd95"], tmp_path / "cmp.png"))
+    with pytest.raises(ValueError, match="none of the metrics"):
+        plots.plot_comparison(table, ["auc"], tmp_path / "none.png")

@@ -63,6 +63,10 @@ def test_compare_builds_one_table_from_cv_summaries(tmp_path):
     assert table["network"].tolist() == ["a", "b"]
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "| a | 5 | 0.800 ± 0.010 | 0.900 ± 0.020 |" in md
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "compare.png") as figure:   # the networks-by-metrics figure beside it
+        assert figure.width > 400 and len(figure.getcolors(1 << 16) or range(1 << 16)) > 10
     with pytest.raises(FileNotFoundError, match="run `bmtl cv`"):
         compare([tmp_path / "missing"])
 
