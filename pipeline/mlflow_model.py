@@ -150,7 +150,7 @@ class BundlePyfunc(PythonModel):
                 suffix = next((s for magic, s in _MAGIC if data.startswith(magic)), ".img")
                 path = inputs / f"row{row:06d}{suffix}"
                 path.write_bytes(data)
-                items.append((row, InputItem(path, "raster", path.stem)))
+                items.append((row, InputItem(path, "raster", path.stem, relative=path.name)))
             result = self.predictor([item for _, item in items], Path(tmp) / "outputs") if items else None
             # the predictor keeps its input order, one row per input (an error row for a bad image)
             rows = dict(zip((row for row, _ in items), result.rows if result else []))
@@ -163,7 +163,7 @@ class BundlePyfunc(PythonModel):
                 out = rows[row]
                 record: dict[str, Any] = {f"prob_{c}": float(out[f"prob_{c}"]) for c in self.classes}
                 record.update(predicted_class=str(out["predicted_class"]),
-                              mask_png=base64.b64encode(Path(out["mask"]).read_bytes()).decode("ascii"),
+                              mask_png=base64.b64encode(result.path(out).read_bytes()).decode("ascii"),
                               height=int(out["height"]), width=int(out["width"]))
                 records.append(record)
         columns = [*(f"prob_{c}" for c in self.classes), "predicted_class", "mask_png", "height", "width"]

@@ -44,6 +44,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.inference import predict
+    from pipeline.inference.outputs import text
 
     result = predict(
         args.bundle[0] if len(args.bundle) == 1 else args.bundle, args.input, args.output, runtime=args.runtime,
@@ -57,9 +58,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     models = f"{len(args.bundle)} bundles averaged, " if len(args.bundle) > 1 else ""
     print(f"{result.n_ok} input(s) predicted, {result.n_failed} failed{skipped} ({models}{result.runtime} on "
           f"{result.device})")
+    root = args.input if args.input.is_dir() else args.input.parent   # the table's paths are relative to --input
     for row in result.rows:
         if row["status"] != "ok":
-            print(f"  {row['status']}: {row['file']}: {row['error']}")
+            print(f"  {row['status']}: {text(root / row['file'])}: {row['error']}")
     print(f"predictions: {result.csv_path}")
     return result.exit_code
 
@@ -134,8 +136,8 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
         "and series folders, 2D/3D NIfTI, 3D NRRD) with an exported bundle. Writes masks in each input's geometry "
         "(masks/*_mask.png 0/255 at the original size and orientation; masks/*_mask.nii.gz with the input's affine "
         "and header; masks/*_mask.nrrd in an NRRD input's space), overlays/*_overlay.png, optional Grad-CAM "
-        "heatmaps/*_gradcam.png, and predictions.csv (one row per input; a bad input gets an error row and the "
-        "others go on).",
+        "heatmaps/*_gradcam.png, and predictions.csv (one row per input, its path relative to --input and its "
+        "files' relative to --output; a bad input gets an error row and the others go on).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: bmtl predict --bundle exported/breast_us_mtl --input scans/ --output predictions/ --refine "
         "--explain\n"

@@ -24,7 +24,9 @@ lesion and class probabilities; ``tta="flip"`` averages the left-right flipped i
   within ``confidence_margin`` of the decision: ``pipeline.metrics.decision_margin``), per-class probabilities,
   lesion area in pixels and in mm² where the spacing is known (DICOM ``PixelSpacing`` or ultrasound region
   calibration, NIfTI affine; never for PNG/JPEG), whether refinement changed anything (on by default when the
-  classes include "normal"), the error for an input that failed.
+  classes include "normal"), the error for an input that failed. The ``file`` column is the input's path relative to
+  ``input`` (its name for a single file), ``mask``/``overlay``/``heatmap`` are relative to ``output_dir``
+  (``PredictionResult.path`` joins them), so both folders can be moved.
 
 Inputs: PNG/JPEG/BMP/TIFF; DICOM single files (ultrasound, often RGB or YBR, JPEG/RLE-compressed as pydicom's
 pixel-data plugins decode them; MONOCHROME1 inverted; a multi-frame file such as a cine loop is one input per frame,

@@ -28,6 +28,12 @@ class InputItem:
     name: str  # output name stem (relative to the input root, without extension)
     problem: str | None = None
     frame: int | None = None  # the frame of a multi-frame DICOM file (0-based)
+    relative: str = ""  # the path relative to the input root (the file's name for a single file): the table's file
+
+    @property
+    def shown(self) -> str:
+        """How the table names the input: its path relative to the input root (the path itself when unknown)."""
+        return self.relative or str(self.path)
 
 
 def _nifti(path: Path) -> bool:
@@ -119,7 +125,8 @@ def _frames_or_unknown(ds: Any) -> int:
 def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None = None,
                     frame: int | None = None) -> list[InputItem]:
     """The inputs under ``path``: the file itself, or every file of a folder (recursive; hidden files and anything
-    under ``exclude``, e.g. the output folder, skipped).
+    under ``exclude``, e.g. the output folder, skipped). Each item's ``relative`` is its path relative to ``path``
+    (the file's name when ``path`` is a file).
 
     Symbolic links to folders are followed (each real folder once); a broken link is an ``unsupported`` item.
     DICOM files of one series in one folder (slice geometry, two or more files) make one ``dicom_series`` input;
@@ -194,4 +201,6 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
             name, k = f"{item.name}_{k}", k + 1
         used.add(name)
         item.name = name
+        relative = item.path.relative_to(base)
+        item.relative = str(relative) if str(relative) != "." else item.path.name
     return items

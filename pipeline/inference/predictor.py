@@ -347,7 +347,7 @@ class Predictor:
 
         bar = tqdm(total=len(items), unit="input", disable=not self.progress, desc="predict")
         for index, item in enumerate(items):
-            key = PredictionJournal.key(text(item.path), item.frame)
+            key = PredictionJournal.key(text(item.shown), item.frame)
             if key in journal.done:   # --resume: predicted by the interrupted run
                 rows[index] = {**base_row(item, self.classes), **journal.done[key]}
                 bar.update(1)
@@ -386,18 +386,18 @@ class Predictor:
         summary = CaseSummary.from_slices(state["results"], self.cls_threshold)
         masks, best, predicted, item = summary.masks, summary.best, summary.predicted, case.item
         row = case_row(item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin)
-        row["mask"] = text(case.writer(masks, out / "masks" / f"{item.name}_mask"))
+        row["mask"] = text(case.writer(masks, out / "masks" / f"{item.name}_mask").relative_to(out))
         image = case.view(case.display[best])
         if self.overlays:
             lesion = int(summary.areas[best])
             lines = [text(Path(item.name).name) + (f" (slice {best})" if len(masks) > 1 else ""),
                      f"{self.classes[predicted]}  p={summary.probs[predicted]:.2f}  lesion {lesion} px"]
             row["overlay"] = text(write_overlay(out / "overlays" / f"{item.name}_overlay.png", image,
-                                                case.view(masks[best]), lines))
+                                                case.view(masks[best]), lines).relative_to(out))
         if self.explain:
             heat = resize_to(self.gradcam(state["tensors"][best], predicted), case.display[best].shape[-2:])
             path = write_heatmap(out / "heatmaps" / f"{item.name}_gradcam.png", image, case.view(heat))
-            row["heatmap"] = text(path)
+            row["heatmap"] = text(path.relative_to(out))
         return row
 
 

@@ -45,6 +45,11 @@ class PredictionResult:
     columns: list[str] = field(default_factory=list)
     n_skipped: int = 0
 
+    def path(self, row: dict[str, Any], column: str = "mask") -> Path | None:
+        """The file a row's ``mask``, ``overlay`` or ``heatmap`` column names (relative to ``output_dir`` in the
+        table, so the folder can be moved), or None when the row has none."""
+        return self.output_dir / str(row[column]) if row.get(column) else None
+
     @property
     def exit_code(self) -> int:
         """0: every input predicted (skipped mask files aside); 3: some failed; 1: none was predicted."""
@@ -90,9 +95,9 @@ def table_columns(classes: Sequence[str]) -> list[str]:
 
 
 def base_row(item: InputItem, classes: Sequence[str]) -> dict[str, Any]:
-    """An input's row with only its file, frame and type filled in."""
+    """An input's row with only its file (relative to the input root), frame and type filled in."""
     row: dict[str, Any] = {c: "" for c in table_columns(classes)}
-    row.update(file=text(item.path), frame="" if item.frame is None else item.frame, type=item.kind)
+    row.update(file=text(item.shown), frame="" if item.frame is None else item.frame, type=item.kind)
     return row
 
 

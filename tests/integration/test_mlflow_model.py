@@ -110,7 +110,7 @@ def test_logged_model_predicts_like_bmtl_predict(model_uri, store, bundle, image
     for c in CLASSES:
         assert out.loc[0, f"prob_{c}"] == pytest.approx(float(row[f"prob_{c}"]), abs=1e-12)
     assert out.loc[0, "predicted_class"] == row["predicted_class"]
-    np.testing.assert_array_equal(decode_mask(out.loc[0, "mask_png"]), np.asarray(Image.open(row["mask"])))
+    np.testing.assert_array_equal(decode_mask(out.loc[0, "mask_png"]), np.asarray(Image.open(reference.path(row))))
 
     with pytest.raises(MlflowException) as error:
         model.predict(pd.DataFrame({"image": [data, b"not an image", "%%% not base64"]}))

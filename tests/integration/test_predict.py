@@ -195,6 +195,11 @@ def test_mixed_folder_masks_keep_the_input_geometry(us_fake, mixed_folder, tmp_p
     assert "truncated" in errors.error.iloc[0]
     ok = table[table.status == "ok"].set_index(table[table.status == "ok"].file.map(lambda f: Path(f).name))
     assert (ok.predicted_class == "malignant").all()  # the fake model's constant logits
+    # paths in the table: inputs relative to --input, outputs relative to the output folder (both portable)
+    assert set(table.file) == {"a_blob.png", "broken.png", "sub/volume.nii.gz", "series_01", "us_frame.dcm",
+                               "slice2d.nii.gz"}
+    assert ok.loc["volume.nii.gz", "mask"] == "masks/sub/volume_mask.nii.gz"
+    assert ok.loc["a_blob.png", "overlay"] == "overlays/a_blob_overlay.png"
     truth = mixed_folder["truth"]
 
     # PNG: the mask has the image's (H, W) and the box where the image has it (top-right corner)
@@ -249,7 +254,7 @@ def test_mri_bundle_normalises_the_volume_and_keeps_its_geometry(mr_fake, tmp_pa
     result = predict(mr_fake, path, tmp_path / "out", progress=False, batch_size=3)  # slices over several batches
     assert result.exit_code == 0 and result.rows[0]["status"] == "ok"
     assert result.rows[0]["predicted_class"] == "malignant"
-    mask = nib.load(result.rows[0]["mask"])
+    mask = nib.load(result.path(result.rows[0]))
     assert mask.shape == volume.shape
     np.testing.assert_allclose(mask.affine, NON_RAS)
     assert iou(np.asarray(mask.dataobj), cube) > 0.8
@@ -263,16 +268,18 @@ def test_an_nrrd_volume_gets_an_nrrd_mask_in_its_own_geometry(mr_fake, tmp_path)
     header = {"space": "left-posterior-superior", "space directions": lps[:3, :3].T, "space origin": lps[:3, 3],
               "kinds": ["domain"] * 3}
     nrrd.write(str(tmp_path / "case.nrrd"), volume.astype(np.float32) * 3.7 + 250.0, header)
-    as_nifti = predict(mr_fake, nifti(tmp_path / "case.nii", volume.astype(np.float32) * 3.7 + 250.0, NON_RAS),
-                       tmp_path / "nifti", progress=False, overlays=False).rows[0]
-    row = predict(mr_fake, tmp_path / "case.nrrd", tmp_path / "out", progress=False, overlays=False).rows[0]
+    from_nifti = predict(mr_fake, nifti(tmp_path / "case.nii", volume.astype(np.float32) * 3.7 + 250.0, NON_RAS),
+                         tmp_path / "nifti", progress=False, overlays=False)
+    as_nifti = from_nifti.rows[0]
+    result = predict(mr_fake, tmp_path / "case.nrrd", tmp_path / "out", progress=False, overlays=False)
+    row = result.rows[0]
     assert row["status"] == "ok" and row["mask"].endswith("case_mask.nrrd") and row["type"] == "nrrd"
-    mask, mask_header = nrrd.read(row["mask"])
+    mask, mask_header = nrrd.read(str(result.path(row)))
     assert mask.shape == volume.shape and mask.dtype == np.uint8
     np.testing.assert_allclose(mask_header["space directions"], header["space directions"])
     np.testing.assert_allclose(mask_header["space origin"], header["space origin"])
     assert iou(mask, cube) > 0.8
-    np.testing.assert_array_equal(mask, np.asarray(nib.load(as_nifti["mask"]).dataobj))   # the same as from NIfTI
+    np.testing.assert_array_equal(mask, np.asarray(nib.load(from_nifti.path(as_nifti)).dataobj))   # the same as from NIfTI
     assert row["lesion_voxels"] == as_nifti["lesion_voxels"] and row["spacing_mm"] == as_nifti["spacing_mm"]
 
 
@@ -280,7 +287,7 @@ def test_native_resolution_uses_the_sliding_window_at_the_image_size(us_fake, tm
     truth = blob_png(tmp_path / "big.png", shape=(100, 150), box=(slice(70, 98), slice(5, 40)), rgb=False)
     result = predict(us_fake, tmp_path / "big.png", tmp_path / "out", native_resolution=True, progress=False,
                      overlays=False)
-    mask = np.asarray(Image.open(result.rows[0]["mask"]))
+    mask = np.asarray(Image.open(result.path(result.rows[0])))
     assert mask.shape == (100, 150)
     assert iou(mask, truth) > 0.95  # no resizing: the fake model's mask is the box itself
 
@@ -470,6 +477,7 @@ def test_refinement_empties_the_mask_of_an_image_classified_normal(us_exported, 
                     overlays=False).rows[0]
     # the default ("auto" in inference.yaml): on, since the classes include normal
     refined = predict(bundle, tmp_path / "img.png", tmp_path / "refined", progress=False, overlays=False).rows[0]
+    refined["mask"] = tmp_path / "refined" / refined["mask"]   # the table's paths are relative to the output folder
     assert plain["predicted_class"] == "normal" and plain["lesion_area_px"] > 0 and plain["refined"] is False
     assert refined["refined"] is True and refined["lesion_area_px"] == 0
     assert np.asarray(Image.open(refined["mask"])).max() == 0
@@ -589,7 +597,7 @@ def test_flip_tta_follows_the_bundle_unless_chosen(us_exported, tmp_path):
 def test_gradcam_heatmap_has_the_image_size_and_is_not_constant(us_exported, tmp_path):
     blob_png(tmp_path / "img.png", shape=(56, 90))
     result = predict(us_exported, tmp_path / "img.png", tmp_path / "out", explain=True, progress=False)
-    heat = Image.open(result.rows[0]["heatmap"])
+    heat = Image.open(result.path(result.rows[0], "heatmap"))
     assert heat.size == (90, 56)  # (W, H) of the input
     assert np.asarray(heat, dtype=np.float32).std() > 1.0
     predictor = Predictor(us_exported, explain=True, progress=False)
@@ -604,7 +612,7 @@ def test_runtimes_agree(us_exported, tmp_path):
     Image.fromarray(image).save(tmp_path / "case.png")
     rows = {rt: predict(us_exported, tmp_path / "case.png", tmp_path / rt, runtime=rt, progress=False,
                         overlays=False).rows[0] for rt in ("torch", "torchscript", "onnx")}
-    masks = {rt: np.asarray(Image.open(r["mask"])) > 0 for rt, r in rows.items()}
+    masks = {rt: np.asarray(Image.open(tmp_path / rt / r["mask"])) > 0 for rt, r in rows.items()}
     for rt in ("torchscript", "onnx"):
         for c in US_CLASSES:
             assert rows[rt][f"prob_{c}"] == pytest.approx(rows["torch"][f"prob_{c}"], abs=1e-4)

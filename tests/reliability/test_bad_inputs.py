@@ -64,7 +64,8 @@ def _check_predict(case: BadInput, scenario, named: str, rc: int, captured) -> N
         rows = {r["file"]: r for r in csv.DictReader(f)}
     assert sum(r["status"] == "ok" for r in rows.values()) == scenario.items, rows
     assert rc == (3 if case.outcome == "skipped" else 0), rows   # 3: some inputs failed, the others predicted
-    row = rows[str(scenario.named)]
+    root = Path(scenario.args[scenario.args.index("--input") + 1])
+    row = rows[scenario.named.name if root.is_file() else str(scenario.named.relative_to(root))]   # relative to --input
     if case.outcome == "skipped":
         assert row["status"] == "error" and case.message in row["error"], row
         listed = [line for line in captured.out.splitlines() if named in line]

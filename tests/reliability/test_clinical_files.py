@@ -199,7 +199,7 @@ def test_predict_writes_one_row_and_mask_per_frame(exported_bundle, tmp_path, ca
                str(tmp_path / "out"), "--no-progress", "--no-overlays"])
     assert rc == 3   # the dose grid failed, the frames did not
     table = pd.read_csv(tmp_path / "out" / "predictions.csv")
-    frames = table[table.file == str(cine)]
+    frames = table[table.file == cine.name]   # paths relative to --input
     assert frames.frame.tolist() == list(range(30)) and (frames.status == "ok").all()
     assert frames["mask"].nunique() == 30 and frames.height.eq(240).all() and frames.width.eq(320).all()
     dose = table[table.file.str.endswith(RTDOSE)]
