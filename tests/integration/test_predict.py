@@ -279,7 +279,7 @@ def test_an_nrrd_volume_gets_an_nrrd_mask_in_its_own_geometry(mr_fake, tmp_path)
     np.testing.assert_allclose(mask_header["space directions"], header["space directions"])
     np.testing.assert_allclose(mask_header["space origin"], header["space origin"])
     assert iou(mask, cube) > 0.8
-    np.testing.assert_array_equal(mask, np.asarray(nib.load(from_nifti.path(as_nifti)).dataobj))   # the same as from NIfTI
+    np.testing.assert_array_equal(mask, np.asarray(nib.load(from_nifti.path(as_nifti)).dataobj))  # as from NIfTI
     assert row["lesion_voxels"] == as_nifti["lesion_voxels"] and row["spacing_mm"] == as_nifti["spacing_mm"]
 
 
