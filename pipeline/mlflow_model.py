@@ -206,16 +206,11 @@ def _provenance(bundle: Path) -> dict[str, str]:
     """Versions, commit and source of the logged model (run tags and model metadata)."""
     import json
 
-    import monai
-    import torch
+    from pipeline.tracking import provenance
 
-    from pipeline import __version__
-    from pipeline.tracking import git_commit
-
-    # str(): torch's version is a str subclass that the MLmodel YAML cannot represent
-    info = {"git_commit": git_commit(), "breast_mtl_version": str(__version__), "torch_version": str(torch.__version__),
-            "monai_version": str(monai.__version__), "mlflow_version": str(mlflow.__version__),
-            "python_version": platform.python_version(), "bundle": str(bundle)}
+    # the same commit and versions as a training run's parameters (str(): the MLmodel YAML takes plain strings)
+    info = {**{k: str(v) for k, v in provenance().items()}, "version.python": platform.python_version(),
+            "bundle": str(bundle)}
     report = bundle / "models" / "export_report.json"
     if report.is_file():
         exported = json.loads(report.read_text(encoding="utf-8"))

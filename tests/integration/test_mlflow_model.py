@@ -94,7 +94,8 @@ def test_logged_model_predicts_like_bmtl_predict(model_uri, store, bundle, image
     assert model.metadata.get_input_schema().inputs[0].type == DataType.binary
     assert "mask_png" in model.metadata.get_output_schema().input_names()
     tags = run.data.tags
-    for key in ("bmtl.git_commit", "bmtl.torch_version", "bmtl.monai_version", "bmtl.mlflow_version"):
+    for key in ("bmtl.git_commit", "bmtl.version.torch", "bmtl.version.monai", "bmtl.version.mlflow",
+                "bmtl.version.python"):
         assert tags.get(key), key
     assert model.metadata.metadata["classes"] == CLASSES
 
