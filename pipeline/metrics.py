@@ -4,7 +4,8 @@ Segmentation (MONAI metrics, per image, lesion channel, prediction thresholded a
 ``ignore_empty=False`` -- an image with an empty truth scores 1 when the prediction is empty too, else 0 (how
 "normal" images count) -- and HD95 over images whose truth and prediction are both non-empty.
 Classification (scikit-learn): AUC of the positive class (malignant) vs rest, macro one-vs-rest AUC for 3 classes,
-accuracy, balanced accuracy, macro F1, sensitivity and specificity of the positive class, confusion matrix.
+accuracy, balanced accuracy, macro F1, sensitivity and specificity of the positive class, confusion matrix; the
+expected calibration error of the positive-class probability (MONAI's ``CalibrationErrorMetric``).
 The predicted class is the argmax of the probabilities or, with an operating threshold (chosen on the validation
 fold by ``choose_operating_threshold``), the positive class wherever its probability reaches the threshold.
 """
@@ -33,6 +34,8 @@ __all__ = [
     "predicted_classes",
     "decision_margin",
     "positive_vs_rest",
+    "positive_class_probability",
+    "expected_calibration_error",
     "joint_score",
 ]
 
@@ -260,3 +263,38 @@ def joint_score(dice: Any, auc: Any) -> float:
     """Model-selection score: the mean of mean Dice and positive-class AUC (Dice alone when AUC is undefined)."""
     dice, auc = float(dice), float(auc)
     return dice if np.isnan(auc) else 0.5 * (dice + auc)
+
+
+def positive_class_probability(probs: Any, labels: Any, positive: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` probability of the positive class and ``(N,)`` 0/1 truth, from either ``(N, K)`` probabilities and
+    class indices, or already ``(N,)`` positive-class probabilities and 0/1 labels."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).reshape(-1).astype(int)
+    if probs.ndim == 2:
+        pos = positive % probs.shape[1]
+        return probs[:, pos], (labels == pos).astype(int)
+    return probs.reshape(-1), (labels > 0).astype(int)
+
+
+def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 10, positive: int = -1) -> float:
+    """Expected calibration error of the positive-class probability (10 equal-width bins by default).
+
+    ECE = sum over bins of (bin count / N) * |mean predicted probability - fraction of positives| (Guo et al. 2017),
+    computed with MONAI's ``CalibrationErrorMetric``.
+
+    Args:
+        probs: ``(N, K)`` class probabilities, or ``(N,)`` probabilities of the positive class.
+        labels: ``(N,)`` class indices (with 2-D ``probs``) or 0/1 positive-class truth (with 1-D ``probs``).
+        n_bins: number of equal-width bins on [0, 1].
+        positive: index of the positive class when ``probs`` is 2-D (default: the last class).
+
+    Returns:
+        the ECE in [0, 1]; NaN when there are no images.
+    """
+    p, y = positive_class_probability(probs, labels, positive)
+    if p.size == 0:
+        return float("nan")
+    from monai.metrics import CalibrationErrorMetric
+
+    metric = CalibrationErrorMetric(num_bins=n_bins, calibration_reduction="expected", metric_reduction="mean")
+    value = metric(y_pred=torch.tensor(p).view(1, 1, -1), y=torch.tensor(y).view(1, 1, -1))
+    return float(value.mean())

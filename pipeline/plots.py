@@ -16,19 +16,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from monai.metrics import CalibrationErrorMetric
 from skimage import measure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from pipeline.atomic import atomic_path
+from pipeline.metrics import expected_calibration_error, positive_class_probability
 
 __all__ = [
-    "expected_calibration_error",
     "plot_roc",
     "plot_confusion",
     "plot_calibration",
@@ -50,39 +48,6 @@ def _save(fig: Figure, path: str | PathLike) -> Path:
     with atomic_path(path) as tmp:  # a viewer or a kill never sees half a PNG
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI, bbox_inches="tight", facecolor="white")
     return path
-
-
-def _positive_vs_rest(probs: Any, labels: Any, positive: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(N,)`` probability of the positive class and ``(N,)`` 0/1 truth, from either ``(N, K)`` probabilities and
-    class indices, or already ``(N,)`` positive-class probabilities and 0/1 labels."""
-    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).reshape(-1).astype(int)
-    if probs.ndim == 2:
-        pos = positive % probs.shape[1]
-        return probs[:, pos], (labels == pos).astype(int)
-    return probs.reshape(-1), (labels > 0).astype(int)
-
-
-def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 10, positive: int = -1) -> float:
-    """Expected calibration error of the positive-class probability (10 equal-width bins by default).
-
-    ECE = sum over bins of (bin count / N) * |mean predicted probability - fraction of positives| (Guo et al. 2017),
-    computed with MONAI's ``CalibrationErrorMetric``.
-
-    Args:
-        probs: ``(N, K)`` class probabilities, or ``(N,)`` probabilities of the positive class.
-        labels: ``(N,)`` class indices (with 2-D ``probs``) or 0/1 positive-class truth (with 1-D ``probs``).
-        n_bins: number of equal-width bins on [0, 1].
-        positive: index of the positive class when ``probs`` is 2-D (default: the last class).
-
-    Returns:
-        the ECE in [0, 1]; NaN when there are no images.
-    """
-    p, y = _positive_vs_rest(probs, labels, positive)
-    if p.size == 0:
-        return float("nan")
-    metric = CalibrationErrorMetric(num_bins=n_bins, calibration_reduction="expected", metric_reduction="mean")
-    value = metric(y_pred=torch.tensor(p).view(1, 1, -1), y=torch.tensor(y).view(1, 1, -1))
-    return float(value.mean())
 
 
 def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLike, positive: int = -1,
@@ -169,7 +134,7 @@ def plot_calibration(probs: Any, labels: Any, path: str | PathLike, positive: in
     Returns:
         the expected calibration error (see ``expected_calibration_error``).
     """
-    p, y = _positive_vs_rest(probs, labels, positive)
+    p, y = positive_class_probability(probs, labels, positive)
     ece = expected_calibration_error(p, y, n_bins=n_bins)
     name = class_name or "positive class"
     fig = Figure(figsize=(6, 7))

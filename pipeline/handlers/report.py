@@ -27,6 +27,7 @@ from pipeline.html_report import write_html_report
 from pipeline.metrics import (
     CLASSIFICATION_METRICS,
     classification_scores,
+    expected_calibration_error,
     finite_or_none,
     gather_by_rank,
     predicted_classes,
@@ -396,7 +397,7 @@ class EvaluationReport:
         cls["operating_threshold"] = self.threshold  # None: argmax
         cls["confusion_matrix"] = {"classes": self.classes, "rows": "true class", "columns": "predicted class",
                                    "matrix": scores["confusion_matrix"]}
-        cls["ece"] = plots.expected_calibration_error(probs, labels, n_bins=self.n_bins, positive=self.positive)
+        cls["ece"] = expected_calibration_error(probs, labels, n_bins=self.n_bins, positive=self.positive)
         cls["ece_bins"] = self.n_bins
         cls["n_per_class"] = {c: int((labels == k).sum()) for k, c in enumerate(self.classes)}
 

@@ -12,6 +12,7 @@ from pipeline.metrics import (
     ClassificationMetrics,
     classification_scores,
     decision_margin,
+    expected_calibration_error,
     finite_or_none,
     gather_arrays,
     gather_by_rank,
@@ -129,3 +130,24 @@ def test_decision_margin_is_the_distance_to_the_decision():
     np.testing.assert_allclose(decision_margin(np.array([[0.2, 0.8], [0.55, 0.45]])), [0.3, 0.05])
     np.testing.assert_allclose(decision_margin(np.array([0.1, 0.3, 0.6])), [0.15])
     np.testing.assert_allclose(decision_margin(np.array([[0.2, 0.8], [0.55, 0.45]]), threshold=0.4), [0.4, 0.05])
+
+
+def test_ece_zero_for_calibrated_and_positive_for_overconfident():
+    # 8 images at 0.25 with 2 positives, 8 at 0.75 with 6: every bin's frequency equals its confidence
+    p = np.array([0.25] * 8 + [0.75] * 8)
+    y = np.array([1, 1] + [0] * 6 + [1] * 6 + [0, 0])
+    assert expected_calibration_error(p, y) == pytest.approx(0.0, abs=1e-6)
+    # overconfident: 0.95 for malignant on images that are malignant half the time
+    p_over = np.full(10, 0.95)
+    y_over = np.array([1, 0] * 5)
+    assert expected_calibration_error(p_over, y_over) == pytest.approx(0.45, abs=1e-5)
+
+
+def test_ece_accepts_class_probabilities():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1, 1, 1], 50)
+    labels = rng.integers(0, 3, 50)
+    two_d = expected_calibration_error(probs, labels, positive=-1)
+    one_d = expected_calibration_error(probs[:, 2], labels == 2)
+    assert two_d == pytest.approx(one_d) and two_d > 0
+    assert math.isnan(expected_calibration_error(np.zeros((0, 2)), np.zeros(0)))

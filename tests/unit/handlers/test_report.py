@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 
 from pipeline.handlers import EvaluationReport
 from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, predicted_classes, segmentation_scores
-from pipeline.plots import expected_calibration_error
+from pipeline.metrics import expected_calibration_error
 from tests.unit.test_plots import assert_nontrivial_png
 
 CLASSES_2 = ["benign", "malignant"]
