@@ -35,7 +35,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.deploy import format_checks, verify_bundle
+    from pipeline.verify import format_checks, verify_bundle
 
     rows = verify_bundle(args.bundle, runtimes=args.runtime, device=args.device)
     print(format_checks(rows))

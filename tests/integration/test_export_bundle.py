@@ -16,7 +16,8 @@ import yaml
 from monai.bundle import ConfigWorkflow, ckpt_export
 
 from pipeline.cli import main
-from pipeline.deploy import export_bundle, verify_bundle
+from pipeline.deploy import export_bundle
+from pipeline.verify import verify_bundle
 from pipeline.export import ExportParityError, load_torchscript
 from pipeline.presets import load_preset
 from pipeline.registry import create_network, list_networks
