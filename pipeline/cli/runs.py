@@ -59,7 +59,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
-    from pipeline.workflows import run_cv
+    from pipeline.cross_validation import run_cv
 
     overrides = dict(parse_overrides(args.override))
     if args.epochs is not None:
@@ -72,7 +72,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from pipeline.workflows import markdown_table, compare
+    from pipeline.cross_validation import compare, markdown_table
 
     table = compare(args.cv_dirs, args.output)
     print(markdown_table(table))

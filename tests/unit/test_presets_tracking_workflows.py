@@ -8,7 +8,8 @@ import pytest
 from pipeline.presets import available_presets, load_preset
 from pipeline.registry import list_networks
 from pipeline.tracking import flatten_params, write_run_config
-from pipeline.workflows import bundle_command, compare
+from pipeline.cross_validation import compare
+from pipeline.workflows import bundle_command
 
 
 def test_every_network_has_a_preset_that_names_it():
