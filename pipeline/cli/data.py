@@ -62,7 +62,7 @@ def _cmd_check_splits(args: argparse.Namespace) -> int:
 
 
 def _cmd_dedup(args: argparse.Namespace) -> int:
-    from pipeline.data.dedup import run_dedup
+    from pipeline.data.curate import run_dedup
 
     report = run_dedup(args.input, args.output, threshold=args.threshold, curate=args.curate)
     print(json.dumps({k: str(v) for k, v in report.items()}, indent=2))

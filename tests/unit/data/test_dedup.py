@@ -20,11 +20,11 @@ from pipeline.data.dedup import (
     candidate_pairs,
     cluster_ids,
     find_duplicates,
-    run_dedup,
     scan_duplicates,
     thumbnail,
     thumbnail_ssim,
 )
+from pipeline.data.curate import run_dedup
 from pipeline.data.splits import check_splits
 from pipeline.data.synthetic_us import US_CLASSES, make_us_case
 
