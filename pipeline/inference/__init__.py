@@ -58,7 +58,7 @@ Nothing here reads a training config, a datalist or a checkpoint with pickled ob
 is enough (``torch.load(weights_only=True)`` for ``model.pt``).
 """
 
-from pipeline.inference.discovery import InputItem, discover_inputs
+from pipeline.inference.discovery import InputItem, discover_inputs, image_inputs
 from pipeline.inference.predictor import Predictor, predict, unlabelled
 from pipeline.inference.runtimes import MODEL_FILES, RUNTIMES
 from pipeline.inference.table import CSV_COLUMNS, EXIT_CODES, PredictionResult
@@ -72,6 +72,7 @@ __all__ = [
     "PredictionResult",
     "Predictor",
     "discover_inputs",
+    "image_inputs",
     "predict",
     "unlabelled",
 ]

@@ -12,7 +12,7 @@ from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, float_list, not_an_imag
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
 
-__all__ = ["InputItem", "discover_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "DICOM_SUFFIXES"]
+__all__ = ["InputItem", "discover_inputs", "image_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "DICOM_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -204,3 +204,35 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
         relative = item.path.relative_to(base)
         item.relative = str(relative) if str(relative) != "." else item.path.name
     return items
+
+
+def image_inputs(path: str | os.PathLike, kind: str) -> list[dict[str, str]]:
+    """``{"image": file}`` for every input of ``kind`` under ``path`` that is one 2D image: the data of a bundle's
+    declarative ``run`` workflow, which reads each file with the bundle's ``LoadImaged`` and so takes 2D images only
+    (``"raster"``: PNG/JPEG/BMP/TIFF; ``"nifti"``: 2D NIfTI images, as ``bmtl prepare`` writes MRI slices). 3D
+    volumes, DICOM and everything else are left to ``bmtl predict`` (a NIfTI file left out is logged).
+
+    Raises:
+        ValueError: ``kind`` is not ``"raster"`` or ``"nifti"``.
+    """
+    import logging
+
+    import nibabel as nib
+
+    if kind not in ("raster", "nifti"):
+        raise ValueError(f"kind must be 'raster' or 'nifti', got {kind!r}")
+    files = []
+    for item in discover_inputs(path):
+        if item.kind != kind:
+            continue
+        if kind == "nifti":
+            try:
+                ndim = len(nib.load(str(item.path)).shape)
+            except Exception as e:   # nibabel raises many types for broken headers
+                ndim = f"unreadable ({type(e).__name__}: {e})"
+            if ndim != 2:
+                logging.getLogger(__name__).warning("%s: not a 2D NIfTI image (%s dimensions): left to `bmtl "
+                                                    "predict`", item.path, ndim)
+                continue
+        files.append({"image": str(item.path)})
+    return files

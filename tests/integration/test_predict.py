@@ -74,11 +74,17 @@ def us_fake(us_exported, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mr_fake(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mr_fake")
+def mr_exported(tmp_path_factory) -> Path:
+    """The MRI bundle exported (TorchScript) from an untrained tiny segresnet_shared run."""
+    root = tmp_path_factory.mktemp("mr_exported")
     run = make_run(root / "run", "segresnet_shared", classes=["benign", "malignant"], modality="MR", bundle=MR_BUNDLE)
     export_bundle(MR_BUNDLE, run, root / "exported", formats=["torchscript"])
-    return with_fake_model(root / "exported", root / "bundle", [0.0, 1.0])
+    return root / "exported"
+
+
+@pytest.fixture(scope="module")
+def mr_fake(mr_exported, tmp_path_factory) -> Path:
+    return with_fake_model(mr_exported, tmp_path_factory.mktemp("mr_fake") / "bundle", [0.0, 1.0])
 
 
 # ----------------------------------------------------------------------------------------------------------- inputs
@@ -677,3 +683,46 @@ def test_monai_standard_run_workflow_matches_bmtl_predict(us_exported, tmp_path)
         theirs = np.asarray(Image.open(tmp_path / "bmtl" / "masks" / f"{Path(name).stem}_mask.png"))
         assert mask.shape == theirs.shape == Image.open(inputs / name).size[::-1]   # the image's own (H, W)
         assert set(np.unique(mask)) <= {0, 255} and (mask != theirs).mean() < 0.002
+
+
+def test_mri_standard_run_workflow_matches_bmtl_predict_on_prepared_slices(mr_exported, tmp_path):
+    """The MRI bundle's declarative `run` workflow takes 2D NIfTI slices (as `bmtl prepare` writes them) and gives
+    the masks (NIfTI, the slice's size and affine) and class probabilities of `bmtl predict`; a 3D volume beside them
+    is left to `bmtl predict`."""
+    from monai.bundle import ConfigWorkflow
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.7, 0.9, 3.0, 1.0])
+    affine[:3, 3] = [-20.0, 15.0, 42.0]
+    for name, shape in (("case_s004", (40, 56)), ("case_s007", (48, 36))):
+        image = rng.uniform(0.0, 0.3, size=shape).astype(np.float32)   # already normalised to [0, 1]
+        image[8:20, 10:24] = 0.9
+        nib.save(nib.Nifti1Image(image, affine), str(inputs / f"{name}.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 4), np.float32), affine), str(inputs / "volume.nii.gz"))
+    configs = [str(mr_exported / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
+    out = tmp_path / "monai_run"
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(mr_exported / "configs" / "metadata.json"),
+                              workflow_type="infer", bundle_root=str(mr_exported), input_dir=str(inputs),
+                              output_dir=str(out))
+    workflow.initialize()
+    assert not workflow.check_properties()
+    workflow.run()
+    workflow.finalize()
+
+    ours = predict(mr_exported, inputs, tmp_path / "bmtl", runtime="torch", overlays=False, progress=False)
+    table = pd.read_csv(ours.csv_path).set_index("file")
+    probs = pd.read_csv(out / "predictions_cls.csv", header=None, index_col=0)
+    assert sorted(Path(f).name for f in probs.index) == ["case_s004.nii.gz", "case_s007.nii.gz"]   # not the volume
+    for file, row in probs.iterrows():
+        name = Path(file).name
+        np.testing.assert_allclose(row.to_numpy(dtype=float), [table.loc[name, f"prob_{c}"] for c in
+                                                               ("benign", "malignant")], atol=1e-4)
+        stem = name[: -len(".nii.gz")]
+        mask = nib.load(str(out / f"{stem}_mask.nii.gz"))
+        theirs = nib.load(str(tmp_path / "bmtl" / "masks" / f"{stem}_mask.nii.gz"))
+        assert mask.shape == theirs.shape == nib.load(str(inputs / name)).shape   # the slice's own (H, W)
+        np.testing.assert_allclose(mask.affine, affine)
+        a, b = np.asarray(mask.dataobj), np.asarray(theirs.dataobj)
+        assert set(np.unique(a)) <= {0, 1} and (a != b).mean() < 0.002
