@@ -43,6 +43,7 @@ import torch
 import yaml
 
 from pipeline.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
+from pipeline.bundle_folder import EXPORT_REPORT
 from pipeline.export import (
     DEFAULT_ATOL,
     ExportWrapper,
@@ -69,7 +70,6 @@ FORMATS = ("torchscript", "onnx")
 COPIED_CONFIGS = ("common.yaml", "inference.yaml", "logging.conf")
 RUN_CONFIG = "run_config.json"
 MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
-EXPORT_REPORT = "export_report.json"  # in models/, written last: the completion marker of an export
 
 
 # ------------------------------------------------------------------------------------------------------ run config

@@ -43,6 +43,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.bundle_folder import exported_bundle_root
+
+    for bundle in args.bundle:   # usage errors answered before torch and MONAI are imported
+        exported_bundle_root(bundle)
+    if not args.input.exists():
+        raise FileNotFoundError(f"input {args.input} not found")
     from pipeline.inference import predict
     from pipeline.inference.outputs import text
 
@@ -69,6 +75,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_log_model(args: argparse.Namespace) -> int:
     import shutil
 
+    from pipeline.bundle_folder import exported_bundle_root
+
+    exported_bundle_root(args.bundle)   # a usage error answered before MLflow, torch and MONAI are imported
     from mlflow.exceptions import MlflowException
 
     from pipeline.mlflow_model import log_bundle_model, serve_command

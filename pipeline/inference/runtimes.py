@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from pipeline.data.io import DataError
 from pipeline.keys import Head
 from pipeline.switches import FALSE_WORDS, TRUE_WORDS
 
@@ -135,15 +134,8 @@ def open_exported_bundle(bundle: str | os.PathLike) -> tuple[Path, Any]:
         FileNotFoundError: not an exported bundle.
         pipeline.data.io.DataError: an incomplete one (no ``models/export_report.json``).
     """
-    from pipeline.deploy import EXPORT_REPORT, bundle_parser
+    from pipeline.bundle_folder import exported_bundle_root
+    from pipeline.deploy import bundle_parser
 
-    root = Path(bundle).resolve()
-    if not (root / "configs" / "deploy.yaml").is_file():
-        raise FileNotFoundError(f"{root} is not an exported bundle (configs/deploy.yaml not found): make one "
-                                "with `bmtl export --bundle SOURCE_BUNDLE --run RUN_DIR --output DIR`")
-    if not (root / "models" / EXPORT_REPORT).is_file():
-        # written last by `bmtl export`: without it the folder is a partial copy or an interrupted export
-        raise DataError(root, f"incomplete exported bundle: models/{EXPORT_REPORT}, which `bmtl export` writes "
-                              "last, is missing (an interrupted export or a partial copy); re-export it with `bmtl "
-                              f"export --bundle SOURCE_BUNDLE --run RUN_DIR --output {root} --overwrite`")
+    root = exported_bundle_root(bundle)
     return root, bundle_parser(root, ("common.yaml", "deploy.yaml", "inference.yaml"))

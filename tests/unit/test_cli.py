@@ -56,3 +56,22 @@ def test_version_and_train_evaluate_usage_errors(tmp_path, capsys):
     (tmp_path / "half").mkdir()
     assert main(["evaluate", "--run", str(tmp_path / "half")]) == 2
     assert "not a trained run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--bundle", "{tmp}/no_bundle", "--input", "{tmp}", "--output", "{tmp}/out"],
+    ["predict", "--bundle", "{tmp}/half_bundle", "--input", "{tmp}", "--output", "{tmp}/out"],
+    ["log-model", "--bundle", "{tmp}/no_bundle", "--tracking-uri", "sqlite:///{tmp}/mlruns.db"],
+])
+def test_a_wrong_bundle_is_answered_before_torch_is_imported(tmp_path, argv):
+    import subprocess
+    import sys
+
+    (tmp_path / "half_bundle" / "configs").mkdir(parents=True)   # an interrupted export: no completion marker
+    (tmp_path / "half_bundle" / "configs" / "deploy.yaml").write_text("classes: [benign, malignant]\n")
+    code = ("import sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, *[a.format(tmp=tmp_path) for a in argv]],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "torch not imported", done.stdout + done.stderr
+    assert done.returncode in (1, 2) and "bundle" in done.stderr and "Traceback" not in done.stderr
