@@ -37,7 +37,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.data.datalist import load_datalist, split_items  # noqa: E402
-from pipeline.data.transforms import ToGreyd  # noqa: E402
+from pipeline.transforms import ToGreyd  # noqa: E402
 from pipeline.presets import load_preset  # noqa: E402
 from pipeline.registry import create_network  # noqa: E402
 from pipeline.tracking import write_run_config  # noqa: E402

@@ -108,7 +108,7 @@ def parity_inputs(
         ``extra_input_channels`` does not say what the other channels are).
     """
     from pipeline.data.synthetic_us import make_us_case
-    from pipeline.data.transforms import extra_channels
+    from pipeline.transforms import extra_channels
 
     h, w = (int(s) for s in image_size)
     gen = torch.Generator().manual_seed(seed)

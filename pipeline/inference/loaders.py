@@ -55,7 +55,7 @@ def _check_finite(path: Path, array: np.ndarray | torch.Tensor) -> None:
 
 def _grey(image: torch.Tensor) -> torch.Tensor:
     """Channel-first image -> one channel, as ``ToGreyd`` does (RGB(A) luma, grey+alpha -> grey)."""
-    from pipeline.data.transforms import ToGreyd
+    from pipeline.transforms import ToGreyd
 
     return ToGreyd(keys="image")({"image": image})["image"]
 

@@ -80,7 +80,7 @@ class Predictor:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``/None (CUDA when available).
         batch_size: images (or slices) per forward pass; sliding-window tiles per pass with ``native_resolution``.
         threshold: lesion probability threshold (default: the bundle's ``seg_threshold``).
-        refine: paper 004 prediction refinement (``pipeline.engines.RefinePredictiond``): ``True``, ``False`` or
+        refine: paper 004 prediction refinement (``pipeline.transforms.RefinePredictiond``): ``True``, ``False`` or
             ``"auto"`` (the default from ``configs/inference.yaml``: on when the classes include "normal").
         explain: write Grad-CAM heatmaps of the classification head (needs ``models/model.pt``).
         overlays: write overlay PNGs.
@@ -122,7 +122,8 @@ class Predictor:
         frame: int | None = None,
         progress: bool = True,
     ) -> None:
-        from pipeline.engines import MultiTaskInferer, RefinePredictiond
+        from pipeline.engines import MultiTaskInferer
+        from pipeline.transforms import RefinePredictiond
 
         bundles = [bundle] if isinstance(bundle, (str, os.PathLike)) else list(bundle)
         if not bundles:

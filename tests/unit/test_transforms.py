@@ -98,3 +98,14 @@ def test_dict_missing_keys_and_aliases():
 def test_bad_sigma(sigma):
     with pytest.raises(ValueError, match="sigma"):
         GaussianGradientMagnitude(sigma=sigma)
+
+
+def test_bundles_exported_before_the_move_still_find_their_transforms():
+    """Exported bundles copy common.yaml, which named the transforms by their former homes."""
+    import pipeline.data.transforms as former
+    import pipeline.engines as engines
+    import pipeline.transforms as transforms
+
+    assert former.ToGreyd is transforms.ToGreyd and former.RandSpeckleNoised is transforms.RandSpeckleNoised
+    assert former.extra_channels is transforms.extra_channels
+    assert engines.RefinePredictiond is transforms.RefinePredictiond

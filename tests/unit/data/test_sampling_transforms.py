@@ -8,7 +8,7 @@ import torch
 from monai.data import MetaTensor
 
 from pipeline.data.sampling import class_balanced_sampler, oversample
-from pipeline.data.transforms import RandSpeckleNoised, ToGreyd, extra_channels
+from pipeline.transforms import RandSpeckleNoised, ToGreyd, extra_channels
 
 
 def _items(counts):

@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from pipeline.engines import CircleTraining, RefinePredictiond, resume_checkpoint
+from pipeline.engines import CircleTraining, resume_checkpoint
+from pipeline.transforms import RefinePredictiond
 from pipeline.registry import create_network
 
 

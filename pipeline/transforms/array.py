@@ -1,4 +1,4 @@
-"""Transforms the methods of the zoo add to MONAI's: the Gaussian gradient magnitude input channel of MTL-OCA (003).
+"""Array transforms the project adds to MONAI's: the Gaussian gradient magnitude input channel of MTL-OCA (003).
 
 MTL-OCA (Lu et al., Front. Oncol. 2025, section 3.2) concatenates the magnitude of the Gaussian derivatives of a
 breast ultrasound image to the grey image, which highlights lesion boundaries; the network then takes 2 channels.
@@ -6,21 +6,14 @@ breast ultrasound image to the grey image, which highlights lesion boundaries; t
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping
-
 import numpy as np
 import torch
-from monai.config import DtypeLike, KeysCollection, NdarrayOrTensor
-from monai.transforms import MapTransform, Transform
+from monai.config import DtypeLike, NdarrayOrTensor
+from monai.transforms import Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = [
-    "GaussianGradientMagnitude",
-    "GaussianGradientMagnitudeD",
-    "GaussianGradientMagnitudeDict",
-    "GaussianGradientMagnituded",
-]
+__all__ = ["GaussianGradientMagnitude"]
 
 
 class GaussianGradientMagnitude(Transform):
@@ -91,43 +84,3 @@ class GaussianGradientMagnitude(Transform):
         out = np.concatenate([data, magnitude], axis=0) if self.append else magnitude
         dtype = self.dtype if self.dtype is not None else img.dtype
         return convert_to_dst_type(out, dst=img, dtype=dtype)[0]
-
-
-class GaussianGradientMagnitudeD(MapTransform):
-    """Dictionary version of :class:`GaussianGradientMagnitude`.
-
-    Args:
-        keys: keys of the images to transform (usually ``"image"``, never the mask).
-        sigma: standard deviation of the Gaussian in pixels.
-        append: append the magnitude as extra channel(s) (``True``) or replace the image with it.
-        channel_wise: one magnitude per channel instead of one of the channel mean.
-        mode: boundary handling of ``scipy.ndimage``.
-        dtype: output dtype; ``None`` keeps the input's.
-        allow_missing_keys: do not raise when a key is missing.
-    """
-
-    backend = GaussianGradientMagnitude.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        sigma: float | tuple[float, ...] = 1.0,
-        append: bool = True,
-        channel_wise: bool = False,
-        mode: str = "reflect",
-        dtype: DtypeLike | torch.dtype | None = np.float32,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.transform = GaussianGradientMagnitude(
-            sigma=sigma, append=append, channel_wise=channel_wise, mode=mode, dtype=dtype
-        )
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
-
-
-GaussianGradientMagnitudeDict = GaussianGradientMagnituded = GaussianGradientMagnitudeD
