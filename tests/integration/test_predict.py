@@ -652,24 +652,30 @@ def test_exported_bundle_runs_alone_in_a_fresh_process(us_fake, mixed_folder, tm
     np.testing.assert_array_equal(cli_mask, monai_mask)
 
 
+def run_standard_workflow(bundle: Path, inputs: Path, out: Path) -> None:
+    """An exported bundle's declarative ``run`` workflow through MONAI's ``ConfigWorkflow``, after checking that
+    nothing MONAI's ``InferProperties`` require is missing."""
+    from monai.bundle import ConfigWorkflow
+
+    configs = [str(bundle / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"),
+                              workflow_type="infer", bundle_root=str(bundle), input_dir=str(inputs),
+                              output_dir=str(out))
+    workflow.initialize()
+    assert not workflow.check_properties()
+    workflow.run()
+    workflow.finalize()
+
+
 def test_monai_standard_run_workflow_matches_bmtl_predict(us_exported, tmp_path):
     """The exported bundle's declarative `run` workflow (what MONAI Label / Deploy run) has MONAI's inference
     properties and gives the masks and class probabilities of `bmtl predict` for the same files."""
-    from monai.bundle import ConfigWorkflow
-
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     blob_png(inputs / "wide.png", shape=(40, 70))
     blob_png(inputs / "tall.png", shape=(90, 50), box=(slice(50, 80), slice(5, 30)), rgb=False)
-    configs = [str(us_exported / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
     out = tmp_path / "monai_run"
-    workflow = ConfigWorkflow(config_file=configs, meta_file=str(us_exported / "configs" / "metadata.json"),
-                              workflow_type="infer", bundle_root=str(us_exported), input_dir=str(inputs),
-                              output_dir=str(out))
-    workflow.initialize()
-    assert not workflow.check_properties()   # nothing required by MONAI's InferProperties is missing
-    workflow.run()
-    workflow.finalize()
+    run_standard_workflow(us_exported, inputs, out)
 
     ours = predict(us_exported, inputs, tmp_path / "bmtl", runtime="torch", overlays=False, progress=False)
     table = pd.read_csv(ours.csv_path).set_index(pd.read_csv(ours.csv_path)["file"].map(lambda f: Path(f).name))
@@ -689,8 +695,6 @@ def test_mri_standard_run_workflow_matches_bmtl_predict_on_prepared_slices(mr_ex
     """The MRI bundle's declarative `run` workflow takes 2D NIfTI slices (as `bmtl prepare` writes them) and gives
     the masks (NIfTI, the slice's size and affine) and class probabilities of `bmtl predict`; a 3D volume beside them
     is left to `bmtl predict`."""
-    from monai.bundle import ConfigWorkflow
-
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     rng = np.random.default_rng(0)
@@ -701,15 +705,8 @@ def test_mri_standard_run_workflow_matches_bmtl_predict_on_prepared_slices(mr_ex
         image[8:20, 10:24] = 0.9
         nib.save(nib.Nifti1Image(image, affine), str(inputs / f"{name}.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((16, 16, 4), np.float32), affine), str(inputs / "volume.nii.gz"))
-    configs = [str(mr_exported / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
     out = tmp_path / "monai_run"
-    workflow = ConfigWorkflow(config_file=configs, meta_file=str(mr_exported / "configs" / "metadata.json"),
-                              workflow_type="infer", bundle_root=str(mr_exported), input_dir=str(inputs),
-                              output_dir=str(out))
-    workflow.initialize()
-    assert not workflow.check_properties()
-    workflow.run()
-    workflow.finalize()
+    run_standard_workflow(mr_exported, inputs, out)
 
     ours = predict(mr_exported, inputs, tmp_path / "bmtl", runtime="torch", overlays=False, progress=False)
     table = pd.read_csv(ours.csv_path).set_index("file")
