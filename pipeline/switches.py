@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["require_bools", "require_choice", "auto_switch", "TRUE_WORDS", "FALSE_WORDS"]
+__all__ = ["require_bools", "require_choice", "require_fraction", "auto_switch", "TRUE_WORDS", "FALSE_WORDS"]
 
 # how a switch is spelled on a command line or in a YAML string
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -40,6 +40,17 @@ def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"--{name} {value!r}: expected one of {', '.join(choices)}")
     return value
+
+
+def require_fraction(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1) (a bundle value that is a fraction, e.g. ``lr_floor``).
+
+    Raises:
+        ValueError: naming the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"--{name} {value!r}: expected a number in [0, 1)")
+    return float(value)
 
 
 def auto_switch(name: str, value: Any, auto: bool) -> bool:

@@ -134,6 +134,29 @@ def test_lr_schedule_cosine_decays_and_constant_keeps_the_rate(schedule):
         assert rates[1:] == pytest.approx([1e-3] * 9)
 
 
+def test_lr_floor_stops_the_cosine_decay_at_a_fraction_of_the_rate():
+    from monai.bundle import ConfigParser
+
+    from tests.integration.conftest import US_BUNDLE
+
+    parser = ConfigParser()
+    parser.read_config([str(US_BUNDLE / "configs" / "common.yaml"), str(US_BUNDLE / "configs" / "train.yaml")])
+    parser.update({"lr_floor": 0.2, "learning_rate": 1e-3, "lr_scheduler#warmup_steps": 2,
+                   "lr_scheduler#t_total": 10, "optimizer#params": "$[torch.nn.Parameter(torch.zeros(1))]"})
+    scheduler = parser.get_parsed_content("lr_scheduler")
+    rates = []
+    for _ in range(10):
+        scheduler.optimizer.step()
+        scheduler.step()
+        rates.append(scheduler.optimizer.param_groups[0]["lr"])
+    assert rates[1] == pytest.approx(1e-3) and rates[5] < 1e-3   # warm-up, then the cosine decay ...
+    assert min(rates[2:]) == pytest.approx(2e-4) and rates[-1] == pytest.approx(2e-4)   # ... down to the floor
+    parser.update({"lr_floor": 1.5})
+    with pytest.raises(RuntimeError) as error:
+        parser.get_parsed_content("lr_scheduler", lazy=False)
+    assert "--lr_floor 1.5: expected a number in [0, 1)" in str(error.value.__cause__)
+
+
 def test_an_unknown_lr_schedule_is_named():
     from monai.bundle import ConfigParser
 
