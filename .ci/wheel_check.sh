@@ -8,7 +8,13 @@ ROOT=$(pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 .venv/bin/python -m pip install --quiet "setuptools>=68"   # the build backend (pyproject.toml), usually there
+# setuptools builds in ./build and keeps what an earlier build put there: modules since moved (pipeline/cli.py before
+# the cli/ package) would ship beside their replacements
+rm -rf build
 .venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" .
+# the wheel holds exactly the package's tracked modules
+.venv/bin/python -c "import sys, zipfile; print(*sorted(n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.startswith('pipeline/') and n.endswith('.py')), sep='\n')" "$WORK"/dist/*.whl > "$WORK/wheel_modules.txt"
+git ls-files 'pipeline/*.py' | LC_ALL=C sort | diff - "$WORK/wheel_modules.txt"
 "$ROOT/.venv/bin/python" -m venv "$WORK/venv"   # the same interpreter as the borrowed dependencies
 SITE=$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
 "$ROOT/.venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))" > "$SITE/borrowed_dependencies.pth"
