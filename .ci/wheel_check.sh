@@ -12,9 +12,9 @@ trap 'rm -rf "$WORK"' EXIT
 # the cli/ package) would ship beside their replacements
 rm -rf build
 .venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" .
-# the wheel holds exactly the package's tracked modules
+# the wheel holds exactly the package's modules in the source tree, nothing left over from an earlier build
 .venv/bin/python -c "import sys, zipfile; print(*sorted(n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.startswith('pipeline/') and n.endswith('.py')), sep='\n')" "$WORK"/dist/*.whl > "$WORK/wheel_modules.txt"
-git ls-files 'pipeline/*.py' | LC_ALL=C sort | diff - "$WORK/wheel_modules.txt"
+find pipeline -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort | diff - "$WORK/wheel_modules.txt"
 "$ROOT/.venv/bin/python" -m venv "$WORK/venv"   # the same interpreter as the borrowed dependencies
 SITE=$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
 "$ROOT/.venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))" > "$SITE/borrowed_dependencies.pth"
