@@ -111,22 +111,29 @@ def test_augmentation_switches_remove_their_transforms(switches, absent):
     assert names - {"EnsureTyped"} == everything - absent
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "constant"])
-def test_lr_schedule_cosine_decays_and_constant_keeps_the_rate(schedule):
+def _training_rates(values: dict) -> tuple[list[float], object]:
+    """The US bundle's learning rate over 10 steps (2 of warm-up, rate 1e-3) with ``values`` overridden, and the
+    config parser that built the scheduler."""
     from monai.bundle import ConfigParser
 
     from tests.integration.conftest import US_BUNDLE
 
     parser = ConfigParser()
     parser.read_config([str(US_BUNDLE / "configs" / "common.yaml"), str(US_BUNDLE / "configs" / "train.yaml")])
-    parser.update({"lr_schedule": schedule, "learning_rate": 1e-3, "lr_scheduler#warmup_steps": 2,
-                   "lr_scheduler#t_total": 10, "optimizer#params": "$[torch.nn.Parameter(torch.zeros(1))]"})
+    parser.update({**values, "learning_rate": 1e-3, "lr_scheduler#warmup_steps": 2, "lr_scheduler#t_total": 10,
+                   "optimizer#params": "$[torch.nn.Parameter(torch.zeros(1))]"})
     scheduler = parser.get_parsed_content("lr_scheduler")
     rates = []
     for _ in range(10):
         scheduler.optimizer.step()
         scheduler.step()
         rates.append(scheduler.optimizer.param_groups[0]["lr"])
+    return rates, parser
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_lr_schedule_cosine_decays_and_constant_keeps_the_rate(schedule):
+    rates, _ = _training_rates({"lr_schedule": schedule})
     assert rates[:2] == pytest.approx([5e-4, 1e-3])   # the warm-up either way
     if schedule == "cosine":
         assert rates[-1] == pytest.approx(0.0, abs=1e-12) and rates[5] < 1e-3
@@ -135,20 +142,7 @@ def test_lr_schedule_cosine_decays_and_constant_keeps_the_rate(schedule):
 
 
 def test_lr_floor_stops_the_cosine_decay_at_a_fraction_of_the_rate():
-    from monai.bundle import ConfigParser
-
-    from tests.integration.conftest import US_BUNDLE
-
-    parser = ConfigParser()
-    parser.read_config([str(US_BUNDLE / "configs" / "common.yaml"), str(US_BUNDLE / "configs" / "train.yaml")])
-    parser.update({"lr_floor": 0.2, "learning_rate": 1e-3, "lr_scheduler#warmup_steps": 2,
-                   "lr_scheduler#t_total": 10, "optimizer#params": "$[torch.nn.Parameter(torch.zeros(1))]"})
-    scheduler = parser.get_parsed_content("lr_scheduler")
-    rates = []
-    for _ in range(10):
-        scheduler.optimizer.step()
-        scheduler.step()
-        rates.append(scheduler.optimizer.param_groups[0]["lr"])
+    rates, parser = _training_rates({"lr_floor": 0.2})
     assert rates[1] == pytest.approx(1e-3) and rates[5] < 1e-3   # warm-up, then the cosine decay ...
     assert min(rates[2:]) == pytest.approx(2e-4) and rates[-1] == pytest.approx(2e-4)   # ... down to the floor
     parser.update({"lr_floor": 1.5})
