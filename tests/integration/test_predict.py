@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.data.synthetic_mr import write_dicom_series
+from pipeline.data.synthetic_dicom import write_dicom_series
 from pipeline.deploy import export_bundle
 from pipeline.inference import Predictor, discover_inputs, predict
 from pipeline.prediction_journal import JOURNAL, MARKER, TABLE

@@ -716,7 +716,7 @@ def _write_predict_nifti_descrip(root: Path, ctx: Context) -> Scenario:
 
 
 def _dicom_slice(folder: Path, **kw: Any) -> Path:
-    from pipeline.data.synthetic_mr import write_dicom_series
+    from pipeline.data.synthetic_dicom import write_dicom_series
 
     volume = (_grey(size=40).astype(np.int16) * 4)[..., None]
     write_dicom_series(volume, folder, file_prefix="US", **kw)

@@ -22,7 +22,7 @@ from pydicom.data import get_testdata_file
 from pipeline.cli import main
 from pipeline.data.dicom import dicom_spacing, read_dicom_series
 from pipeline.data.io import DataError
-from pipeline.data.synthetic_mr import write_dicom_series
+from pipeline.data.synthetic_dicom import write_dicom_series
 from pipeline.transforms import ToGreyd
 from pipeline.inference import discover_inputs
 from pipeline.inference.loaders import load_case

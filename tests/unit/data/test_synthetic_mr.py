@@ -13,7 +13,9 @@ from pipeline.data.datalist import SkipLog
 from pipeline.data.dicom import read_dicom_series
 from pipeline.data.sources.volumes import convert_dicom
 from pipeline.data.synthetic import make_mr_dataset as reexported
-from pipeline.data.synthetic_mr import LPS_TO_RAS, make_mr_case, make_mr_dataset, write_dicom_series
+from pipeline.data.dicom import LPS_TO_RAS
+from pipeline.data.synthetic_dicom import write_dicom_series
+from pipeline.data.synthetic_mr import make_mr_case, make_mr_dataset
 
 SMALL = (32, 32, 8)
 

@@ -18,7 +18,8 @@ from pipeline.data.prepare import prepare
 from pipeline.data.sources.volumes import choose_negative_slices, convert_dicom, convert_nifti
 from pipeline.data.volume import Volume, slice_affine, to_canonical
 from pipeline.data.splits import check_splits
-from pipeline.data.synthetic_mr import make_mr_dataset, write_dicom_series
+from pipeline.data.synthetic_dicom import write_dicom_series
+from pipeline.data.synthetic_mr import make_mr_dataset
 
 SHAPE = (32, 32, 8)
 SPACING = (0.7, 0.7, 2.0)
