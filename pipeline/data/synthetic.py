@@ -55,4 +55,4 @@ def read_synthetic_marker(input_dir: str | os.PathLike) -> dict[str, Any] | None
 
 from pipeline.data.synthetic_dicom import write_dicom_series  # noqa: E402
 from pipeline.data.synthetic_mr import make_mr_dataset  # noqa: E402
-from pipeline.data.synthetic_us import make_us_dataset  # noqa: E402
+from pipeline.data.synthetic_busi import make_us_dataset  # noqa: E402

@@ -16,7 +16,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.data.synthetic_us import US_CLASSES, class_counts, make_us_case, make_us_dataset
+from pipeline.data.synthetic_busi import class_counts, make_us_dataset
+from pipeline.data.synthetic_us import US_CLASSES, make_us_case
 
 N = 120
 SIZE = (96, 96)  # small images keep the module fast; the cues are checked on these
