@@ -142,9 +142,10 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="segment and classify new images with an exported bundle",
         description="Predict every image of --input (a file or a folder, recursive: PNG/JPEG/BMP/TIFF, DICOM files "
-        "and series folders, 2D/3D NIfTI, 3D NRRD) with an exported bundle. Writes masks in each input's geometry "
-        "(masks/*_mask.png 0/255 at the original size and orientation; masks/*_mask.nii.gz with the input's affine "
-        "and header; masks/*_mask.nrrd in an NRRD input's space), overlays/*_overlay.png, optional Grad-CAM "
+        "and series folders, 2D/3D NIfTI, 3D NRRD and MetaImage) with an exported bundle. Writes masks in each "
+        "input's geometry (masks/*_mask.png 0/255 at the original size and orientation; masks/*_mask.nii.gz with the "
+        "input's affine and header; masks/*_mask.nrrd in an NRRD input's space; masks/*_mask.mha in a MetaImage "
+        "input's), overlays/*_overlay.png, optional Grad-CAM "
         "heatmaps/*_gradcam.png, and predictions.csv (one row per input, its path relative to --input and its "
         "files' relative to --output; a bad input gets an error row and the others go on).",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,6 +1,6 @@
-"""3D volumes: the ``Volume`` (array + RAS+ affine), reading NIfTI and NRRD, the closest canonical RAS+ orientation, the
-geometry of a slice and per-volume intensity normalisation. DICOM series are read by ``pipeline.data.dicom``; the
-conversion of MRI datasets into 2D slices (``bmtl prepare --source nifti|dicom``) is
+"""3D volumes: the ``Volume`` (array + RAS+ affine), reading NIfTI, NRRD and MetaImage, the closest canonical RAS+
+orientation, the geometry of a slice and per-volume intensity normalisation. DICOM series are read by
+``pipeline.data.dicom``; the conversion of MRI datasets into 2D slices (``bmtl prepare --source nifti|dicom``) is
 ``pipeline.data.sources.volumes``."""
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ __all__ = [
     "open_nifti",
     "read_nifti_volume",
     "read_nrrd_volume",
+    "read_metaimage_volume",
     "read_volume",
     "NRRD_EXTENSIONS",
+    "METAIMAGE_EXTENSIONS",
     "VOLUME_EXTENSIONS",
     "to_canonical",
     "slice_affine",
@@ -37,7 +39,10 @@ __all__ = [
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 NRRD_EXTENSIONS = (".nrrd", ".nhdr")   # 3D Slicer's format (attached or detached header)
-VOLUME_EXTENSIONS = (*NIFTI_EXTENSIONS, *NRRD_EXTENSIONS)
+METAIMAGE_EXTENSIONS = (".mha", ".mhd")  # ITK's MetaImage (attached header, or .mhd beside its .raw/.zraw data)
+VOLUME_EXTENSIONS = (*NIFTI_EXTENSIONS, *NRRD_EXTENSIONS, *METAIMAGE_EXTENSIONS)
+ITK_MISSING = ("reading MetaImage (.mha/.mhd) needs ITK, an optional extra: pip install 'breast-mtl[itk]' "
+               "(or pip install itk-io)")
 # the most values one file may put in memory (4 GiB as float32): a header asking for more is corrupt, or the volume
 # is not one this tool can predict on this machine
 MAX_VOXELS = 2**30
@@ -59,8 +64,8 @@ class Volume:
 
 
 def volume_stem(path: str | os.PathLike) -> str | None:
-    """``"case_1"`` for ``case_1.nii.gz``, ``case_1.nii``, ``case_1.nrrd`` or ``case_1.nhdr`` (any case); None for
-    other names."""
+    """``"case_1"`` for ``case_1.nii.gz``, ``case_1.nii``, ``case_1.nrrd``, ``case_1.nhdr``, ``case_1.mha`` or
+    ``case_1.mhd`` (any case); None for other names."""
     name = Path(path).name
     for ext in VOLUME_EXTENSIONS:
         if name.lower().endswith(ext) and len(name) > len(ext):
@@ -180,10 +185,69 @@ def read_nrrd_volume(path: str | os.PathLike, what: str = "image") -> Volume:
     return Volume(data, affine, path, {"nrrd_header": header})
 
 
+def metaimage_sizes(path: Path) -> tuple[int, ...]:
+    """The ``DimSize`` of a MetaImage header, read as text before any pixel is (ITK reads the whole file at once).
+
+    Hand-written because ITK has no size-only read in its Python wrapping that MONAI exposes; the header is
+    ``key = value`` lines up to ``ElementDataFile``.
+
+    Raises:
+        DataError: no ``DimSize`` line, or one that is not integers.
+    """
+    with open(path, "rb") as f:
+        head = f.read(65536).decode("latin-1")
+    for line in head.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip().lower() == "dimsize":
+            try:
+                return tuple(int(v) for v in value.split())
+            except ValueError:
+                raise DataError(path, f"MetaImage header with an unreadable DimSize ({value.strip()!r})") from None
+        if key.strip().lower() == "elementdatafile":
+            break
+    raise DataError(path, "not a MetaImage file (no DimSize in its header)")
+
+
+def read_metaimage_volume(path: str | os.PathLike, what: str = "image") -> Volume:
+    """Read a 3D MetaImage volume (ITK's ``.mha``, or ``.mhd`` with its data file) with MONAI's ``ITKReader``: the
+    array in x, y, z order, the RAS+ affine from its spacing, origin and direction (MONAI converts from ITK's LPS);
+    float32 for images. Masks are written back in the same geometry with MONAI's ``ITKWriter`` and this affine.
+
+    Raises:
+        DataError: ITK not installed (says how to install it), unreadable or corrupt file, a header asking for a
+            huge array, not 3D, NaN/inf voxels, unusable affine.
+    """
+    from monai.data import ITKReader
+    from monai.utils import optional_import
+
+    path = Path(path)
+    check_size(metaimage_sizes(path), path, what)
+    _, has_itk = optional_import("itk", allow_namespace_pkg=True)
+    if not has_itk:
+        raise DataError(path, ITK_MISSING)
+    try:
+        reader = ITKReader()   # its keyword arguments go to itk.imread: the dtype is set below
+        array, meta = reader.get_data(reader.read(str(path)))
+        affine = np.asarray(meta["affine"], dtype=float)
+    except Exception as e:  # ITK raises RuntimeError for most problems, other types for some
+        raise DataError(path, f"unreadable MetaImage file ({type(e).__name__}: {e})") from None
+    data = as_3d(np.asarray(array, dtype=np.float32 if what == "image" else None), path, what)
+    if affine.shape != (4, 4):
+        raise DataError(path, f"MetaImage without a 3D space (affine {affine.shape}, a 2D or vector image): expected "
+                              "a 3D volume; save 2D images as PNG or NIfTI")
+    check_finite(data, path, what)
+    check_affine(affine, path)
+    return Volume(data, affine, path)
+
+
 def read_volume(path: str | os.PathLike, what: str = "image") -> Volume:
-    """A 3D volume file: NRRD (``.nrrd``, ``.nhdr``) through ``read_nrrd_volume``, else NIfTI."""
-    if Path(path).name.lower().endswith(NRRD_EXTENSIONS):
+    """A 3D volume file: NRRD (``.nrrd``, ``.nhdr``) through ``read_nrrd_volume``, MetaImage (``.mha``, ``.mhd``)
+    through ``read_metaimage_volume``, else NIfTI."""
+    name = Path(path).name.lower()
+    if name.endswith(NRRD_EXTENSIONS):
         return read_nrrd_volume(path, what)
+    if name.endswith(METAIMAGE_EXTENSIONS):
+        return read_metaimage_volume(path, what)
     return read_nifti_volume(path, what)
 
 

@@ -28,16 +28,17 @@ lesion and class probabilities; ``tta="flip"`` averages the left-right flipped i
   ``input`` (its name for a single file), ``mask``/``overlay``/``heatmap`` are relative to ``output_dir``
   (``PredictionResult.path`` joins them), so both folders can be moved.
 
-Inputs: PNG/JPEG/BMP/TIFF; DICOM single files (ultrasound, often RGB or YBR, JPEG/RLE-compressed as pydicom's
-pixel-data plugins decode them; MONOCHROME1 inverted; a multi-frame file such as a cine loop is one input per frame,
-``frame`` column, ``<name>_frameNNN_mask.png``) and series folders (one
-series per folder, read by ``pipeline.data.dicom.read_dicom_series``); NIfTI ``.nii``/``.nii.gz``, 2D or
-3D (4D is refused); 3D NRRD ``.nrrd``/``.nhdr`` (``pipeline.data.volume.read_nrrd_volume``; masks written as NRRD
-with the input's space, directions and origin). A 3D volume is brought to its closest RAS orientation, normalised
-per volume like ``bmtl prepare`` does for the MRI bundle (1st-99th percentile; MRI bundle only, and not for inputs
-already within [0, 1], i.e. prepared slices), cut into slices along ``slice_axis`` (2: axial), predicted slice by
-slice and reassembled into a 3D mask in the input's own voxel order. Its class is the mean of the probabilities of the
-slices with lesion pixels (all slices when none has any).
+Inputs: PNG/JPEG/BMP/TIFF; DICOM single files (ultrasound, often RGB or YBR, JPEG/RLE-compressed as pydicom's pixel-data
+plugins decode them; MONOCHROME1 inverted; a multi-frame file such as a cine loop is one input per frame, ``frame``
+column, ``<name>_frameNNN_mask.png``) and series folders (one series per folder, read by
+``pipeline.data.dicom.read_dicom_series``); NIfTI ``.nii``/``.nii.gz``, 2D or 3D (4D is refused); 3D NRRD
+``.nrrd``/``.nhdr`` (``pipeline.data.volume.read_nrrd_volume``; masks written as NRRD with the input's space, directions
+and origin); 3D MetaImage ``.mha``/``.mhd`` (``read_metaimage_volume``, the ``itk`` extra; masks written as ``.mha`` by
+MONAI's ``ITKWriter`` with the input's geometry). A 3D volume is brought to its closest RAS orientation, normalised per
+volume like ``bmtl prepare`` does for the MRI bundle (1st-99th percentile; MRI bundle only, and not for inputs already
+within [0, 1], i.e. prepared slices), cut into slices along ``slice_axis`` (2: axial), predicted slice by slice and
+reassembled into a 3D mask in the input's own voxel order. Its class is the mean of the probabilities of the slices with
+lesion pixels (all slices when none has any).
 
 Preprocessing is the bundle's own ``preprocessing_transforms`` (from ``configs/common.yaml``) without its file
 reader: the same grey conversion, intensity scaling, resizing to the training size and extra channels as in training.

@@ -12,11 +12,15 @@ from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, float_list, not_an_imag
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
 
-__all__ = ["InputItem", "discover_inputs", "image_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "DICOM_SUFFIXES"]
+__all__ = ["InputItem", "discover_inputs", "image_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "METAIMAGE_SUFFIXES",
+           "DICOM_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
+METAIMAGE_SUFFIXES = (".mha", ".mhd")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# the pixel data of a detached header (.nhdr, .mhd): read through its header, not an input of its own
+DETACHED_DATA_SUFFIXES = (".raw", ".zraw", ".raw.gz")
 
 
 @dataclass
@@ -24,7 +28,7 @@ class InputItem:
     """One input: a file, a frame of a multi-frame DICOM file (a cine loop), or a DICOM series folder."""
 
     path: Path
-    kind: str  # raster | dicom | dicom_series | nifti | nrrd | unsupported | mask (skipped)
+    kind: str  # raster | dicom | dicom_series | nifti | nrrd | metaimage | unsupported | mask (skipped)
     name: str  # output name stem (relative to the input root, without extension)
     problem: str | None = None
     frame: int | None = None  # the frame of a multi-frame DICOM file (0-based)
@@ -34,6 +38,13 @@ class InputItem:
     def shown(self) -> str:
         """How the table names the input: its path relative to the input root (the path itself when unknown)."""
         return self.relative or str(self.path)
+
+
+def _has_detached_header(path: Path) -> bool:
+    """Whether a .raw/.zraw/.raw.gz file sits beside a header of the same name (``case.mhd`` for ``case.raw``)."""
+    name = path.name
+    stem = name[: -len(next(s for s in DETACHED_DATA_SUFFIXES if name.lower().endswith(s)))]
+    return any((path.parent / (stem + s)).exists() for s in (".mhd", ".nhdr", ".MHD", ".NHDR"))
 
 
 def _nifti(path: Path) -> bool:
@@ -165,6 +176,10 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
             items.append(InputItem(p, "nifti", _stem(rel)))
         elif suffix in NRRD_SUFFIXES:
             items.append(InputItem(p, "nrrd", _stem(rel)))
+        elif suffix in METAIMAGE_SUFFIXES:
+            items.append(InputItem(p, "metaimage", _stem(rel)))
+        elif root.is_dir() and p.name.lower().endswith(DETACHED_DATA_SUFFIXES) and _has_detached_header(p):
+            continue
         else:
             maybe_dicom = suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
             ds = _dicom_header(p) if maybe_dicom else None
@@ -175,7 +190,8 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
                     what = f"'{p.suffix}'" if p.suffix else "without extension (and not DICOM)"
                     items.append(InputItem(p, "unsupported", _stem(rel),
                                            f"unsupported file type {what}: expected PNG, JPEG, BMP, TIFF, DICOM, "
-                                           "NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr)"))
+                                           "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, "
+                                           ".mhd)"))
             elif str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
                 continue  # an index of the files, not an image
             elif (problem := not_an_image(ds)) is not None:

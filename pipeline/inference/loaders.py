@@ -23,7 +23,7 @@ from pipeline.inference.discovery import InputItem
 from pipeline.inference.outputs import write_png_mask
 
 __all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series", "load_nrrd",
-           "already_normalised"]
+           "load_metaimage", "already_normalised"]
 
 
 @dataclass
@@ -210,6 +210,28 @@ def load_nrrd(item: InputItem, axis: int, normalise: bool) -> Case:
     return _volume_case(item, volume, axis, normalise, write)
 
 
+def load_metaimage(item: InputItem, axis: int, normalise: bool) -> Case:
+    """A 3D MetaImage volume (``pipeline.data.volume.read_metaimage_volume``, ITK's ``.mha``/``.mhd``); its mask is
+    written as ``.mha`` by MONAI's ``ITKWriter`` with the input's spacing, origin and direction."""
+    from monai.data import ITKWriter
+
+    from pipeline.data.volume import read_metaimage_volume
+
+    volume = read_metaimage_volume(item.path, "image")
+
+    def write(masks: list[np.ndarray], out: Path, back: Callable[[list[np.ndarray]], np.ndarray]) -> Path:
+        out = out.with_name(out.name + ".mha")
+        writer = ITKWriter(output_dtype=np.uint8)
+        # a leading channel and squeeze_end_dims off: with no channel, MONAI 1.6.1 takes a permuted 3D affine for 2D
+        writer.set_data_array(back(masks).astype(np.uint8)[None], channel_dim=0, squeeze_end_dims=False)
+        writer.set_metadata({"affine": volume.affine}, resample=False)
+        with atomic_path(out, fsync=False) as tmp:   # ITK picks the format from the name: keep the .mha ending
+            writer.write(str(tmp))
+        return out
+
+    return _volume_case(item, volume, axis, normalise, write)
+
+
 def load_dicom_series(item: InputItem, axis: int, normalise: bool) -> Case:
     import nibabel as nib
 
@@ -285,7 +307,8 @@ def _volume_case(item: InputItem, volume: Any, axis: int, normalise: bool, write
 
 
 def load_case(item: InputItem, slice_axis: int = 2, normalise: bool = False) -> Case:
-    """Read one input: a 2D raster or DICOM image, a NIfTI image or volume, or a DICOM series.
+    """Read one input: a 2D raster or DICOM image, a NIfTI image or volume, an NRRD or MetaImage volume, or a DICOM
+    series.
 
     Args:
         item: the input (``discover_inputs``).
@@ -302,6 +325,8 @@ def load_case(item: InputItem, slice_axis: int = 2, normalise: bool = False) -> 
         return load_nifti(item, slice_axis, normalise)
     if item.kind == "nrrd":
         return load_nrrd(item, slice_axis, normalise)
+    if item.kind == "metaimage":
+        return load_metaimage(item, slice_axis, normalise)
     if item.kind == "dicom_series":
         return load_dicom_series(item, slice_axis, normalise)
     case = load_raster(item) if item.kind == "raster" else load_dicom(item)

@@ -289,6 +289,37 @@ def test_an_nrrd_volume_gets_an_nrrd_mask_in_its_own_geometry(mr_fake, tmp_path)
     assert row["lesion_voxels"] == as_nifti["lesion_voxels"] and row["spacing_mm"] == as_nifti["spacing_mm"]
 
 
+def test_a_metaimage_volume_gets_a_metaimage_mask_in_its_own_geometry(mr_fake, tmp_path):
+    itk = pytest.importorskip("itk")
+
+    volume, cube = cube_volume(shape=(32, 28, 8), box=(slice(20, 32), slice(0, 8), slice(5, 8)))
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ NON_RAS
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = itk.image_from_array(np.ascontiguousarray((volume.astype(np.float32) * 3.7 + 250.0).T))  # (z, y, x)
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(lps[:3, :3] / spacing)))
+    (tmp_path / "in").mkdir()
+    itk.imwrite(image, str(tmp_path / "in" / "case.mhd"))
+    from_nifti = predict(mr_fake, nifti(tmp_path / "case.nii", volume.astype(np.float32) * 3.7 + 250.0, NON_RAS),
+                         tmp_path / "nifti", progress=False, overlays=False)
+    as_nifti = from_nifti.rows[0]
+    result = predict(mr_fake, tmp_path / "in", tmp_path / "out", progress=False, overlays=False)
+    assert len(result.rows) == 1, result.rows   # the .raw beside case.mhd is its data, not an input
+    row = result.rows[0]
+    assert row["status"] == "ok" and row["mask"].endswith("case_mask.mha") and row["type"] == "metaimage"
+    written = itk.imread(str(result.path(row)))
+    mask = itk.array_from_image(written).T
+    assert mask.shape == volume.shape and mask.dtype == np.uint8
+    np.testing.assert_allclose(written.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(written.GetOrigin(), image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(itk.array_from_matrix(written.GetDirection()),
+                               itk.array_from_matrix(image.GetDirection()), atol=1e-6)
+    assert iou(mask, cube) > 0.8
+    np.testing.assert_array_equal(mask, np.asarray(nib.load(from_nifti.path(as_nifti)).dataobj))  # as from NIfTI
+    assert row["lesion_voxels"] == as_nifti["lesion_voxels"] and row["spacing_mm"] == as_nifti["spacing_mm"]
+
+
 def test_native_resolution_uses_the_sliding_window_at_the_image_size(us_fake, tmp_path):
     truth = blob_png(tmp_path / "big.png", shape=(100, 150), box=(slice(70, 98), slice(5, 40)), rgb=False)
     result = predict(us_fake, tmp_path / "big.png", tmp_path / "out", native_resolution=True, progress=False,

@@ -17,7 +17,8 @@ __all__ = ["LABEL_SUFFIXES", "NIFTI_LAYOUT", "DICOM_LAYOUT", "read_classes_csv",
            "find_labels"]
 
 LABEL_SUFFIXES = ("_seg", "_label", "_mask")
-_SIDECARS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec")  # not volumes, not worth a skip row
+# not volumes, not worth a skip row: notes and tables, and the pixel data of a detached header (.nhdr, .mhd)
+_SIDECARS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec", ".raw", ".zraw", ".raw.gz")
 NIFTI_LAYOUT = "images/<case>.nii.gz + labels/<case>.nii.gz + classes.csv (case,class)"
 DICOM_LAYOUT = "images/<case>/ (one DICOM series per folder) + labels/<case>.nii.gz or labels/<case>/ + classes.csv"
 
@@ -81,9 +82,9 @@ def nifti_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
             continue
         stem = volume_stem(path)
         if stem is None:
-            if path.suffix.lower() not in _SIDECARS:
-                log.skip(DataError(path, "not a NIfTI or NRRD volume (.nii, .nii.gz, .nrrd, .nhdr): convert it to "
-                                         "NIfTI"))
+            if not path.name.lower().endswith(_SIDECARS):
+                log.skip(DataError(path, "not a NIfTI, NRRD or MetaImage volume (.nii, .nii.gz, .nrrd, .nhdr, "
+                                         ".mha, .mhd): convert it to NIfTI"))
             continue
         found[stem].append(path)
     return _unique(found, "image", log)
@@ -98,9 +99,9 @@ def dicom_images(images_dir: Path, log: SkipLog) -> dict[str, Path]:
         if path.is_dir():
             found[path.name] = [path]
         elif volume_stem(path) is not None:
-            log.skip(DataError(path, "NIfTI or NRRD file in the DICOM layout: use the 'nifti' source for "
-                                     "NIfTI and NRRD volumes"))
-        elif path.suffix.lower() not in _SIDECARS:
+            log.skip(DataError(path, "NIfTI, NRRD or MetaImage file in the DICOM layout: use the 'nifti' "
+                                     "source for NIfTI, NRRD and MetaImage volumes"))
+        elif not path.name.lower().endswith(_SIDECARS):
             log.skip(DataError(path, "file directly inside images/: the DICOM layout expects one folder per case "
                                      "(images/<case>/ holding the series)"))
     return _unique(found, "image", log)
@@ -147,8 +148,9 @@ def find_labels(labels_dir: Path | None, cases: dict[str, Path], allow_dirs: boo
         else:
             stem = volume_stem(path)
             if stem is None:
-                if path.suffix.lower() not in _SIDECARS:
-                    log.skip(DataError(path, "not a NIfTI or NRRD label (.nii, .nii.gz, .nrrd, .nhdr)"
+                if not path.name.lower().endswith(_SIDECARS):
+                    log.skip(DataError(path, "not a NIfTI, NRRD or MetaImage label (.nii, .nii.gz, .nrrd, .nhdr, "
+                                             ".mha, .mhd)"
                                              + (" nor a DICOM series folder" if allow_dirs else "")))
                 continue
         case = _label_case(stem, cases)

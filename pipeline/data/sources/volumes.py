@@ -4,7 +4,8 @@ Input layouts
 -------------
 NIfTI (``prepare("nifti", ...)``, ``bmtl prepare --source nifti``)::
 
-    <input>/images/<case>.nii.gz     one 3D volume per case (``.nii``, and NRRD ``.nrrd``/``.nhdr``, too)
+    <input>/images/<case>.nii.gz     one 3D volume per case (``.nii``, NRRD ``.nrrd``/``.nhdr`` and MetaImage
+                                     ``.mha``/``.mhd`` too; MetaImage needs the ``itk`` extra)
     <input>/labels/<case>.nii.gz     its lesion mask on the same voxel grid; ``<case>_seg``, ``<case>_label`` and
                                      ``<case>_mask`` are accepted too (``.nii`` or ``.nii.gz``)
     <input>/classes.csv              columns ``case,class`` (class: benign | malignant | normal, any case); an

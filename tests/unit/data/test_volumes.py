@@ -532,3 +532,75 @@ def test_an_nrrd_volume_reads_as_the_same_nifti_and_converts_alike(tmp_path):
         for key in ("image", "label"):
             np.testing.assert_array_equal(load(tmp_path / "out_nrrd", item[key]).get_fdata(),
                                           load(tmp_path / "out_nii", item[key]).get_fdata())
+
+
+def save_metaimage(path: Path, array: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    """``array`` (x, y, z) as MetaImage written by ITK itself, with the geometry of the RAS ``affine`` in ITK's LPS
+    (``.mhd`` writes its pixel data beside it as ``.raw``)."""
+    import itk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = itk.image_from_array(np.ascontiguousarray(array.T))   # ITK's numpy view is (z, y, x)
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(lps[:3, :3] / spacing)))
+    itk.imwrite(image, str(path))
+    return path
+
+
+def test_a_metaimage_volume_reads_as_the_same_nifti_and_converts_alike(tmp_path):
+    pytest.importorskip("itk")
+    from pipeline.data.volume import read_volume
+
+    image, label = make_volume(4)
+    as_nifti = read_volume(save_nifti(tmp_path / "a.nii.gz", image))
+    for name in ("a.mha", "a.mhd"):
+        as_itk = read_volume(save_metaimage(tmp_path / name, image))
+        np.testing.assert_array_equal(as_itk.data, as_nifti.data)
+        np.testing.assert_allclose(as_itk.affine, as_nifti.affine, atol=1e-5)
+    # the NIfTI layout of `bmtl prepare` takes MetaImage images (.mhd beside its .raw) and labels, the same slices
+    nifti_case(tmp_path / "nii", "c1", image=image, label=label)
+    save_metaimage(tmp_path / "itk" / "images" / "c1.mhd", image)
+    save_metaimage(tmp_path / "itk" / "labels" / "c1_seg.mha", label)
+    assert (tmp_path / "itk" / "images" / "c1.raw").exists()
+    for root in ("nii", "itk"):
+        write_classes(tmp_path / root, [("c1", "malignant")])
+    a = convert_nifti(tmp_path / "nii", tmp_path / "out_nii", SkipLog())
+    log = SkipLog()
+    b = convert_nifti(tmp_path / "itk", tmp_path / "out_itk", log)
+    assert problems(log) == ""   # the .raw beside its .mhd is no skipped file
+    assert [i["image"] for i in a.items] == [i["image"] for i in b.items] and len(a.items) > 0
+    for item in a.items:
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(load(tmp_path / "out_itk", item[key]).get_fdata(),
+                                          load(tmp_path / "out_nii", item[key]).get_fdata())
+
+
+def test_a_metaimage_header_asking_for_a_huge_array_is_refused_before_reading(tmp_path):
+    from pipeline.data.volume import read_metaimage_volume
+
+    path = tmp_path / "huge.mha"
+    path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 4096 4096 4096\nElementType = MET_FLOAT\n"
+                     b"ElementDataFile = LOCAL\n" + bytes(64))
+    with pytest.raises(DataError, match="huge.mha.*too large"):
+        read_metaimage_volume(path)
+    (tmp_path / "bad.mha").write_bytes(b"ObjectType = Image\nDimSize = 4 four 4\nElementDataFile = LOCAL\n")
+    with pytest.raises(DataError, match="bad.mha.*unreadable DimSize"):
+        read_metaimage_volume(tmp_path / "bad.mha")
+
+
+def test_a_metaimage_without_itk_installed_says_how_to_install_it(tmp_path, monkeypatch):
+    import monai.utils
+
+    from pipeline.data.volume import read_metaimage_volume
+
+    path = tmp_path / "a.mha"
+    path.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\n"
+                     b"ElementDataFile = LOCAL\n" + bytes(8))
+    real = monai.utils.optional_import
+    monkeypatch.setattr(monai.utils, "optional_import",
+                        lambda name, *a, **k: (None, False) if name == "itk" else real(name, *a, **k))
+    with pytest.raises(DataError, match=r"a\.mha.*pip install 'breast-mtl\[itk\]'"):
+        read_metaimage_volume(path)
