@@ -407,6 +407,19 @@ def _write_nifti_not_gzip(root: Path, ctx: Context) -> Scenario:
     return Scenario(_mr_prepare(base, root), bad)
 
 
+def _write_metaimage_truncated(root: Path, ctx: Context) -> Scenario:
+    import itk
+    import nibabel as nib
+
+    base = _mr(root)
+    nifti = base / "images" / "case_001.nii.gz"
+    bad = nifti.with_name("case_001.mha")
+    itk.imwrite(itk.image_from_array(np.ascontiguousarray(np.asarray(nib.load(nifti).dataobj).T)), str(bad))
+    nifti.unlink()
+    bad.write_bytes(bad.read_bytes()[:-500])   # the header intact, the pixel data short
+    return Scenario(_mr_prepare(base, root), bad)
+
+
 def _write_nifti_label_shape(root: Path, ctx: Context) -> Scenario:
     import nibabel as nib
 
@@ -856,6 +869,8 @@ BAD_INPUTS: list[BadInput] = [
              "unreadable NIfTI file", _write_nifti_truncated),
     BadInput("nifti-not-nifti", "text in a .nii.gz file", "prepare", "skipped",
              "unreadable NIfTI file (ImageFileError", _write_nifti_not_gzip),
+    BadInput("metaimage-truncated", "MetaImage (.mha) volume cut 500 bytes short", "prepare", "skipped",
+             "unreadable MetaImage file", _write_metaimage_truncated),
     BadInput("nifti-label-shape", "label volume 2 voxels shorter than its image", "prepare", "skipped",
              "label shape (22, 24, 6) differs from its image's shape (24, 24, 6)", _write_nifti_label_shape),
     BadInput("nifti-no-label", "benign volume without a label", "prepare", "skipped",
