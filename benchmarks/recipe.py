@@ -143,6 +143,12 @@ ROWS: dict[str, Row] = {
                                   "no zoom, no intensity or speckle), the same epochs",
                                   train={"preset": "segresnet_shared", "zoom_augmentation": False,
                                          "intensity_augmentation": False}, same_cost_as="shared_recipe"),
+    # evaluation-only: the batch-norm statistics (nmtnet has batch norm; the reference's SegResNet has group norm)
+    "default_bn_train": Row("variant", "default with its batch-norm statistics re-estimated on the training fold as "
+                            "evaluated (no augmentation)", eval={"bn_recalibration": "train"}, base="default"),
+    "default_bn_target": Row("variant", "default with its batch-norm statistics re-estimated on the evaluated images, "
+                             "without their labels (label-free adaptation to their scanner)",
+                             eval={"bn_recalibration": "target"}, base="default"),
     # evaluation-only: how much of the AUC difference is the flip test-time augmentation
     "shared_recipe_no_tta": Row("variant", "shared_recipe without flip test-time augmentation",
                                 eval={"flip_tta": False}, base="shared_recipe"),

@@ -1,9 +1,11 @@
 """Ignite handlers that MONAI / Ignite do not already have: evaluation report, training history, and the reliability
 handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard, MLflow logging into a resumed run), the
-training time budget and the operating point chosen on the validation fold."""
+training time budget, the operating point chosen on the validation fold and batch-norm re-estimation before
+evaluation."""
 
 from __future__ import annotations
 
+from pipeline.handlers.batch_norm import BN_RECALIBRATION_MODES, BatchNormRecalibration, has_batch_norm
 from pipeline.handlers.budget import TimeBudget
 from pipeline.handlers.checkpoint import SafeCheckpointLoader, SafeCheckpointSaver
 from pipeline.handlers.guards import NanGuard, NonFiniteLossError, ResumeState, SeedEachEpoch
@@ -13,6 +15,8 @@ from pipeline.handlers.operating_point import OPERATING_POINT, OperatingPoint, r
 from pipeline.handlers.report import EvaluationReport
 
 __all__ = [
+    "BN_RECALIBRATION_MODES",
+    "BatchNormRecalibration",
     "EvaluationReport",
     "NanGuard",
     "NonFiniteLossError",
@@ -25,5 +29,6 @@ __all__ = [
     "SeedEachEpoch",
     "TimeBudget",
     "TrainingHistory",
+    "has_batch_norm",
     "read_operating_threshold",
 ]

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -347,3 +348,24 @@ def test_native_resolution_sliding_window_evaluation_with_refinement(us_datalist
     run_workflow(US_BUNDLE, "evaluating", eval_resize=False, refine=True, **common)
     summary = json.loads((tmp_path / "run" / "eval_val" / "summary.json").read_text())
     assert math.isfinite(summary["segmentation"]["dice"]["mean"]) and summary["n_images"] > 0
+
+
+def test_batch_norm_recalibration_changes_only_the_statistics_of_the_evaluated_network(us_datalist, tmp_path):
+    """--bn_recalibration train|target re-estimates the batch-norm statistics before evaluation (nmtnet has batch
+    norm): the probabilities move, the saved weights do not, and a word outside the three is refused by name."""
+    preset = tiny_preset(tmp_path / "preset.yaml", network="nmtnet")
+    common = dict(datalist=str(us_datalist), preset=str(preset), output_dir=str(tmp_path / "run"), use_mlflow=False,
+                  n_bootstrap=0)
+    run_workflow(US_BUNDLE, "training", epochs=1, warmup_epochs=0, **common)
+    weights = (tmp_path / "run" / "models" / "model.pt").read_bytes()
+    probabilities = {}
+    for mode in ("none", "train", "target"):
+        run_workflow(US_BUNDLE, "evaluating", bn_recalibration=mode, **common)
+        per_image = pd.read_csv(tmp_path / "run" / "eval_val" / "per_image.csv")
+        probabilities[mode] = per_image.filter(like="prob_").to_numpy()
+    assert not np.allclose(probabilities["none"], probabilities["target"], atol=1e-4)
+    assert not np.allclose(probabilities["train"], probabilities["target"], atol=1e-4)
+    assert (tmp_path / "run" / "models" / "model.pt").read_bytes() == weights   # evaluation never saves weights
+    with pytest.raises(RuntimeError) as error:   # MONAI wraps what a config expression raises
+        run_workflow(US_BUNDLE, "evaluating", bn_recalibration="adapt", **common)
+    assert "--bn_recalibration 'adapt': expected one of none, train, target" in str(error.value.__cause__)
