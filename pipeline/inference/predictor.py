@@ -383,22 +383,35 @@ class Predictor:
         return error_row(item, self.classes, error)
 
     def _finish(self, case: Case, state: dict[str, Any], out: Path) -> dict[str, Any]:
-        """An input's row once all its slices are predicted, with its mask, overlay and heatmap written."""
+        """An input's row once all its slices are predicted, with its mask, overlay and heatmap written.
+
+        Should one of them fail, those already written are removed before the error propagates (the caller records
+        the error row), so an error row never has a mask beside it.
+        """
         summary = CaseSummary.from_slices(state["results"], self.cls_threshold)
         masks, best, predicted, item = summary.masks, summary.best, summary.predicted, case.item
         row = case_row(item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin)
-        row["mask"] = text(case.writer(masks, out / "masks" / f"{item.name}_mask").relative_to(out))
-        image = case.view(case.display[best])
-        if self.overlays:
-            lesion = int(summary.areas[best])
-            lines = [text(Path(item.name).name) + (f" (slice {best})" if len(masks) > 1 else ""),
-                     f"{self.classes[predicted]}  p={summary.probs[predicted]:.2f}  lesion {lesion} px"]
-            row["overlay"] = text(write_overlay(out / "overlays" / f"{item.name}_overlay.png", image,
-                                                case.view(masks[best]), lines).relative_to(out))
-        if self.explain:
-            heat = resize_to(self.gradcam(state["tensors"][best], predicted), case.display[best].shape[-2:])
-            path = write_heatmap(out / "heatmaps" / f"{item.name}_gradcam.png", image, case.view(heat))
-            row["heatmap"] = text(path.relative_to(out))
+        written: list[Path] = []
+        try:
+            written.append(case.writer(masks, out / "masks" / f"{item.name}_mask"))
+            row["mask"] = text(written[-1].relative_to(out))
+            image = case.view(case.display[best])
+            if self.overlays:
+                lesion = int(summary.areas[best])
+                lines = [text(Path(item.name).name) + (f" (slice {best})" if len(masks) > 1 else ""),
+                         f"{self.classes[predicted]}  p={summary.probs[predicted]:.2f}  lesion {lesion} px"]
+                written.append(write_overlay(out / "overlays" / f"{item.name}_overlay.png", image,
+                                             case.view(masks[best]), lines))
+                row["overlay"] = text(written[-1].relative_to(out))
+            if self.explain:
+                heat = resize_to(self.gradcam(state["tensors"][best], predicted), case.display[best].shape[-2:])
+                written.append(write_heatmap(out / "heatmaps" / f"{item.name}_gradcam.png", image, case.view(heat)))
+                row["heatmap"] = text(written[-1].relative_to(out))
+        except BaseException:
+            # an input's files come together or not at all: no orphan mask beside the error row the caller records
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return row
 
 

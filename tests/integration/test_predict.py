@@ -431,11 +431,41 @@ def test_outputs_are_replaced_atomically(us_fake, tmp_path, kill_before_rename, 
         row = predict(us_fake, tmp_path / "in", out, progress=False, overwrite=True).rows[0]
         assert row["status"] == "error" and "killed before the rename" in row["error"]
     after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    # no temporary file; a run killed before its table keeps its in-progress marker and journal (it reads unfinished)
+    # no temporary file; a run killed before its table keeps its in-progress marker and journal (it reads unfinished);
+    # the new mask written before a failed overlay is removed with it (no mask beside an error row)
     unfinished = {MARKER, JOURNAL} if killed == "predictions.csv" else set()
-    assert set(after) == set(before) | unfinished
+    orphan = {"masks/a_mask.png"} if killed == "a_overlay.png" else set()
+    assert set(after) == (set(before) | unfinished) - orphan
     name = next(k for k in before if k.endswith(killed))
     assert after[name] == before[name]
+
+
+@pytest.mark.parametrize("failing", ["write_overlay", "write_heatmap"])
+def test_a_failed_overlay_or_heatmap_leaves_no_orphan_mask(us_exported, tmp_path, monkeypatch, failing):
+    """The mask, overlay and heatmap of one input are written together or not at all: when a later one fails, the
+    files already written are removed and the input gets an error row; the next input is predicted as usual."""
+    import pipeline.inference.predictor as predictor_module
+
+    (tmp_path / "in").mkdir()
+    blob_png(tmp_path / "in" / "a.png")
+    blob_png(tmp_path / "in" / "b.png")
+    real = getattr(predictor_module, failing)
+
+    def write(path, *args, **kwargs):
+        if path.name.startswith("a_"):
+            raise OSError(f"disk full writing {path.name}")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, failing, write)
+    out = tmp_path / "out"
+    result = predict(us_exported, tmp_path / "in", out, explain=True, progress=False, batch_size=1)
+    rows = {r["file"]: r for r in result.rows}
+    assert rows["a.png"]["status"] == "error" and "disk full" in rows["a.png"]["error"]
+    assert not list(out.rglob("a_*")), sorted(out.rglob("*"))   # neither its mask nor any other file of it
+    assert rows["b.png"]["status"] == "ok" and (out / rows["b.png"]["mask"]).is_file()
+    assert (out / rows["b.png"]["overlay"]).is_file() and (out / rows["b.png"]["heatmap"]).is_file()
+    table = pd.read_csv(out / TABLE, keep_default_na=False)
+    assert table.loc[table["file"] == "a.png", "mask"].item() == ""
 
 
 def test_an_interrupted_run_is_marked_refused_and_resumed(us_fake, tmp_path, capsys, monkeypatch):
