@@ -92,6 +92,9 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     # named after the split evaluated: the validation fold's figures are never called test_*
     assert {"val_dice", "val_auc", "val_auc_ci_low"} <= set(eval_run.data.metrics)
     assert not any(name.startswith("test_") for name in eval_run.data.metrics)
+    assert eval_run.data.tags["mlflow.parentRunId"] == run.info.run_id   # nested under the training it evaluates
+    for logged in (run, eval_run):   # artifacts beside the run's tracking database, not in the working directory
+        assert logged.info.artifact_uri.startswith(out.as_uri())
 
 
 def test_resume_continues_from_the_saved_epoch(us_datalist, tmp_path):

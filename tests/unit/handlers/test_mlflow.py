@@ -43,3 +43,18 @@ def test_a_finished_run_is_not_resumed(tmp_path):
     assert second.cur_run.info.run_id != first_id
     assert MlflowClient(tracking_uri=uri).get_run(second.cur_run.info.run_id).data.params["git_commit"] == "bbb2222"
     second.close()
+
+
+def test_an_evaluation_is_nested_under_the_training_run_it_names(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    training = _start(uri, {"seed": "0"})
+    evaluation = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="exp", run_name="train_eval_val",
+                                        parent_run_name="train", iteration_log=False, epoch_log=False)
+    evaluation.start(Engine(lambda engine, batch: None))
+    orphan = ResumableMLFlowHandler(tracking_uri=uri, experiment_name="exp", run_name="other_eval_val",
+                                    parent_run_name="other", iteration_log=False, epoch_log=False)
+    orphan.start(Engine(lambda engine, batch: None))
+    client = MlflowClient(tracking_uri=uri)
+    tags = client.get_run(evaluation.cur_run.info.run_id).data.tags
+    assert tags["mlflow.parentRunId"] == training.cur_run.info.run_id
+    assert "mlflow.parentRunId" not in client.get_run(orphan.cur_run.info.run_id).data.tags   # no such training run
