@@ -100,14 +100,20 @@ def _dicom_items(p: Path, stem: str, ds: Any, frame: int | None) -> list[InputIt
     return [InputItem(p, "dicom", f"{stem}_frame{frame:03d}", frame=frame)]
 
 
-def _files_under(root: Path, skip: Path | None) -> tuple[list[Path], list[Path]]:
-    """The files under ``root`` (hidden ones and anything under ``skip`` left out) and the broken symbolic links.
+def _files_under(root: Path, skip: Path | None) -> tuple[list[Path], list[Path], list[tuple[Path, OSError]]]:
+    """The files under ``root`` (hidden ones and anything under ``skip`` left out), the broken symbolic links, and the
+    folders that could not be listed (with the error).
 
     Symbolic links to folders are followed (data are often organised with them), each real folder once, so a link
-    loop ends; pathlib's ``rglob`` would not follow them at all and would drop broken links without a word.
+    loop ends; pathlib's ``rglob`` would not follow them at all and would drop broken links without a word, and
+    ``os.walk`` drops an unreadable folder without a word unless given ``onerror``.
     """
-    files, broken, seen = [], [], set()
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    files, broken, seen, unreadable = [], [], set(), []
+
+    def unlisted(error: OSError) -> None:
+        unreadable.append((Path(error.filename) if error.filename else root, error))
+
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=unlisted):
         real = os.path.realpath(folder)
         if real in seen or (skip is not None and (Path(real) == skip or skip in Path(real).parents)):
             dirs[:] = []
@@ -122,7 +128,7 @@ def _files_under(root: Path, skip: Path | None) -> tuple[list[Path], list[Path]]
                 files.append(path)
             elif path.is_symlink() and not path.exists():
                 broken.append(path)
-    return sorted(files), sorted(broken)
+    return sorted(files), sorted(broken), sorted(unreadable, key=lambda u: str(u[0]))
 
 
 def _frames_or_unknown(ds: Any) -> int:
@@ -139,7 +145,8 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
     under ``exclude``, e.g. the output folder, skipped). Each item's ``relative`` is its path relative to ``path``
     (the file's name when ``path`` is a file).
 
-    Symbolic links to folders are followed (each real folder once); a broken link is an ``unsupported`` item.
+    Symbolic links to folders are followed (each real folder once); a broken link and a folder that cannot be listed
+    (no permission, I/O error) are ``unsupported`` items.
     DICOM files of one series in one folder (slice geometry, two or more files) make one ``dicom_series`` input;
     other DICOM files are 2D images, and a multi-frame one (an ultrasound cine loop) makes one input per frame
     (``frame``: only that frame, 0-based; a file with fewer frames gets an error row). DICOM objects that are not
@@ -158,11 +165,15 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
     if not root.exists():
         raise FileNotFoundError(f"input {root} not found")
     skip = Path(exclude).resolve() if exclude is not None else None
-    files, broken = ([root], []) if root.is_file() else _files_under(root, skip)
+    files, broken, unreadable = ([root], [], []) if root.is_file() else _files_under(root, skip)
     base = root.parent if root.is_file() else root
     items: list[InputItem] = [InputItem(p, "unsupported", _stem(p.relative_to(base)),
                                         f"broken symbolic link (its target {os.readlink(p)} does not exist)")
                               for p in broken]
+    for folder, error in unreadable:   # its files are unknown: one row for the folder, not a silent omission
+        name = str(folder.relative_to(base)) if folder != base else folder.name
+        why = f"{type(error).__name__}: {error.strerror or error}"
+        items.append(InputItem(folder, "unsupported", name, f"unreadable folder, its files are not predicted ({why})"))
     series: dict[Path, list[Path]] = {}
     for p in files:
         rel = p.relative_to(base)

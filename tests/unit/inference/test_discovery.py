@@ -39,3 +39,36 @@ def test_the_output_folder_is_skipped_even_through_a_link(tmp_path):
     _png(tmp_path / "out" / "masks" / "a_mask.png")
     os.symlink(tmp_path / "out", tmp_path / "in" / "results")
     assert [item.name for item in discover_inputs(tmp_path / "in", exclude=tmp_path / "out")] == ["a"]
+
+
+def test_an_unreadable_folder_is_an_error_row_naming_it(tmp_path, monkeypatch):
+    """A folder that cannot be listed (simulated: the tests run as root, where chmod does not stop reading) is an
+    ``unsupported`` item naming the folder and the OS error; its readable siblings are found as usual."""
+    _png(tmp_path / "in" / "a.png")
+    _png(tmp_path / "in" / "locked" / "b.png")
+    _png(tmp_path / "in" / "open" / "c.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    items = {item.name: item for item in discover_inputs(tmp_path / "in")}
+    assert set(items) == {"a", "locked", "open/c"}
+    locked = items["locked"]
+    assert locked.kind == "unsupported" and locked.path == tmp_path / "in" / "locked" and locked.relative == "locked"
+    assert locked.problem == "unreadable folder, its files are not predicted (PermissionError: Permission denied)"
+
+
+def test_an_unreadable_input_folder_itself_is_one_error_row(tmp_path, monkeypatch):
+    _png(tmp_path / "in" / "a.png")
+
+    def scandir(path="."):
+        raise OSError(5, "Input/output error", os.fspath(path))
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    [item] = discover_inputs(tmp_path / "in")
+    assert (item.kind, item.name, item.relative) == ("unsupported", "in", "in")
+    assert "OSError: Input/output error" in item.problem
