@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.data.io import DataError
-from pipeline.inference.discovery import InputItem, discover_inputs
+from pipeline.inference.discovery import InputItem, check_output_location, discover_inputs
 from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
 from pipeline.inference.explain import GradCAMExplainer
 from pipeline.inference.loaders import Case, load_case
@@ -446,10 +446,12 @@ def predict(
         FileNotFoundError: the input or the bundle's model is missing; not an exported bundle.
         FileExistsError: ``output_dir`` holds an earlier run and neither ``overwrite`` nor ``resume`` is given.
         pipeline.data.io.DataError: an incomplete exported bundle, a truncated or corrupt model file.
-        ValueError: bad options.
+        ValueError: bad options; ``output_dir`` is the input folder or a folder above it.
     """
     if not str(input):
         raise ValueError("no input given (--input / --input_dir)")
+    if Path(input).exists():   # refused before the models are loaded (a missing input is discovery's to name)
+        check_output_location(input, output_dir)
     predictor = Predictor(bundle, runtime=runtime, device=device, batch_size=batch_size, threshold=threshold,
                           refine=refine, explain=explain, overlays=overlays, native_resolution=native_resolution,
                           progress=progress, **options)

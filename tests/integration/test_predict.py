@@ -412,6 +412,13 @@ def test_usage_errors_exit_two(us_fake, tmp_path, capsys):
     assert "model.onnx" in capsys.readouterr().err
     assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "x.png"), "--output",
                  str(tmp_path / "o"), "--threshold", "1.5"]) == 2
+    capsys.readouterr()
+    (tmp_path / "scans").mkdir()
+    blob_png(tmp_path / "scans" / "y.png")
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "scans"), "--output",
+                 str(tmp_path)]) == 2   # an output above the input would leave out every input
+    assert f"the output folder {tmp_path} contains the input folder {tmp_path / 'scans'}" in capsys.readouterr().err
+    assert not (tmp_path / "predictions.csv").exists()
 
 
 @pytest.mark.parametrize("killed", ["predictions.csv", "a_mask.png", "a_overlay.png"])

@@ -72,3 +72,24 @@ def test_an_unreadable_input_folder_itself_is_one_error_row(tmp_path, monkeypatc
     [item] = discover_inputs(tmp_path / "in")
     assert (item.kind, item.name, item.relative) == ("unsupported", "in", "in")
     assert "OSError: Input/output error" in item.problem
+
+
+def test_an_output_folder_holding_the_input_folder_is_refused(tmp_path):
+    """Discovery leaves the output folder out; an output above (or equal to) the input would leave out every input:
+    refused before any work, naming both folders. Inside the input, or beside a single file, it is fine."""
+    from pipeline.inference import predict
+
+    _png(tmp_path / "data" / "in" / "a.png")
+    inputs = tmp_path / "data" / "in"
+    for output, relation in ((tmp_path / "data", "contains"), (tmp_path, "contains"), (inputs, "is")):
+        with pytest.raises(ValueError, match=f"the output folder {output} {relation} the input folder {inputs}"):
+            discover_inputs(inputs, exclude=output)
+        # predict refuses it before the bundle is even opened (this one does not exist) and writes nothing
+        with pytest.raises(ValueError, match=f"the output folder {output} {relation} the input folder"):
+            predict(tmp_path / "no_bundle", inputs, output, progress=False)
+    os.symlink(tmp_path / "data", tmp_path / "link")   # the same folder through a link
+    with pytest.raises(ValueError, match="contains the input folder"):
+        discover_inputs(inputs, exclude=tmp_path / "link")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png", "data", "in", "link"]
+    assert [i.name for i in discover_inputs(inputs, exclude=inputs / "out")] == ["a"]
+    assert [i.name for i in discover_inputs(inputs / "a.png", exclude=inputs)] == ["a"]
