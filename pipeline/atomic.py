@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NAME_MAX",
+    "truncate_bytes",
     "atomic_path",
     "atomic_dir",
     "fsync_dir",
@@ -34,6 +36,9 @@ __all__ = [
 
 # a suffix made of several parts that writers (nibabel) read as one extension
 _DOUBLE_SUFFIXES = (".nii.gz",)
+# the longest file name (in bytes) of the common file systems (ext4, XFS, Btrfs, APFS; NTFS: 255 UTF-16 units)
+NAME_MAX = 255
+_TOKEN_BYTES = 8   # the random part of a temporary name (secrets.token_hex(4))
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -58,6 +63,32 @@ def _target_suffix(name: str) -> str:
     return Path(name).suffix
 
 
+def truncate_bytes(name: str, limit: int) -> str:
+    """The longest start of ``name`` whose file-system encoding takes at most ``limit`` bytes (cut between
+    characters, never inside one).
+
+    Args:
+        name: a file name (undecodable bytes as surrogate escapes, as ``os.fsdecode`` gives them).
+        limit: the most bytes to keep.
+
+    Returns:
+        the shortened name (``name`` itself when it fits).
+    """
+    size = 0
+    for k, char in enumerate(name):
+        size += len(os.fsencode(char))
+        if size > limit:
+            return name[:k]
+    return name
+
+
+def _temp_prefix(name: str, suffix: str) -> str:
+    """``.<name>.``, the target's name shortened when the temporary name would pass ``NAME_MAX`` bytes (a target
+    name near the limit is valid; its temporary sibling, 10-20 bytes longer, would not be)."""
+    room = NAME_MAX - _TOKEN_BYTES - len(os.fsencode(suffix)) - 2
+    return f".{truncate_bytes(name, room)}."
+
+
 def _create_temp(folder: Path, prefix: str, suffix: str) -> Path:
     """A new empty file ``folder/<prefix><random><suffix>``.
 
@@ -79,9 +110,9 @@ def _create_temp(folder: Path, prefix: str, suffix: str) -> Path:
 def atomic_path(path: str | os.PathLike, fsync: bool = True, temp_suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without an exception, it replaces ``path``.
 
-    The temporary file exists (empty) when the block starts; it is hidden (``.<name>.<random>.tmp<suffix>``) and ends
-    with the target's suffix (``.nii.gz`` included), so writers that pick a format by suffix (Pillow, nibabel) still
-    work. An existing target's permission bits are kept.
+    The temporary file exists (empty) when the block starts; it is hidden (``.<name>.<random>.tmp<suffix>``, the name
+    shortened when that would pass ``NAME_MAX`` bytes) and ends with the target's suffix (``.nii.gz`` included), so
+    writers that pick a format by suffix (Pillow, nibabel) still work. An existing target's permission bits are kept.
 
     Args:
         path: the file to write (its folder is created).
@@ -102,7 +133,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True, temp_suffix: str | 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = temp_suffix if temp_suffix is not None else f".tmp{_target_suffix(target.name)}"
-    tmp = _create_temp(target.parent, f".{target.name}.", suffix)
+    tmp = _create_temp(target.parent, _temp_prefix(target.name, suffix), suffix)
     try:
         with contextlib.suppress(OSError):  # a plain rewrite keeps the file's mode: so does this
             os.chmod(tmp, os.stat(target).st_mode & 0o7777)
@@ -151,12 +182,12 @@ def atomic_dir(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _create_temp_dir(target.parent, f".{target.name}.", ".tmpdir")
+    staging = _create_temp_dir(target.parent, _temp_prefix(target.name, ".tmpdir"), ".tmpdir")
     try:
         yield staging
         old = None
         if target.exists() or target.is_symlink():
-            old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+            old = target.with_name(f"{_temp_prefix(target.name, '.old')}{secrets.token_hex(4)}.old")
             os.replace(target, old)
         try:
             os.replace(staging, target)

@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import NAME_MAX, atomic_path, truncate_bytes
 
-__all__ = ["text", "write_png_mask", "write_overlay", "write_heatmap", "resize_to"]
+__all__ = ["text", "derived_name", "MASK_EXTENSION_BYTES", "write_png_mask", "write_overlay", "write_heatmap",
+           "resize_to"]
+
+# the longest extension a mask writer adds to its name (``.nii.gz``)
+MASK_EXTENSION_BYTES = len(".nii.gz")
 
 
 def text(path: str | os.PathLike) -> str:
     """A path as printable UTF-8 text (undecodable bytes of a file name, e.g. Latin-1 on Linux, shown as ``\\xNN``)."""
     return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def derived_name(name: str, tail: str, reserve: int = 0) -> str:
+    """An output's name: ``name + tail`` (``"sub/case" + "_overlay.png"``), its last part shortened when it would pass
+    the file system's ``NAME_MAX`` bytes (a long input name is valid; the same name plus ``_overlay.png`` may not be).
+
+    A shortened name keeps a readable start of the input's stem, then ``~`` and 10 hex digits of the full stem's SHA-1,
+    so two long names that differ only at their end still get two outputs.
+
+    Args:
+        name: the input's output stem, relative (``InputItem.name``; it may hold folders).
+        tail: what follows the stem (``"_mask"``, ``"_overlay.png"``).
+        reserve: bytes left for an extension the writer adds afterwards (a mask writer's ``.png`` or ``.nii.gz``).
+
+    Returns:
+        the relative output name.
+    """
+    path = Path(name)
+    size = len(os.fsencode(path.name + tail)) + reserve
+    if size <= NAME_MAX:
+        return name + tail
+    digest = hashlib.sha1(os.fsencode(path.name)).hexdigest()[:10]
+    room = NAME_MAX - reserve - len(os.fsencode(tail)) - len(digest) - 1
+    return str(path.with_name(f"{truncate_bytes(path.name, room)}~{digest}{tail}"))
 
 
 def write_png_mask(masks: list[np.ndarray], path: Path) -> Path:

@@ -19,7 +19,14 @@ from pipeline.inference.discovery import InputItem, check_output_location, disco
 from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
 from pipeline.inference.explain import GradCAMExplainer
 from pipeline.inference.loaders import Case, load_case
-from pipeline.inference.outputs import resize_to, text, write_heatmap, write_overlay
+from pipeline.inference.outputs import (
+    MASK_EXTENSION_BYTES,
+    derived_name,
+    resize_to,
+    text,
+    write_heatmap,
+    write_overlay,
+)
 from pipeline.inference.runtimes import (
     flag,
     load_eager_network,
@@ -393,19 +400,22 @@ class Predictor:
         row = case_row(item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin)
         written: list[Path] = []
         try:
-            written.append(case.writer(masks, out / "masks" / f"{item.name}_mask"))
+            # long input names are shortened for the derived files (with room for the writer's extension)
+            mask_stem = out / "masks" / derived_name(item.name, "_mask", MASK_EXTENSION_BYTES)
+            written.append(case.writer(masks, mask_stem))
             row["mask"] = text(written[-1].relative_to(out))
             image = case.view(case.display[best])
             if self.overlays:
                 lesion = int(summary.areas[best])
                 lines = [text(Path(item.name).name) + (f" (slice {best})" if len(masks) > 1 else ""),
                          f"{self.classes[predicted]}  p={summary.probs[predicted]:.2f}  lesion {lesion} px"]
-                written.append(write_overlay(out / "overlays" / f"{item.name}_overlay.png", image,
+                written.append(write_overlay(out / "overlays" / derived_name(item.name, "_overlay.png"), image,
                                              case.view(masks[best]), lines))
                 row["overlay"] = text(written[-1].relative_to(out))
             if self.explain:
                 heat = resize_to(self.gradcam(state["tensors"][best], predicted), case.display[best].shape[-2:])
-                written.append(write_heatmap(out / "heatmaps" / f"{item.name}_gradcam.png", image, case.view(heat)))
+                written.append(write_heatmap(out / "heatmaps" / derived_name(item.name, "_gradcam.png"), image,
+                                             case.view(heat)))
                 row["heatmap"] = text(written[-1].relative_to(out))
         except BaseException:
             # an input's files come together or not at all: no orphan mask beside the error row the caller records

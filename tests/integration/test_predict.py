@@ -475,6 +475,24 @@ def test_a_failed_overlay_or_heatmap_leaves_no_orphan_mask(us_exported, tmp_path
     assert table.loc[table["file"] == "a.png", "mask"].item() == ""
 
 
+def test_very_long_input_names_get_shortened_unique_outputs(us_fake, tmp_path):
+    """A 250-character file name is valid, its ``_overlay.png`` sibling (262 bytes) would not be: derived names are
+    shortened (a readable start and a hash of the full stem), not failed, and stay unique."""
+    (tmp_path / "in").mkdir()
+    stems = ["l" * 249 + "1", "l" * 249 + "2"]
+    for stem in stems:
+        blob_png(tmp_path / "in" / f"{stem}.png")
+    out = tmp_path / "out"
+    result = predict(us_fake, tmp_path / "in", out, explain=True, progress=False)
+    assert result.exit_code == 0, result.rows
+    assert sorted(r["file"] for r in result.rows) == [f"{stem}.png" for stem in stems]   # the table keeps the name
+    for column in ("mask", "overlay", "heatmap"):
+        paths = [out / r[column] for r in result.rows]
+        assert len(set(paths)) == 2 and all(p.is_file() for p in paths), paths
+        assert all(p.name.startswith("l" * 200) and len(os.fsencode(p.name)) <= 255 for p in paths), paths
+    assert not [p for p in out.rglob(".*") if p.is_file()]   # no temporary file left behind
+
+
 def test_an_interrupted_run_is_marked_refused_and_resumed(us_fake, tmp_path, capsys, monkeypatch):
     """Killed after two of four inputs: the folder reads as unfinished (marker, no table); a re-run without an option
     is refused (exit 2); --resume predicts only the two missing inputs and writes the whole table."""

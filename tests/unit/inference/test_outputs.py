@@ -1,11 +1,15 @@
-"""What ``bmtl predict`` draws: file names in titles are text, never matplotlib mathtext."""
+"""What ``bmtl predict`` draws and names: file names in titles are text, never matplotlib mathtext; derived names of
+long inputs are shortened to the file system's limit, not failed."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from pipeline import plots
-from pipeline.inference.outputs import write_overlay
+from pipeline.atomic import NAME_MAX, atomic_path
+from pipeline.inference.outputs import derived_name, write_overlay
 
 
 def test_a_dollar_file_name_is_drawn_as_text(tmp_path):
@@ -18,3 +22,26 @@ def test_a_dollar_file_name_is_drawn_as_text(tmp_path):
     grid = plots.plot_overlays([image], [mask.astype(np.float32)], [mask.astype(np.float32)], [name],
                                tmp_path / "grid.png")
     assert grid.stat().st_size > 1000
+
+
+def test_a_long_input_name_gives_short_unique_derived_names(tmp_path):
+    short = derived_name("sub/case", "_overlay.png")
+    assert short == "sub/case_overlay.png"   # names that fit are kept as they are
+    stem_a, stem_b = "a" * 249 + "1", "a" * 249 + "2"   # 250-character stems that differ only at their end
+    names = [derived_name(f"sub/{stem}", "_mask", reserve=len(".nii.gz")) for stem in (stem_a, stem_b)]
+    assert names[0] != names[1] and all(n.startswith("sub/" + "a" * 200) and n.endswith("_mask") for n in names)
+    assert all(len(os.fsencode(os.path.basename(n) + ".nii.gz")) == NAME_MAX for n in names)
+    # multi-byte characters are never cut in half
+    accented = derived_name("é" * 126, "_gradcam.png")
+    assert len(os.fsencode(accented)) <= NAME_MAX and accented.startswith("é" * 100) and "\udcc3" not in accented
+    written = tmp_path / derived_name(stem_a, "_overlay.png")
+    written.write_bytes(b"x")   # the file system takes it
+    assert written.exists()
+
+
+def test_atomic_temporary_name_of_a_target_at_the_name_limit_fits(tmp_path):
+    target = tmp_path / ("t" * (NAME_MAX - len(".nii.gz")) + ".nii.gz")   # a valid name of exactly 255 bytes
+    with atomic_path(target, fsync=False) as tmp:
+        assert len(os.fsencode(tmp.name)) <= NAME_MAX and tmp.name.endswith(".tmp.nii.gz")
+        tmp.write_bytes(b"content")
+    assert target.read_bytes() == b"content" and [p.name for p in tmp_path.iterdir()] == [target.name]
