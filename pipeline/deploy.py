@@ -10,6 +10,8 @@ Exported bundle layout (``bmtl export --bundle bundles/breast_us_mtl --run RUN_D
                                 ``datalist: ""`` (nothing reads a datalist)
       configs/preset.yaml       the run's preset (recipe), as trained
       configs/inference.yaml    inference settings and the ``inferring`` run id
+      configs/evaluate.yaml     the ``evaluating`` workflow, for ``bmtl evaluate --bundle EXPORT_DIR --datalist D``
+                                (external validation of the model as deployed; merged before deploy.yaml)
       configs/metadata.json     MONAI metadata filled with the run's classes, sizes and channels (both heads)
       configs/logging.conf
       models/model.pt           the best network state dict (plain, loads with ``torch.load(weights_only=True)``)
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 FORMATS = ("torchscript", "onnx")
-COPIED_CONFIGS = ("common.yaml", "inference.yaml", "logging.conf")
+COPIED_CONFIGS = ("common.yaml", "inference.yaml", "evaluate.yaml", "logging.conf")
 RUN_CONFIG = "run_config.json"
 MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
 

@@ -30,6 +30,7 @@ __all__ = [
     "train_run",
     "evaluate_run",
     "evaluate_datasets",
+    "evaluate_bundle",
     "bundle_command",
     "run_bundle",
     "format_metrics",
@@ -86,7 +87,7 @@ def bundle_command(
 
 def run_bundle(
     bundle_dir: str | os.PathLike, workflow: str, overrides: Mapping[str, Any] | None = None,
-    log_file: str | os.PathLike | None = None, quiet: bool | None = None,
+    log_file: str | os.PathLike | None = None, quiet: bool | None = None, extra_configs: Sequence[str] = (),
 ) -> float:
     """Run one bundle workflow in a child process; returns the wall time in seconds.
 
@@ -97,11 +98,12 @@ def run_bundle(
         log_file: the child's output is written here as it comes (the folder is created).
         quiet: do not echo the child's output on the console (it still goes to ``log_file``); default: quiet when
             there is a log file.
+        extra_configs: config files merged after the workflow's (``configs/deploy.yaml`` of an exported bundle).
 
     Raises:
         RuntimeError: the run failed; the message gives the command and the end of its log.
     """
-    cmd = bundle_command(bundle_dir, workflow, overrides)
+    cmd = bundle_command(bundle_dir, workflow, overrides, extra_configs)
     quiet = log_file is not None if quiet is None else quiet
     start = time.perf_counter()
     if log_file is None and not quiet:
@@ -193,6 +195,11 @@ def _run_values(run: Path) -> tuple[Path, dict[str, Any]]:
     raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
 
 
+def _dataset_name(info: Mapping[str, Any]) -> str:
+    """A datalist's name as it goes into metric and folder names (``external_<name>_``)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", str(info.get("name", ""))).strip("_").lower() or "dataset"
+
+
 def evaluate_run(
     run_dir: str | os.PathLike, split: str = "val", datalist: str | os.PathLike | None = None,
     eval_dir: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None, quiet: bool = False,
@@ -235,8 +242,7 @@ def evaluate_run(
         if (run / "run_config.json").is_file():
             values["classes"] = list(json.loads((run / "run_config.json").read_text())["classes"])
         # metrics of a dataset the run was not trained on are never confused with its own val/test figures
-        name = re.sub(r"[^A-Za-z0-9]+", "_", load_datalist(datalist)["name"]).strip("_").lower() or "dataset"
-        values["metric_prefix"] = f"external_{name}_"
+        values["metric_prefix"] = f"external_{_dataset_name(load_datalist(datalist))}_"
     default_dir = f"eval_{values['metric_prefix']}{split}" if "metric_prefix" in values else f"eval_{split}"
     target = Path(eval_dir).resolve() if eval_dir else run / default_dir
     values["eval_dir"] = str(target)
@@ -258,7 +264,6 @@ def evaluate_datasets(
     Returns:
         the Markdown table's path and the ``(evaluation name, summary)`` pairs.
     """
-    from pipeline.model_card import evaluation_table
     from pipeline.tracking import log_artifacts
 
     run = Path(run_dir).resolve()
@@ -266,6 +271,21 @@ def evaluate_datasets(
     for datalist in datalists:
         eval_dir = evaluate_run(run, split=split, datalist=datalist, overrides=overrides, quiet=quiet)
         evaluations.append((eval_dir.name.removeprefix("eval_"), json.loads((eval_dir / "summary.json").read_text())))
+    table = write_datasets_table(run, run.name, evaluations, split)
+    bundle, values = _run_values(run)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ((run / "mlruns.db").is_file() and f"sqlite:///{run / 'mlruns.db'}")
+    if values.get("use_mlflow", True) and uri:
+        log_artifacts(uri, str(values.get("experiment_name", bundle.name)), str(values.get("run_name", run.name)),
+                      [str(table), str(table.with_suffix(".csv"))])
+    return table, evaluations
+
+
+def write_datasets_table(folder: Path, title: str, evaluations: Sequence[tuple[str, Mapping[str, Any]]],
+                         split: str) -> Path:
+    """``<folder>/datasets_<split>.md`` and ``.csv``: one row per evaluation (name, images, left out, metrics with
+    their bootstrap CIs); returns the Markdown table's path."""
+    from pipeline.model_card import evaluation_table
+
     rows = []
     for name, summary in evaluations:
         seg, cls = summary["segmentation"], summary.get("classification", {})
@@ -280,15 +300,76 @@ def evaluate_datasets(
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = (cls.get("ci95", {}).get(key) or [None, None])[:2]
         row["ece"], row["cls_threshold"] = cls.get("ece"), cls.get("operating_threshold")
         rows.append(row)
-    table = run / f"datasets_{split}.md"
+    table = folder / f"datasets_{split}.md"
     write_csv_atomic(table.with_suffix(".csv"), pd.DataFrame(rows))
-    write_text_atomic(table, f"# {run.name}: evaluation on {len(evaluations)} datasets ({split})\n\n"
+    write_text_atomic(table, f"# {title}: evaluation on {len(evaluations)} datasets ({split})\n\n"
                       + "\n".join(evaluation_table(evaluations)) + "\n")
-    bundle, values = _run_values(run)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or ((run / "mlruns.db").is_file() and f"sqlite:///{run / 'mlruns.db'}")
-    if values.get("use_mlflow", True) and uri:
-        log_artifacts(uri, str(values.get("experiment_name", bundle.name)), str(values.get("run_name", run.name)),
-                      [str(table), str(table.with_suffix(".csv"))])
+    return table
+
+
+def evaluate_bundle(
+    bundle_dir: str | os.PathLike, datalists: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
+    split: str = "all", overrides: Mapping[str, Any] | None = None, quiet: bool = False,
+) -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
+    """Score an exported bundle (``bmtl export``) on prepared datalists, also ones it never saw (external validation).
+
+    The bundle's own ``evaluating`` workflow runs with its pinned values (``configs/deploy.yaml``: classes, image size,
+    thresholds, preprocessing) and its ``models/model.pt``, so the figures are those of the model as deployed. Classes
+    are matched by name as in :func:`evaluate_run`; metrics are named ``external_<dataset>_*`` (``<split>_*`` for the
+    datalist the bundle was trained on). Each datalist goes to ``<output>/eval_<prefix><split>``; with several, one
+    table over them, ``<output>/datasets_<split>.md`` and ``.csv``.
+
+    Args:
+        bundle_dir: the exported bundle folder.
+        datalists: prepared ``datalist.json`` files.
+        output_dir: where the evaluations and the log (``evaluate.log``) go.
+        split: ``all`` (default: every item), ``test`` or ``val`` (the bundle's training fold).
+        overrides: further bundle values, e.g. ``{"flip_tta": False}``.
+        quiet: keep the output in the log only.
+
+    Returns:
+        the table's path (the one evaluation folder's ``summary.json`` for a single datalist) and the
+        ``(evaluation name, summary)`` pairs.
+
+    Raises:
+        pipeline.data.io.DataError: not a complete exported bundle, or one exported before bundles carried
+            ``evaluate.yaml``; a missing or invalid datalist.
+        ValueError: unknown ``split``, no datalist.
+    """
+    import yaml
+
+    from pipeline.bundle_folder import exported_bundle_root
+    from pipeline.data.datalist import load_datalist
+    from pipeline.data.io import DataError
+
+    if split not in ("val", "test", "all"):
+        raise ValueError(f"split must be val, test or all, got {split!r}")
+    if not datalists:
+        raise ValueError("no datalist to evaluate on")
+    bundle = exported_bundle_root(bundle_dir)
+    configs = bundle / "configs"
+    if not (configs / "evaluate.yaml").is_file():
+        raise DataError(bundle, "exported without configs/evaluate.yaml (an older `bmtl export`): export the run "
+                                "again to evaluate the bundle")
+    source = (yaml.safe_load((configs / "deploy.yaml").read_text()) or {}).get("source_run", {})
+    output = Path(output_dir).resolve()
+    evaluations = []
+    for datalist in datalists:
+        datalist = Path(datalist).resolve()
+        info = load_datalist(datalist)
+        own = str(source.get("datalist", "")) and Path(source["datalist"]).resolve() == datalist
+        prefix = f"{split}_" if own else f"external_{_dataset_name(info)}_"
+        eval_dir = output / f"eval_{prefix}{split}"
+        values = {"datalist": str(datalist), "split": split, "output_dir": str(output), "eval_dir": str(eval_dir),
+                  "metric_prefix": prefix, "checkpoint": str(bundle / "models" / "model.pt"),
+                  "run_name": f"{bundle.name}_{prefix}{split}", "use_mlflow": False,
+                  **({"fold": source["fold"]} if own and "fold" in source else {}), **(overrides or {})}
+        # deploy.yaml last: the pinned values of the exported model win over evaluate.yaml's run-folder defaults
+        run_bundle(bundle, "evaluating", values, log_file=output / f"evaluate_{prefix}{split}.log", quiet=quiet,
+                   extra_configs=[str(configs / "deploy.yaml")])
+        evaluations.append((eval_dir.name.removeprefix("eval_"), json.loads((eval_dir / "summary.json").read_text())))
+    table = (write_datasets_table(output, bundle.name, evaluations, split) if len(evaluations) > 1
+             else output / f"eval_{evaluations[0][0]}" / "summary.json")
     return table, evaluations
 
 

@@ -33,26 +33,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_left_out(summary: dict) -> None:
+    left_out = summary.get("left_out", {}).get("per_class", {})
+    if left_out:
+        print("not scored (the model has no such class): " + ", ".join(f"{n} {c}" for c, n in left_out.items()))
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.workflows import evaluate_datasets, evaluate_run, format_metrics
+    from pipeline.workflows import evaluate_bundle, evaluate_datasets, evaluate_run, format_metrics
 
     overrides = dict(parse_overrides(args.override))
+    if args.bundle is not None:   # an exported bundle: external validation of the model as deployed
+        if args.output is None or not args.datalist:
+            raise ValueError("--bundle needs --datalist (one or more) and --output (where the evaluations go)")
+        split = args.split or "all"
+        table, evaluations = evaluate_bundle(args.bundle, args.datalist, args.output, split=split,
+                                             overrides=overrides, quiet=not args.verbose)
+        if len(evaluations) > 1:
+            print(table.read_text())
+            print(f"table: {table} and {table.with_suffix('.csv')}")
+        else:
+            print(format_metrics(evaluations[0][1], split=evaluations[0][0]))
+            _print_left_out(evaluations[0][1])
+            print(f"\nevaluation: {table.parent}")
+        return EXIT_OK
+    split = args.split or "val"
     if args.datalist and len(args.datalist) > 1:
         if args.output:
             raise ValueError("--output names one evaluation folder: with several --datalist each goes to "
                              "RUN/eval_external_<dataset>_<split>")
-        table, _ = evaluate_datasets(args.run, args.datalist, split=args.split, overrides=overrides,
+        table, _ = evaluate_datasets(args.run, args.datalist, split=split, overrides=overrides,
                                      quiet=not args.verbose)
         print(table.read_text())
         print(f"table: {table} and {table.with_suffix('.csv')}")
         return EXIT_OK
-    eval_dir = evaluate_run(args.run, split=args.split, datalist=args.datalist[0] if args.datalist else None,
+    eval_dir = evaluate_run(args.run, split=split, datalist=args.datalist[0] if args.datalist else None,
                             eval_dir=args.output, overrides=overrides, quiet=not args.verbose)
     summary = json.loads((eval_dir / "summary.json").read_text())
-    print(format_metrics(summary, split={"val": "validation"}.get(args.split, args.split)))
-    left_out = summary.get("left_out", {}).get("per_class", {})
-    if left_out:
-        print("not scored (the model has no such class): " + ", ".join(f"{n} {c}" for c, n in left_out.items()))
+    print(format_metrics(summary, split={"val": "validation"}.get(split, split)))
+    _print_left_out(summary)
     print(f"\nper image: {eval_dir / 'per_image.csv'}\nsummary:   {eval_dir / 'summary.json'}")
     print(f"log:       {Path(args.run).resolve() / 'evaluate.log'}")
     return EXIT_OK
@@ -127,21 +146,30 @@ def add_runs_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="score a trained run (python -m monai.bundle run evaluating): metrics with CIs, plots, per-image CSV",
+        help="score a trained run or an exported bundle (python -m monai.bundle run evaluating): metrics with CIs, "
+        "plots, per-image CSV",
         description="Evaluate a run's best checkpoint (models/model.pt) on its validation fold, the test split or a "
-        "whole datalist, with the run's own values (RUN/train_args.json or run_config.json). Masks are scored at "
-        "each image's own size; summary.json holds bootstrap 95% CIs. Log: RUN/evaluate.log.",
+        "whole datalist, with the run's own values (RUN/train_args.json or run_config.json); or an exported bundle "
+        "(--bundle, `bmtl export`) with its pinned values on any prepared datalist (external validation). Classes are "
+        "matched by name; masks are scored at each image's own size; summary.json holds bootstrap 95% CIs. Log: "
+        "RUN/evaluate.log (OUTPUT/evaluate_<evaluation>.log for a bundle).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: bmtl evaluate --run runs/busbra_fold0 --split test",
+        epilog="example: bmtl evaluate --run runs/busbra_fold0 --split test\n"
+        "         bmtl evaluate --bundle exported/breast_us_mtl --datalist other/datalist.json --output eval_other",
     )
-    p.add_argument("--run", required=True, type=Path, help="a training run folder (made by `bmtl train`)")
-    p.add_argument("--split", choices=["val", "test", "all"], default="val",
-                   help="val: the run's validation fold (default); test: the datalist's test split; all: every item")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="a training run folder (made by `bmtl train`)")
+    which.add_argument("--bundle", type=Path, help="an exported bundle folder (made by `bmtl export`); needs "
+                       "--datalist and --output")
+    p.add_argument("--split", choices=["val", "test", "all"], default=None,
+                   help="val: the run's validation fold (default for --run); test: the datalist's test split; all: "
+                   "every item (default for --bundle)")
     p.add_argument("--datalist", type=Path, action="append", default=None,
                    help="another prepared datalist (default: the run's); repeat it for one table over several "
                    "datasets (RUN/datasets_<split>.md and .csv); classes are matched by name")
     p.add_argument("--output", type=Path, default=None,
-                   help="evaluation folder (default RUN/eval_<split>; one datalist only)")
+                   help="evaluation folder (default RUN/eval_<split>; one datalist only); with --bundle: the folder "
+                   "for every evaluation (OUTPUT/eval_external_<dataset>_<split>) and their table")
     p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
     p.add_argument("--verbose", action="store_true", help="stream the evaluation output")
     p.set_defaults(func=_cmd_evaluate)

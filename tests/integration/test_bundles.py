@@ -252,6 +252,26 @@ def test_bmtl_train_then_evaluate_keep_logs_and_the_run_values(us_datalist, tmp_
     assert len(per_image) == len(two_items) and set(per_image["true_class"]) <= {"benign", "malignant"}
     truth = {Path(i["image"]).name: ["benign", "malignant"][i["cls"]] for i in two_items}
     assert all(truth[Path(f).name] == c for f, c in zip(per_image["file"], per_image["true_class"]))
+    # the same model exported and scored as deployed (bmtl evaluate --bundle): the same figures per image
+    from pipeline.deploy import export_bundle
+
+    export_bundle(US_BUNDLE, run, tmp_path / "exported", formats=["torchscript"])
+    assert main(["evaluate", "--bundle", str(tmp_path / "exported"), "--datalist", str(two["datalist"]),
+                 "--output", str(tmp_path / "bundle_eval")]) == 0
+    (bundle_eval,) = (tmp_path / "bundle_eval").glob("eval_external_*_all")
+    from_bundle = pd.read_csv(bundle_eval / "per_image.csv")
+    assert from_bundle["file"].tolist() == per_image["file"].tolist()
+    for column in [c for c in per_image.columns if c.startswith("prob_")] + ["dice"]:
+        np.testing.assert_allclose(from_bundle[column], per_image[column], atol=1e-5, err_msg=column)
+    assert main(["evaluate", "--bundle", str(tmp_path / "exported"), "--datalist", str(two["datalist"]),
+                 "--datalist", str(other["datalist"]), "--output", str(tmp_path / "bundle_eval")]) == 0
+    assert len(pd.read_csv(tmp_path / "bundle_eval" / "datasets_all.csv")) == 2
+    (tmp_path / "exported" / "configs" / "evaluate.yaml").unlink()   # a bundle exported before evaluate.yaml
+    assert main(["evaluate", "--bundle", str(tmp_path / "exported"), "--datalist", str(two["datalist"]),
+                 "--output", str(tmp_path / "old")]) == 1
+    assert "export the run again" in capsys.readouterr().err
+    assert main(["evaluate", "--bundle", str(tmp_path / "exported"), "--datalist", str(two["datalist"])]) == 2
+
     # a benign/malignant model on the three-class datalist: its normal images are left out and counted
     two_run = tmp_path / "two_run"
     assert main(["train", "--datalist", str(two["datalist"]), "--preset", str(preset), "--output", str(two_run),
