@@ -234,3 +234,37 @@ def test_a_header_asking_for_a_huge_image_is_refused_before_reading(tmp_path):
         load_case(discover_inputs(nifti)[0])
     with pytest.raises(DataError, match="too large to be read safely"):
         read_nifti_volume(nifti)
+
+
+def test_a_dicom_file_in_a_class_folder_is_listed_not_ignored(tmp_path, capsys):
+    """``prepare --source folder`` reads PNG/JPEG/BMP/TIFF: a DICOM file (named .dcm, or without extension as scanners
+    write them) or another non-image file in a class folder gets a skipped.csv row saying so and what to do; sidecar
+    files (notes, tables, Thumbs.db) are ignored without a row."""
+    import csv
+
+    from PIL import Image
+
+    from pipeline.data.synthetic_us import make_us_case
+
+    base = tmp_path / "in"
+    for c, cls in enumerate(("benign", "malignant")):
+        (base / cls).mkdir(parents=True)
+        for i in range(2):
+            image, mask = make_us_case(np.random.default_rng(10 * c + i), cls, (32, 32))
+            Image.fromarray(image).save(base / cls / f"good{i}.png")
+            Image.fromarray((mask * 255).astype(np.uint8)).save(base / cls / f"good{i}_mask.png")
+    dicom = copy_testdata("SC_rgb_rle.dcm", base / "benign")
+    shutil.copy(dicom, base / "malignant" / "IM0001")            # a DICOM file without extension
+    (base / "malignant" / "scan.zip").write_bytes(b"PK\x03\x04")   # another non-image file
+    for sidecar in ("notes.txt", "labels.csv", "meta.json", "Thumbs.db", ".DS_Store"):
+        (base / "benign" / sidecar).write_bytes(b"not an image")
+    assert main(["prepare", "--source", "folder", "--input", str(base), "--output", str(tmp_path / "out"),
+                 "--folds", "2"]) == 0
+    with open(tmp_path / "out" / "skipped.csv", newline="", encoding="utf-8") as f:
+        rows = {Path(r["path"]).name: r["problem"] for r in csv.DictReader(f)}
+    assert set(rows) == {"SC_rgb_rle.dcm", "IM0001", "scan.zip"}, rows
+    for name in ("SC_rgb_rle.dcm", "IM0001"):
+        assert rows[name].startswith("DICOM file: the folder source does not read DICOM")
+        assert "convert it to PNG first, or predict it directly with `bmtl predict`" in rows[name]
+    assert rows["scan.zip"].startswith("not an image file ('.zip' file): the folder source reads .png")
+    assert "SC_rgb_rle.dcm" in capsys.readouterr().out   # listed to the user too

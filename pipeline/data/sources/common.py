@@ -33,6 +33,8 @@ __all__ = [
     "KNOWN_CLASSES",
     "LESION_CLASSES",
     "TABLE_EXTENSIONS",
+    "SIDECAR_EXTENSIONS",
+    "SIDECAR_NAMES",
     "IdMaker",
     "safe_id",
     "natural_key",
@@ -54,6 +56,13 @@ __all__ = [
 KNOWN_CLASSES = ("normal", "benign", "malignant")
 LESION_CLASSES = ("benign", "malignant")
 TABLE_EXTENSIONS = (".csv", ".xlsx", ".xls")
+
+# files that accompany images in a class folder (notes, tables, thumbnails' caches) and are not meant as inputs:
+# ignored without a skipped.csv row; any other non-image file gets a row, so nothing is left out silently
+SIDECAR_EXTENSIONS = (".txt", ".md", ".rtf", ".csv", ".tsv", ".json", ".xml", ".yaml", ".yml", ".ini", ".log",
+                      ".xlsx", ".xls", ".ods", ".pdf", ".doc", ".docx", ".html", ".htm")
+SIDECAR_NAMES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 _MASK_STEM = re.compile(r"^(?P<base>.+?)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -129,11 +138,39 @@ def split_mask_name(path: Path) -> tuple[str, int] | None:
     return m.group("base"), int(m.group("n") or 0)
 
 
+def _is_dicom(path: Path) -> bool:
+    """A DICOM file by its suffix, or (without one) by the ``DICM`` tag of the DICOM file format."""
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    if path.suffix and not path.suffix[1:].isdigit():   # scanners write names like IM0001 or 1.2.840.1234
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _not_an_input(path: Path) -> DataError | None:
+    """The skipped.csv row of a file in a class folder that is neither an image nor a sidecar; None for a sidecar."""
+    if path.suffix.lower() in SIDECAR_EXTENSIONS or path.name.lower() in SIDECAR_NAMES:
+        return None
+    accepted = ", ".join(IMAGE_EXTENSIONS)
+    if _is_dicom(path):
+        return DataError(path, f"DICOM file: the folder source does not read DICOM (it reads {accepted}); convert it "
+                               "to PNG first, or predict it directly with `bmtl predict`")
+    what = f"{path.suffix!r} file" if path.suffix else "file without extension"
+    return DataError(path, f"not an image file ({what}): the folder source reads {accepted}; convert it or move it "
+                           "out of the class folder")
+
+
 def pair_images_and_masks(folder: Path, log: SkipLog) -> list[tuple[Path, list[Path]]]:
     """Pair the images of ``folder`` with their masks (``<name>_mask.<ext>``, ``<name>_mask_1.<ext>``...).
 
     Returns ``[(image, [masks...]), ...]`` in natural order; an image may have no mask. Orphan masks, images whose
-    name stem is shared with another image (the mask would be ambiguous) and unexpected sub-folders are skipped.
+    name stem is shared with another image (the mask would be ambiguous), unexpected sub-folders and files that are
+    not images (DICOM included: this layout is read as PNG/JPEG/BMP/TIFF) are skipped; sidecar files (notes, tables,
+    ``Thumbs.db``: ``SIDECAR_EXTENSIONS``, ``SIDECAR_NAMES``) and hidden ones are ignored.
     """
     images: dict[str, list[Path]] = {}
     masks: dict[str, list[tuple[int, Path]]] = {}
@@ -144,6 +181,9 @@ def pair_images_and_masks(folder: Path, log: SkipLog) -> list[tuple[Path, list[P
             log.skip(DataError(path, "unexpected sub-folder inside a class folder: its files are not read"))
             continue
         if not is_image_file(path):
+            problem = _not_an_input(path) if path.is_file() else None
+            if problem is not None:
+                log.skip(problem)
             continue  # README, Thumbs.db, spreadsheets...: not inputs
         split = split_mask_name(path)
         if split is None:
