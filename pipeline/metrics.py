@@ -36,6 +36,7 @@ __all__ = [
     "positive_vs_rest",
     "positive_class_probability",
     "expected_calibration_error",
+    "roc_confidence_band",
     "joint_score",
 ]
 
@@ -298,3 +299,38 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 10, positi
     metric = CalibrationErrorMetric(num_bins=n_bins, calibration_reduction="expected", metric_reduction="mean")
     value = metric(y_pred=torch.tensor(p).view(1, 1, -1), y=torch.tensor(y).view(1, 1, -1))
     return float(value.mean())
+
+
+def roc_confidence_band(scores: Any, positives: Any, n_bootstrap: int = 200, seed: int = 0,
+                        level: float = 0.95, grid: int = 101) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pointwise percentile-bootstrap band of a ROC curve: images resampled with replacement, each resample's ROC
+    (scikit-learn's ``roc_curve``) read at fixed false positive rates, the ``level`` interval of the sensitivities.
+
+    Args:
+        scores: ``(N,)`` positive-class probabilities.
+        positives: ``(N,)`` 0/1 truth.
+        n_bootstrap: resamples (those with one class only are skipped).
+        seed: the resampling's seed (the same band every time).
+        level: the band's coverage.
+        grid: number of false positive rates on [0, 1].
+
+    Returns:
+        ``(fpr, low, high)``, each ``(grid,)``; ``low``/``high`` are NaN when no resample had both classes.
+    """
+    from sklearn.metrics import roc_curve
+
+    scores, positives = np.asarray(scores, dtype=np.float64).reshape(-1), np.asarray(positives).reshape(-1) > 0
+    fpr_grid = np.linspace(0.0, 1.0, grid)
+    rng = np.random.default_rng(seed)
+    curves = []
+    for _ in range(int(n_bootstrap)):
+        idx = rng.integers(0, scores.size, scores.size)
+        if scores.size == 0 or positives[idx].all() or not positives[idx].any():
+            continue
+        fpr, tpr, _ = roc_curve(positives[idx], scores[idx])
+        curves.append(np.interp(fpr_grid, fpr, tpr))
+    if not curves:
+        return fpr_grid, np.full(grid, np.nan), np.full(grid, np.nan)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(np.stack(curves), [tail, 100.0 - tail], axis=0)
+    return fpr_grid, low, high

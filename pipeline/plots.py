@@ -24,7 +24,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from pipeline.atomic import atomic_path
-from pipeline.metrics import expected_calibration_error, positive_class_probability
+from pipeline.metrics import expected_calibration_error, positive_class_probability, roc_confidence_band
 
 __all__ = [
     "plot_roc",
@@ -51,9 +51,10 @@ def _save(fig: Figure, path: str | PathLike) -> Path:
 
 
 def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLike, positive: int = -1,
-             title: str | None = None, operating_point: tuple[float, float, str] | None = None) -> Path:
-    """ROC curve of the positive class vs rest (AUC in the legend); with 3+ classes also one curve per class
-    (one-vs-rest, thin dashed lines).
+             title: str | None = None, operating_point: tuple[float, float, str] | None = None,
+             n_bootstrap: int = 200) -> Path:
+    """ROC curve of the positive class vs rest (AUC in the legend) with its pointwise 95% bootstrap band
+    (``metrics.roc_confidence_band``); with 3+ classes also one curve per class (one-vs-rest, thin dashed lines).
 
     Args:
         probs: ``(N, K)`` class probabilities.
@@ -63,6 +64,7 @@ def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLi
         positive: index of the positive class (default: last).
         title: figure title (default: "ROC: <positive> vs rest").
         operating_point: ``(sensitivity, specificity, label)`` of the class decision, marked on the curve.
+        n_bootstrap: resamples of the band (0: no band).
     """
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).reshape(-1).astype(int)
     n_classes = probs.shape[1]
@@ -80,6 +82,10 @@ def plot_roc(probs: Any, labels: Any, classes: Sequence[str], path: str | PathLi
         RocCurveDisplay.from_predictions(labels == pos, probs[:, pos], name=f"{classes[pos]} vs rest", ax=ax,
                                          curve_kwargs={"linewidth": 2.5, "color": "tab:red"},
                                          plot_chance_level=True)
+        if n_bootstrap > 0:
+            fpr, low, high = roc_confidence_band(probs[:, pos], labels == pos, n_bootstrap=n_bootstrap)
+            ax.fill_between(fpr, low, high, color="tab:red", alpha=0.15, linewidth=0,
+                            label=f"95% bootstrap band ({n_bootstrap} resamples)")
         if operating_point is not None:
             sensitivity, specificity, label = operating_point
             ax.plot(1.0 - specificity, sensitivity, marker="o", markersize=9, color="black", linestyle="none",

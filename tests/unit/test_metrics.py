@@ -151,3 +151,28 @@ def test_ece_accepts_class_probabilities():
     one_d = expected_calibration_error(probs[:, 2], labels == 2)
     assert two_d == pytest.approx(one_d) and two_d > 0
     assert math.isnan(expected_calibration_error(np.zeros((0, 2)), np.zeros(0)))
+
+
+def test_roc_confidence_band_holds_the_curve_and_narrows_with_more_images():
+    from sklearn.metrics import roc_curve
+
+    from pipeline.metrics import roc_confidence_band
+
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        positives = rng.random(n) < 0.4
+        return np.clip(rng.normal(0.35 + 0.3 * positives, 0.2), 0, 1), positives
+
+    scores, positives = sample(80)
+    fpr_grid, low, high = roc_confidence_band(scores, positives, n_bootstrap=300)
+    fpr, tpr, _ = roc_curve(positives, scores)
+    curve = np.interp(fpr_grid, fpr, tpr)
+    assert (low <= high).all() and np.mean((low <= curve + 1e-9) & (curve <= high + 1e-9)) > 0.95
+    again = roc_confidence_band(scores, positives, n_bootstrap=300)
+    np.testing.assert_array_equal(again[1], low)   # seeded: the same band every time
+    big_scores, big_positives = sample(2000)
+    _, big_low, big_high = roc_confidence_band(big_scores, big_positives, n_bootstrap=300)
+    assert np.mean(big_high - big_low) < 0.5 * np.mean(high - low)
+    _, none_low, _ = roc_confidence_band(scores, np.zeros(80), n_bootstrap=10)   # one class: no band
+    assert np.isnan(none_low).all()
