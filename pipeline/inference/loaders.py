@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.data.dicom import DECODER_HINT, check_frame_size, dicom_spacing, not_an_image, number_of_frames
+from pipeline.data.dicom import (
+    DECODER_HINT,
+    check_frame_size,
+    dicom_spacing,
+    header_number,
+    not_an_image,
+    number_of_frames,
+)
 from pipeline.data.io import DataError, read_grey_uint8
 from pipeline.inference.discovery import InputItem
 from pipeline.inference.outputs import write_png_mask
@@ -126,6 +133,11 @@ def load_dicom(item: InputItem) -> Case:
         else:
             from pydicom.pixels import apply_modality_lut
 
+        if "ModalityLUTSequence" not in ds:   # else the table applies and the rescale values are not used
+            # a value pydicom cannot convert (a decimal comma: "0,5") would fail inside apply_modality_lut without
+            # naming the element; refused like read_dicom_series refuses it (a guess would change every pixel)
+            for keyword in ("RescaleSlope", "RescaleIntercept"):
+                header_number(ds, keyword, 0.0, path)
         pixels = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
         if photometric == "MONOCHROME1":  # bright = low values: invert so that bright tissue is bright
             pixels = pixels.max() + pixels.min() - pixels

@@ -189,6 +189,31 @@ def test_a_series_with_an_unreadable_spacing_keeps_no_mm_and_a_bad_rescale_is_na
     assert e.value.path == second   # the file is named, not only the folder
 
 
+@pytest.mark.parametrize("keyword, value", [("RescaleSlope", "0,5"), ("RescaleIntercept", "-1024,0"),
+                                            ("RescaleSlope", "n/a")])
+def test_a_malformed_rescale_of_a_2d_dicom_is_named_with_its_value(tmp_path, keyword, value):
+    """A 2D DICOM whose RescaleSlope/RescaleIntercept cannot be read (a decimal comma, as a European locale writes
+    it) is refused naming the element and the value, as a series slice is: guessing would change every pixel."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import tag_for_keyword
+
+    good = load_case(discover_inputs(copy_testdata("CT_small.dcm", tmp_path / "good"))[0])
+    assert good.display[0].min() < -500   # the reference: RescaleIntercept -1024 applied
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    tag, stored = pydicom.tag.Tag(tag_for_keyword(keyword)), value.encode().ljust(len(value) + len(value) % 2)
+    # stored as the vendor wrote it: pydicom would refuse to set such a DS value, so the raw element is replaced
+    ds._dict[tag] = RawDataElement(tag, "DS", len(stored), stored, 0, False, True)
+    bad = tmp_path / "bad" / "ct.dcm"
+    bad.parent.mkdir()
+    ds.save_as(bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        items = discover_inputs(bad.parent)
+        with pytest.raises(DataError, match=f"malformed DICOM header: {keyword} '{value}' is not a number") as e:
+            load_case(items[0])
+    assert e.value.path == bad
+
+
 @pytest.mark.slow
 def test_predict_writes_one_row_and_mask_per_frame(exported_bundle, tmp_path, capsys):
     cine = copy_testdata(CINE, tmp_path / "in")
