@@ -205,6 +205,7 @@ def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys):
     assert len(children) >= 2 and "dice_mean" in parent.data.metrics
     assert main(["compare", str(out), "--output", str(tmp_path / "compare.csv")]) == 0
     assert (tmp_path / "compare.md").is_file()
+    assert (tmp_path / "compare.png").stat().st_size > 5000   # the networks-by-metrics figure beside the table
 
 
 def test_bmtl_train_then_evaluate_keep_logs_and_the_run_values(us_datalist, tmp_path, capsys):

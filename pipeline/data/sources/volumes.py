@@ -106,6 +106,7 @@ from pipeline.data.sources.volume_layout import (
     nifti_images,
     read_classes_csv,
 )
+from pipeline.progress import progress
 
 __all__ = [
     "PLANES",
@@ -289,7 +290,7 @@ def _convert(
     ids = IdMaker()
     items: list[dict[str, Any]] = []
     n_volumes = 0
-    for case in sorted(cases, key=natural_key):
+    for case in progress(sorted(cases, key=natural_key), f"prepare {kind}", unit="volume"):
         image_path = cases[case]
         try:
             row = table.lookup(case)
