@@ -24,6 +24,8 @@ from pipeline.data.synthetic import make_mr_dataset, make_us_dataset
 from pipeline.data.synthetic_us import make_us_case
 from pipeline.deploy import export_bundle
 from pipeline.inference import predict
+from pipeline.mlflow_model import log_bundle_model, serve_command
+from pipeline.tracking import find_run
 from pipeline.workflows import BUNDLES_DIR, format_metrics, run_bundle
 
 US_BUNDLE = BUNDLES_DIR / "breast_us_mtl"
@@ -90,9 +92,16 @@ def run_demo(
         image, _ = make_us_case(rng, cls, size=(160, 224))  # another size than training: mapped back to it
         write_png(new_images / f"scan_{i}.png", image)
     result = predict(exported, new_images, out / "predictions", progress=False, overwrite=True)  # the demo's own folder
-    print(f"exported bundle: {exported} (model card: {exported / 'docs' / 'model_card.md'})")
-    print(f"predictions    : {result.csv_path} ({result.n_ok} images, masks and overlays beside it)")
-    print(f"MLflow store  : {run_dir / 'mlruns.db'}")
-    print(f"                mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlruns.db'}")
+    # the exported model as an MLflow pyfunc model in the training run: `mlflow models serve` serves it as it is
+    tracking = f"sqlite:///{run_dir / 'mlruns.db'}"
+    model_uri = log_bundle_model(exported, tracking_uri=tracking,
+                                 run_id=find_run(tracking, "breast_us_mtl", overrides["run_name"]))
+    print(f"predictions   : {result.csv_path} ({result.n_ok} images, masks and overlays beside it)")
+    print(f"\nexported bundle: {exported}")
+    print(f"model card     : {exported / 'docs' / 'model_card.md'}")
+    print(f"HTML report    : {run_dir / 'eval_val' / 'report.html'}")
+    print(f"MLflow model   : {model_uri} (store {tracking})")
+    print(f"                 serve it: MLFLOW_TRACKING_URI={tracking} {serve_command(model_uri)}")
+    print(f"                 browse runs: mlflow ui --backend-store-uri {tracking}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0

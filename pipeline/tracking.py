@@ -9,7 +9,8 @@ from typing import Any
 
 from pipeline.atomic import write_json_atomic
 
-__all__ = ["flatten_params", "log_artifacts", "write_run_config", "git_commit", "provenance", "MAX_PARAM_LENGTH"]
+__all__ = ["flatten_params", "find_run", "log_artifacts", "write_run_config", "git_commit", "provenance",
+           "MAX_PARAM_LENGTH"]
 
 MAX_PARAM_LENGTH = 500
 
@@ -26,6 +27,21 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+def find_run(tracking_uri: str, experiment_name: str, run_name: str) -> str | None:
+    """The id of the latest run named ``run_name`` in ``experiment_name``; None when there is none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def log_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths: Sequence[str]) -> int:
     """Log the existing files of ``paths`` to the latest run named ``run_name``; returns how many were logged.
 
@@ -34,20 +50,14 @@ def log_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths:
     """
     from mlflow.tracking import MlflowClient
 
+    run_id = find_run(tracking_uri, experiment_name, run_name)
+    if run_id is None:
+        return 0
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return 0
-    runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )
-    if not runs:
-        return 0
     logged = 0
     for path in paths:
         if os.path.isfile(path):
-            client.log_artifact(runs[0].info.run_id, path)
+            client.log_artifact(run_id, path)
             logged += 1
     return logged
 
