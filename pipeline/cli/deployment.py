@@ -59,6 +59,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         explain=args.explain or None,
         overlays=False if args.no_overlays else None, native_resolution=args.native_resolution or None,
         progress=not args.no_progress, overwrite=args.overwrite, resume=args.resume,
+        max_pixels=None if args.max_pixels == 0 else args.max_pixels,
     )
     skipped = f", {result.n_skipped} skipped" if result.n_skipped else ""
     models = f"{len(args.bundle)} bundles averaged, " if len(args.bundle) > 1 else ""
@@ -181,6 +182,11 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
                    help="sliding-window segmentation at the image's own resolution instead of resizing it to the "
                    "training size (for images at the training images' pixel scale)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    # pipeline.inference.predictor.MAX_PIXELS, not imported: usage errors are answered before torch is imported
+    p.add_argument("--max-pixels", type=int, default=100_000_000, metavar="N",
+                   help="an input of more than N pixels (voxels for a volume) gets an error row instead of being "
+                   "predicted: memory grows with the input's size (default 100000000, e.g. 10000 x 10000; 0: no "
+                   "limit)")
     rerun = p.add_mutually_exclusive_group()
     rerun.add_argument("--overwrite", action="store_true",
                        help="replace the predictions of an earlier run in --output (refused otherwise)")

@@ -29,8 +29,8 @@ from pipeline.data.io import DataError, read_grey_uint8
 from pipeline.inference.discovery import InputItem
 from pipeline.inference.outputs import write_png_mask
 
-__all__ = ["Case", "load_case", "load_raster", "load_dicom", "load_nifti", "load_dicom_series", "load_nrrd",
-           "load_metaimage", "already_normalised"]
+__all__ = ["Case", "load_case", "check_pixel_limit", "load_raster", "load_dicom", "load_nifti", "load_dicom_series",
+           "load_nrrd", "load_metaimage", "already_normalised"]
 
 
 @dataclass
@@ -316,6 +316,55 @@ def _volume_case(item: InputItem, volume: Any, axis: int, normalise: bool, write
         view=view,
         shape=tuple(original_shape),
     )
+
+
+def _header_shape(item: InputItem) -> tuple[int, ...] | None:
+    """The input's shape from its header alone (no pixels read), where that is cheap; None otherwise or when the
+    header cannot be read (the reader then names the problem)."""
+    try:
+        if item.kind == "raster":
+            from PIL import Image
+
+            with Image.open(item.path) as img:   # lazy: reads the header only
+                return (img.height, img.width)
+        if item.kind == "dicom":
+            import pydicom
+
+            ds = pydicom.dcmread(item.path, stop_before_pixels=True)
+            return (int(ds.Rows), int(ds.Columns))   # one frame is one input
+        if item.kind == "nifti":
+            import nibabel as nib
+
+            return tuple(int(n) for n in nib.load(str(item.path)).shape)
+    except Exception:   # any unreadable header: the reader gives the message
+        return None
+    return None
+
+
+def check_pixel_limit(item: InputItem, shape: tuple[int, ...] | None, max_pixels: int | None) -> None:
+    """Refuse an input of more than ``max_pixels`` pixels (voxels for a volume) before it costs gigabytes.
+
+    Args:
+        item: the input.
+        shape: its shape; None: read from its header where that is cheap (PNG/JPEG/TIFF, DICOM, NIfTI), else nothing
+            is checked.
+        max_pixels: the limit; None: no limit.
+
+    Raises:
+        pipeline.data.io.DataError: above the limit (the message names the file, its size and the limit).
+    """
+    if max_pixels is None:
+        return
+    if shape is None:
+        shape = _header_shape(item)
+    if not shape:
+        return
+    n = int(np.prod(shape, dtype=np.int64))
+    if n > max_pixels:
+        dims = " x ".join(str(d) for d in shape)
+        raise DataError(item.path, f"input too large: {n:,} pixels ({dims}), above the limit of {max_pixels:,} "
+                                   "pixels (max_pixels, --max-pixels); downscale it, or raise the limit if the memory "
+                                   "allows")
 
 
 def load_case(item: InputItem, slice_axis: int = 2, normalise: bool = False) -> Case:

@@ -11,11 +11,14 @@ import numpy as np
 
 from pipeline.atomic import NAME_MAX, atomic_path, truncate_bytes
 
-__all__ = ["text", "derived_name", "MASK_EXTENSION_BYTES", "write_png_mask", "write_overlay", "write_heatmap",
-           "resize_to"]
+__all__ = ["text", "derived_name", "MASK_EXTENSION_BYTES", "DRAW_MAX_SIDE", "capped_size", "capped", "write_png_mask",
+           "write_overlay", "write_heatmap", "resize_to"]
 
 # the longest extension a mask writer adds to its name (``.nii.gz``)
 MASK_EXTENSION_BYTES = len(".nii.gz")
+# overlays and heatmaps are drawn from copies at most this many pixels on their longest side: an 8000 x 8000 input
+# would otherwise take gigabytes in matplotlib's full-size float images (the figures are smaller than this anyway)
+DRAW_MAX_SIDE = 2048
 
 
 def text(path: str | os.PathLike) -> str:
@@ -57,14 +60,45 @@ def write_png_mask(masks: list[np.ndarray], path: Path) -> Path:
     return path
 
 
+def capped_size(shape: Sequence[int], max_side: int = DRAW_MAX_SIDE) -> tuple[int, int]:
+    """``(h, w)`` of ``shape`` scaled down (aspect kept) so that its longest side is at most ``max_side``."""
+    h, w = int(shape[-2]), int(shape[-1])
+    scale = min(1.0, max_side / max(h, w, 1))
+    return (max(1, round(h * scale)), max(1, round(w * scale))) if scale < 1.0 else (h, w)
+
+
+def capped(array: np.ndarray, max_side: int = DRAW_MAX_SIDE, size: Sequence[int] | None = None) -> np.ndarray:
+    """A 2D array as float32 at ``size`` (default: ``capped_size``), resized with Pillow (area average when
+    shrinking, bilinear when growing); the array itself when it already has that size.
+
+    A mask comes out as the fraction of lesion per pixel: its contour at 0.5 follows the full-size one.
+    """
+    from PIL import Image
+
+    arr = np.asarray(array)
+    target = tuple(size) if size is not None else capped_size(arr.shape, max_side)
+    if tuple(arr.shape) == target:
+        return arr.astype(np.float32, copy=False)
+    if arr.dtype == bool:   # 1 byte per pixel, not 4, while it is still full size
+        arr = arr.astype(np.uint8) * np.uint8(255)
+        picture, unit = Image.fromarray(arr), 255.0   # mode L
+    else:
+        picture, unit = Image.fromarray(arr.astype(np.float32, copy=False)), 1.0   # mode F
+    shrink = target[0] * target[1] < arr.shape[0] * arr.shape[1]
+    resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+    out = np.asarray(picture.resize((target[1], target[0]), resample=resample), dtype=np.float32)
+    return out / unit if unit != 1.0 else out
+
+
 def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequence[str]) -> Path:
     """The grey image (1-99 percentile window) with the predicted lesion contour (the reports' prediction colour
-    and style: orange, dashed, readable with a colour-vision deficiency) and a two-line title."""
+    and style: orange, dashed, readable with a colour-vision deficiency) and a two-line title; drawn from copies at
+    most ``DRAW_MAX_SIDE`` pixels on their longest side (the figure is smaller), so a huge input stays cheap."""
     from matplotlib.figure import Figure
 
     from pipeline.plots import PRED_COLOUR, PRED_STYLE
 
-    img = np.asarray(image, dtype=np.float32)
+    img = capped(image)
     lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
     h, w = img.shape
     scale = 4.0 / max(h, w)
@@ -72,8 +106,8 @@ def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequen
     ax = fig.add_subplot()
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
     if np.asarray(mask).any():
-        ax.contour(np.asarray(mask, dtype=np.float32), levels=[0.5], colors=PRED_COLOUR, linewidths=1.8,
-                   linestyles=PRED_STYLE)
+        ax.contour(capped(np.asarray(mask, dtype=bool), size=img.shape), levels=[0.5], colors=PRED_COLOUR,
+                   linewidths=1.8, linestyles=PRED_STYLE)
     ax.set_axis_off()
     ax.set_title("\n".join(lines), fontsize=9, parse_math=False)  # a file name is data, not mathtext
     with atomic_path(path, fsync=False) as tmp:
@@ -82,14 +116,15 @@ def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequen
 
 
 def write_heatmap(path: Path, image: np.ndarray, heat: np.ndarray) -> Path:
-    """The heatmap (jet colours) blended half over the grey image, written at the image's size."""
+    """The heatmap (jet colours) blended half over the grey image, written at the image's size capped to
+    ``DRAW_MAX_SIDE`` pixels on the longest side (``heat`` of any size is resized to it)."""
     from matplotlib import colormaps
     from PIL import Image
 
-    img = np.asarray(image, dtype=np.float64)
+    img = capped(image).astype(np.float64)
     lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
     grey = np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    colours = colormaps["jet"](np.clip(capped(heat, size=img.shape), 0, 1))[..., :3]
     blend = 0.5 * grey[..., None] + 0.5 * colours
     with atomic_path(path, fsync=False) as tmp:
         Image.fromarray(np.round(blend * 255).astype(np.uint8)).save(tmp)

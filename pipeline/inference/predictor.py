@@ -18,9 +18,10 @@ from pipeline.data.io import DataError
 from pipeline.inference.discovery import InputItem, check_output_location, discover_inputs
 from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
 from pipeline.inference.explain import GradCAMExplainer
-from pipeline.inference.loaders import Case, load_case
+from pipeline.inference.loaders import Case, check_pixel_limit, load_case
 from pipeline.inference.outputs import (
     MASK_EXTENSION_BYTES,
+    capped_size,
     derived_name,
     resize_to,
     text,
@@ -46,7 +47,10 @@ from pipeline.inference.table import (
 from pipeline.prediction_journal import PredictionJournal
 from pipeline.switches import auto_switch
 
-__all__ = ["Predictor", "predict", "unlabelled"]
+__all__ = ["Predictor", "predict", "unlabelled", "MAX_PIXELS"]
+
+# the default largest input (pixels, voxels for a volume): 10000 x 10000; peak memory grows with the input's size
+MAX_PIXELS = 100_000_000
 
 
 def unlabelled(transforms: Any) -> list[Callable]:
@@ -101,6 +105,8 @@ class Predictor:
             default (None): the bundle's ``flip_tta``.
         frame: of a multi-frame DICOM file (a cine loop), predict only this frame (0-based); default: every frame,
             one row each (``frame`` column).
+        max_pixels: an input of more pixels (voxels for a volume) gets an error row naming the limit, checked from
+            its header before it is read where possible (peak memory grows with the input's size); None: no limit.
         progress: show a tqdm progress bar.
 
     Raises:
@@ -127,6 +133,7 @@ class Predictor:
         cam_layer: str | None = None,
         tta: str | None = None,
         frame: int | None = None,
+        max_pixels: int | None = MAX_PIXELS,
         progress: bool = True,
     ) -> None:
         from pipeline.engines import MultiTaskInferer
@@ -160,6 +167,9 @@ class Predictor:
         if frame is not None and int(frame) < 0:
             raise ValueError(f"frame must be 0 or more (0-based), got {frame}")
         self.frame = None if frame is None else int(frame)
+        if max_pixels is not None and int(max_pixels) < 1:
+            raise ValueError(f"max_pixels must be at least 1 (or None: no limit), got {max_pixels}")
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         if tta not in (None, "flip", "none"):
             raise ValueError(f"tta must be 'flip' or 'none' (or None: the bundle's flip_tta), got {tta!r}")
         self.flip_tta = flag(get("flip_tta", False)) if tta is None else tta == "flip"
@@ -293,7 +303,10 @@ class Predictor:
 
     # --- the loop
     def _load(self, item: InputItem) -> Case:
-        return load_case(item, self.slice_axis, self.normalisation == "percentile")
+        check_pixel_limit(item, None, self.max_pixels)   # from the header, before the pixels are read
+        case = load_case(item, self.slice_axis, self.normalisation == "percentile")
+        check_pixel_limit(item, case.shape, self.max_pixels)   # every kind, whatever its header told
+        return case
 
     def __call__(self, inputs: str | os.PathLike | Sequence[InputItem], output_dir: str | os.PathLike,
                  overwrite: bool = False, resume: bool = False) -> PredictionResult:
@@ -413,7 +426,9 @@ class Predictor:
                                              case.view(masks[best]), lines))
                 row["overlay"] = text(written[-1].relative_to(out))
             if self.explain:
-                heat = resize_to(self.gradcam(state["tensors"][best], predicted), case.display[best].shape[-2:])
+                # at the size the heatmap is drawn, not the input's: a full-size float map of a huge input is large
+                heat = resize_to(self.gradcam(state["tensors"][best], predicted),
+                                 capped_size(case.display[best].shape[-2:]))
                 written.append(write_heatmap(out / "heatmaps" / derived_name(item.name, "_gradcam.png"), image,
                                              case.view(heat)))
                 row["heatmap"] = text(written[-1].relative_to(out))
@@ -440,13 +455,15 @@ def predict(
     progress: bool = True,
     overwrite: bool = False,
     resume: bool = False,
+    max_pixels: int | None = MAX_PIXELS,
     **options: Any,
 ) -> PredictionResult:
     """Predict every image under ``input`` with the exported ``bundle`` (several: their average, a fold ensemble)
     and write masks, overlays, heatmaps and
     ``predictions.csv`` into ``output_dir`` (see the module docstring and ``Predictor`` for the options).
     ``output_dir`` holding an earlier run is refused unless ``overwrite`` (start again) or ``resume`` (finish an
-    interrupted run, skipping the inputs it predicted).
+    interrupted run, skipping the inputs it predicted). An input of more than ``max_pixels`` pixels (voxels for a
+    volume; None: no limit) gets an error row naming the limit.
 
     Returns:
         a ``PredictionResult``; its ``exit_code``: 0 when every input was predicted, 3 when some failed, 1 when
@@ -464,5 +481,5 @@ def predict(
         check_output_location(input, output_dir)
     predictor = Predictor(bundle, runtime=runtime, device=device, batch_size=batch_size, threshold=threshold,
                           refine=refine, explain=explain, overlays=overlays, native_resolution=native_resolution,
-                          progress=progress, **options)
+                          max_pixels=max_pixels, progress=progress, **options)
     return predictor(input, output_dir, overwrite=overwrite, resume=resume)

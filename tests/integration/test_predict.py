@@ -493,6 +493,24 @@ def test_very_long_input_names_get_shortened_unique_outputs(us_fake, tmp_path):
     assert not [p for p in out.rglob(".*") if p.is_file()]   # no temporary file left behind
 
 
+def test_an_input_above_the_pixel_limit_gets_an_error_row_naming_it(us_fake, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    blob_png(tmp_path / "in" / "big.png", shape=(40, 70))                                  # 2800 pixels
+    blob_png(tmp_path / "in" / "small.png", shape=(30, 30), box=(slice(2, 10), slice(3, 12)))   # 900 pixels
+    result = predict(us_fake, tmp_path / "in", tmp_path / "out", progress=False, max_pixels=1000)
+    rows = {r["file"]: r for r in result.rows}
+    assert rows["small.png"]["status"] == "ok" and result.exit_code == 3
+    assert rows["big.png"]["status"] == "error"
+    assert rows["big.png"]["error"].startswith("input too large: 2,800 pixels (40 x 70), above the limit of 1,000 "
+                                               "pixels (max_pixels, --max-pixels)")
+    assert not (tmp_path / "out" / "masks" / "big_mask.png").exists()
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "cli"), "--no-progress", "--max-pixels", "2000"]) == 3
+    assert "big.png: input too large: 2,800 pixels (40 x 70), above the limit of 2,000" in capsys.readouterr().out
+    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "unlimited"), "--no-progress", "--max-pixels", "0"]) == 0
+
+
 def test_an_interrupted_run_is_marked_refused_and_resumed(us_fake, tmp_path, capsys, monkeypatch):
     """Killed after two of four inputs: the folder reads as unfinished (marker, no table); a re-run without an option
     is refused (exit 2); --resume predicts only the two missing inputs and writes the whole table."""

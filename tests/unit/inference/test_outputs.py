@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from pipeline import plots
 from pipeline.atomic import NAME_MAX, atomic_path
-from pipeline.inference.outputs import derived_name, write_overlay
+from pipeline.inference.outputs import DRAW_MAX_SIDE, capped, capped_size, derived_name, write_overlay
 
 
 def test_a_dollar_file_name_is_drawn_as_text(tmp_path):
@@ -45,3 +46,41 @@ def test_atomic_temporary_name_of_a_target_at_the_name_limit_fits(tmp_path):
         assert len(os.fsencode(tmp.name)) <= NAME_MAX and tmp.name.endswith(".tmp.nii.gz")
         tmp.write_bytes(b"content")
     assert target.read_bytes() == b"content" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_an_overlay_of_a_huge_input_is_drawn_from_a_capped_copy(tmp_path, monkeypatch):
+    """matplotlib gets copies at most DRAW_MAX_SIDE pixels on their longest side (a full-size 8000 x 8000 float
+    image took gigabytes); the contour of the shrunken mask still follows the lesion."""
+    from matplotlib.axes import Axes
+
+    drawn = {}
+    for method in ("imshow", "contour"):
+        real = getattr(Axes, method)
+
+        def spy(self, data, *args, _real=real, _name=method, **kwargs):
+            drawn[_name] = np.asarray(data)
+            return _real(self, data, *args, **kwargs)
+
+        monkeypatch.setattr(Axes, method, spy)
+    h, w = 5000, 3000
+    image = np.zeros((h, w), np.float32)
+    mask = np.zeros((h, w), bool)
+    mask[1000:3000, 500:2500] = True
+    image[mask] = 200.0
+    write_overlay(tmp_path / "o.png", image, mask, ["big", "benign"])
+    expected = (DRAW_MAX_SIDE, round(w * DRAW_MAX_SIDE / h))
+    assert drawn["imshow"].shape == expected and drawn["contour"].shape == expected
+    shrunk = drawn["contour"] >= 0.5   # the lesion at the drawn size: the same box, scaled
+    rows, cols = np.flatnonzero(shrunk.any(1)), np.flatnonzero(shrunk.any(0))
+    scale = DRAW_MAX_SIDE / h
+    assert abs(rows[0] - 1000 * scale) <= 1 and abs(rows[-1] + 1 - 3000 * scale) <= 1
+    assert abs(cols[0] - 500 * scale) <= 1 and abs(cols[-1] + 1 - 2500 * scale) <= 1
+    assert drawn["imshow"].max() == pytest.approx(200.0)
+
+
+def test_capped_keeps_small_arrays_and_the_aspect_ratio():
+    small = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert capped(small) is small or np.array_equal(capped(small), small)
+    assert capped_size((8000, 8000)) == (DRAW_MAX_SIDE, DRAW_MAX_SIDE)
+    assert capped_size((100, 9000), max_side=900) == (10, 900)
+    assert capped(np.ones((4000, 10), bool), size=(2000, 5)).max() == pytest.approx(1.0)
