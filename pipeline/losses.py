@@ -119,16 +119,21 @@ class MultiTaskLoss(nn.Module):
                 raise ValueError(f"loss weight {name!r} must be >= 0, got {weight}")
         self.terms: dict[str, float] = {}
 
-    def forward(self, pred: Mapping[str, object], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def main_terms(self, pred: Mapping[str, object], target: Mapping[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``seg_weight * seg_loss + cls_weight * cls_loss`` and its two terms, without the auxiliary outputs (which
+        networks return in training only): the loss of a validation batch."""
         for key, where in ((Head.SEG, pred), (Head.CLS, pred), (Head.SEG, target), (Head.CLS, target)):
             if key not in where:
                 side = "prediction" if where is pred else "target"
                 raise KeyError(f"MultiTaskLoss: the {side} dict has no {key.value!r} key (keys: {list(where)})")
-        mask = target[Head.SEG].float()
-        seg = self.seg_loss(pred[Head.SEG], mask)
+        seg = self.seg_loss(pred[Head.SEG], target[Head.SEG].float())
         cls = self.cls_loss(pred[Head.CLS], target[Head.CLS].long().view(-1))
-        total = self.seg_weight * seg + self.cls_weight * cls
-        terms = {"seg": seg, "cls": cls}
+        return self.seg_weight * seg + self.cls_weight * cls, {"seg": seg, "cls": cls}
+
+    def forward(self, pred: Mapping[str, object], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        total, terms = self.main_terms(pred, target)
+        mask = target[Head.SEG].float()
         for key, weight in self.aux_weights.items():
             if weight == 0:
                 continue

@@ -223,30 +223,35 @@ def best_epoch(history: pd.DataFrame, score_key: str = "val_score", epoch_key: s
     return int(history.loc[history[score_key].idxmax(), epoch_key])
 
 
+SEGMENTATION_CURVE_WORDS = ("dice", "jaccard", "iou")   # metric columns drawn on the segmentation panel
+
+
 def plot_learning_curves(history: pd.DataFrame | Sequence[dict[str, Any]], path: str | PathLike,
                          loss_keys: Sequence[str] | None = None, metric_keys: Sequence[str] | None = None,
                          epoch_key: str = "epoch", lr_key: str = "lr", title: str | None = None,
                          score_key: str = "val_score") -> Path:
-    """Loss per epoch (left axis) and validation metrics (right axis, [0, 1]); the learning rate below when it is
-    recorded. Epochs without validation are NaN and leave gaps. The epoch whose checkpoint is kept (best
-    ``score_key``, ``best_epoch``) is marked by a vertical line on every panel.
+    """Learning curves in panels sharing the epoch axis: the losses (training and validation, with their seg and cls
+    terms when recorded), the segmentation metrics (Dice, Jaccard), the classification metrics (AUC, accuracy, ...),
+    and the learning rate when it is recorded. Epochs without validation are NaN and leave gaps. The epoch whose
+    checkpoint is kept (best ``score_key``, ``best_epoch``) is marked by a vertical line on every panel.
 
     Args:
         history: one row per epoch (a DataFrame or a list of dicts).
         path: output PNG.
-        loss_keys: columns drawn on the loss axis (default: every column whose name contains "loss").
-        metric_keys: columns drawn on the metric axis (default: every other numeric column, except the epoch and the
-            learning rate, whose values all lie in [0, 1] -- Dice, AUC, accuracy ...; distances like HD95 are left
-            out unless named).
+        loss_keys: columns drawn on the loss panel (default: every column whose name contains "loss").
+        metric_keys: columns drawn on the metric panels (default: every other numeric column, except the epoch and
+            the learning rate, whose values all lie in [0, 1] -- Dice, AUC, accuracy ...; distances like HD95 are
+            left out unless named); those named like ``SEGMENTATION_CURVE_WORDS`` go to the segmentation panel.
         epoch_key: column of the epoch number.
         lr_key: column of the learning rate.
         title: figure title.
+        score_key: the column that chose the kept checkpoint.
     """
     df = pd.DataFrame(list(history) if not isinstance(history, pd.DataFrame) else history)
     if df.empty:
         df = pd.DataFrame({epoch_key: []})
     x = df[epoch_key] if epoch_key in df else pd.Series(np.arange(1, len(df) + 1))
-    skip = (epoch_key, lr_key, "epoch_seconds")  # timing is not a curve to read against the metrics
+    skip = (epoch_key, lr_key, "epoch_seconds", "val_seconds")  # timing is not a curve to read against the metrics
     numeric = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
     if loss_keys is None:
         loss_keys = [c for c in numeric if "loss" in c.lower()]
@@ -256,48 +261,44 @@ def plot_learning_curves(history: pd.DataFrame | Sequence[dict[str, Any]], path:
             values = df[c].dropna()
             if c not in loss_keys and len(values) and values.between(0, 1).all():
                 metric_keys.append(c)
+    seg_keys = [c for c in metric_keys if any(w in c.lower() for w in SEGMENTATION_CURVE_WORDS)]
+    cls_keys = [c for c in metric_keys if c not in seg_keys]
+    panels: list[tuple[str, list[str]]] = [("Loss", list(loss_keys))]
+    panels += [(name, keys) for name, keys in (("Segmentation", seg_keys), ("Classification", cls_keys)) if keys]
     has_lr = lr_key in df and df[lr_key].notna().any()
-    fig = Figure(figsize=(8, 6.5 if has_lr else 5))
+    heights = [3] * len(panels) + ([1.2] if has_lr else [])
+    fig = Figure(figsize=(8, 1.2 + 2.1 * sum(heights) / 3))
+    axes = list(np.atleast_1d(fig.subplots(len(heights), 1, sharex=True, gridspec_kw={"height_ratios": heights})))
+    for ax, (name, keys) in zip(axes, panels):
+        for i, c in enumerate(keys):
+            validation = c.startswith("val_")
+            ax.plot(x, df[c], marker="o" if validation else ".", markersize=4, linewidth=1.8,
+                    linestyle="--" if validation and name == "Loss" else "-", color=f"C{i}", label=c)
+        if name != "Loss":
+            ax.set_ylim(0, 1.02)
+        ax.set_ylabel(name if name == "Loss" else f"{name}\n(validation)")
+        ax.grid(alpha=0.3)
+        if keys:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     if has_lr:
-        ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    else:
-        ax, ax_lr = fig.add_subplot(), None
-    handles = []
-    for i, c in enumerate(loss_keys):
-        handles += ax.plot(x, df[c], marker=".", linewidth=2, color=f"C{i}", label=c)
-    ax.set_ylabel("Loss")
-    ax.grid(alpha=0.3)
-    if metric_keys:
-        ax_m = ax.twinx()
-        for j, c in enumerate(metric_keys):
-            handles += ax_m.plot(x, df[c], marker="o", markersize=4, linestyle="--", color=f"C{len(loss_keys) + j}",
-                                 label=c)
-        ax_m.set_ylim(0, 1.02)
-        ax_m.set_ylabel("Validation metric")
-    if handles:  # above the axes: never hides a curve
-        ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, len(handles)),
-                  fontsize=9, frameon=False)
-    fig.suptitle(title or "Learning curves", fontsize=12)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if ax_lr is not None:
+        ax_lr = axes[-1]
         ax_lr.plot(x, df[lr_key], color="black", linewidth=1.5)
         lr = df[lr_key].dropna()
         if len(lr) and (lr > 0).all() and lr.max() / lr.min() > 10:
             ax_lr.set_yscale("log")
         ax_lr.set_ylabel("Learning rate")
         ax_lr.grid(alpha=0.3)
-        ax_lr.set_xlabel("Epoch")
-    else:
-        ax.set_xlabel("Epoch")
+    axes[-1].set_xlabel("Epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title or "Learning curves", fontsize=12)
     best = best_epoch(df, score_key, epoch_key)
     if best is not None:
-        for panel in (ax, ax_lr):
-            if panel is not None:
-                panel.axvline(best, color="grey", linestyle=":", linewidth=1.5)
-        ax.annotate(f"kept: epoch {best}", xy=(best, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=9, color="dimgrey")
+        for panel in axes:
+            panel.axvline(best, color="grey", linestyle=":", linewidth=1.5)
+        axes[0].annotate(f"kept: epoch {best}", xy=(best, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                         textcoords="offset points", fontsize=9, color="dimgrey")
     if len(x):
-        ax.set_xlim(float(np.nanmin(x)) - 0.5, float(np.nanmax(x)) + 0.5)
+        axes[0].set_xlim(float(np.nanmin(x)) - 0.5, float(np.nanmax(x)) + 0.5)
     return _save(fig, path)
 
 

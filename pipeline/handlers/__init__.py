@@ -1,7 +1,7 @@
 """Ignite handlers that MONAI / Ignite do not already have: evaluation report, training history, and the reliability
 handlers (atomic checkpoints, safe loading, per-epoch seeding, NaN guard, MLflow logging into a resumed run), the
-training time budget, the operating point chosen on the validation fold and batch-norm re-estimation before
-evaluation."""
+training time budget, the operating point chosen on the validation fold, the validation loss and batch-norm
+re-estimation before evaluation."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pipeline.handlers.history import TrainingHistory
 from pipeline.handlers.mlflow import ResumableMLFlowHandler
 from pipeline.handlers.operating_point import OPERATING_POINT, OperatingPoint, read_operating_threshold
 from pipeline.handlers.report import EvaluationReport
+from pipeline.handlers.validation_loss import ValidationLoss
 
 __all__ = [
     "BN_RECALIBRATION_MODES",
@@ -29,6 +30,7 @@ __all__ = [
     "SeedEachEpoch",
     "TimeBudget",
     "TrainingHistory",
+    "ValidationLoss",
     "has_batch_norm",
     "read_operating_threshold",
 ]

@@ -60,7 +60,8 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     assert history["train_loss"].iloc[1] < history["train_loss"].iloc[0]
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "last.pt").is_file()
     run = _mlflow_metrics(out / "mlruns.db", "smoke")
-    assert {"val_dice", "val_auc", "val_score", "train_loss_epoch"} <= set(run.data.metrics)
+    assert {"val_dice", "val_auc", "val_score", "train_loss_epoch", "val_loss"} <= set(run.data.metrics)
+    assert history[["val_loss", "val_seg_loss", "val_cls_loss"]].notna().all().all()   # beside the training loss
     assert run.data.params["fold"] == "0"
     # provenance and the images as MLflow dataset inputs
     assert run.data.params["git_commit"].removesuffix("-dirty") not in ("", None)
