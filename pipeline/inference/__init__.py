@@ -19,7 +19,7 @@ lesion and class probabilities; ``tta="flip"`` averages the left-right flipped i
 * ``overlays/<name>_overlay.png``: the image with the predicted contour, the class and its probability (for a volume,
   the slice with the largest lesion, in radiological view for axial slices);
 * ``heatmaps/<name>_gradcam.png`` with ``explain=True``: Grad-CAM of the classification head (``monai.visualize``)
-  blended over the image, at the image's size;
+  for the predicted class, blended over the image, with a colour bar and a title naming the class;
 * ``predictions.csv``: one row per input (see ``CSV_COLUMNS``): class, ``low_confidence`` (the class probability
   within ``confidence_margin`` of the decision: ``pipeline.metrics.decision_margin``), per-class probabilities,
   lesion area in pixels and in mm² where the spacing is known (DICOM ``PixelSpacing`` or ultrasound region

@@ -6,13 +6,14 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.atomic import NAME_MAX, atomic_path, truncate_bytes
 
 __all__ = ["text", "derived_name", "MASK_EXTENSION_BYTES", "DRAW_MAX_SIDE", "capped_size", "capped", "write_png_mask",
-           "write_overlay", "write_heatmap", "resize_to"]
+           "write_overlay", "heatmap_figure", "write_heatmap", "resize_to"]
 
 # the longest extension a mask writer adds to its name (``.nii.gz``)
 MASK_EXTENSION_BYTES = len(".nii.gz")
@@ -115,19 +116,54 @@ def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequen
     return path
 
 
-def write_heatmap(path: Path, image: np.ndarray, heat: np.ndarray) -> Path:
-    """The heatmap (jet colours) blended half over the grey image, written at the image's size capped to
-    ``DRAW_MAX_SIDE`` pixels on the longest side (``heat`` of any size is resized to it)."""
-    from matplotlib import colormaps
-    from PIL import Image
+def heatmap_figure(image: np.ndarray, heat: np.ndarray, class_name: str, title: str = "") -> Any:
+    """The Grad-CAM figure: the heatmap (jet colours, half transparent) over the grey image (1-99 percentile window),
+    a colour bar of the map's scale and a title naming the class it explains (and ``title``, e.g. the file name).
 
-    img = capped(image).astype(np.float64)
+    The image is drawn from copies at most ``DRAW_MAX_SIDE`` pixels on their longest side (``heat`` of any size is
+    resized to it), about one pixel of the figure per pixel of that copy, and at least 440 pixels on the longest side
+    so that the title and colour bar stay readable.
+
+    Args:
+        image: the grey image ``(H, W)`` as displayed.
+        heat: the Grad-CAM map in [0, 1], any size (resized to the drawn image).
+        class_name: the class the map explains (the predicted one).
+        title: a second title line, drawn as text (a file name is data: never matplotlib mathtext).
+
+    Returns:
+        a ``matplotlib.figure.Figure`` (no pyplot: nothing global is touched).
+    """
+    from matplotlib.figure import Figure
+
+    img = capped(image)
+    h, w = img.shape
     lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
-    grey = np.clip((img - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    colours = colormaps["jet"](np.clip(capped(heat, size=img.shape), 0, 1))[..., :3]
-    blend = 0.5 * grey[..., None] + 0.5 * colours
+    dpi = 110
+    side = min(max(h, w, 440), DRAW_MAX_SIDE) / dpi   # inches of the image's longest side
+    scale = side / max(h, w)
+    fig = Figure(figsize=(max(w * scale, 2.5) + 1.1, h * scale + 0.7), dpi=dpi, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    shown = ax.imshow(np.clip(capped(heat, size=img.shape), 0, 1), cmap="jet", vmin=0.0, vmax=1.0, alpha=0.5,
+                      interpolation="bilinear")
+    ax.set_axis_off()
+    bar = fig.colorbar(shown, ax=ax, fraction=0.05, pad=0.02)
+    bar.set_label("Grad-CAM (class evidence, 0-1)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    lines = [f"Grad-CAM of class: {class_name}"] + ([title] if title else [])
+    ax.set_title("\n".join(lines), fontsize=9, parse_math=False)  # names are data, not mathtext
+    return fig
+
+
+def write_heatmap(path: Path, image: np.ndarray, heat: np.ndarray, class_name: str, title: str = "") -> Path:
+    """Write ``heatmap_figure(image, heat, class_name, title)`` to ``path`` (atomically).
+
+    Returns:
+        ``path``.
+    """
+    fig = heatmap_figure(image, heat, class_name, title)
     with atomic_path(path, fsync=False) as tmp:
-        Image.fromarray(np.round(blend * 255).astype(np.uint8)).save(tmp)
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", facecolor="white")
     return path
 
 

@@ -430,7 +430,7 @@ class Predictor:
                 heat = resize_to(self.gradcam(state["tensors"][best], predicted),
                                  capped_size(case.display[best].shape[-2:]))
                 written.append(write_heatmap(out / "heatmaps" / derived_name(item.name, "_gradcam.png"), image,
-                                             case.view(heat)))
+                                             case.view(heat), self.classes[predicted], text(Path(item.name).name)))
                 row["heatmap"] = text(written[-1].relative_to(out))
         except BaseException:
             # an input's files come together or not at all: no orphan mask beside the error row the caller records

@@ -704,11 +704,19 @@ def test_flip_tta_follows_the_bundle_unless_chosen(us_exported, tmp_path):
     assert by_default["prob_malignant"] == rows[same]["prob_malignant"]
 
 
-def test_gradcam_heatmap_has_the_image_size_and_is_not_constant(us_exported, tmp_path):
+def test_gradcam_heatmap_names_the_predicted_class_and_is_not_constant(us_exported, tmp_path, monkeypatch):
+    import pipeline.inference.predictor as predictor_module
+
     blob_png(tmp_path / "img.png", shape=(56, 90))
+    drawn = []
+    real = predictor_module.write_heatmap
+    monkeypatch.setattr(predictor_module, "write_heatmap",
+                        lambda path, image, heat, class_name, title: drawn.append((image.shape, class_name, title))
+                        or real(path, image, heat, class_name, title))
     result = predict(us_exported, tmp_path / "img.png", tmp_path / "out", explain=True, progress=False)
+    assert drawn == [((56, 90), result.rows[0]["predicted_class"], "img")]   # the class it explains, the file
     heat = Image.open(result.path(result.rows[0], "heatmap"))
-    assert heat.size == (90, 56)  # (W, H) of the input
+    assert heat.size[0] > heat.size[1] * 1.4   # wider than the input (90:56 under a title) by the colour bar
     assert np.asarray(heat, dtype=np.float32).std() > 1.0
     predictor = Predictor(us_exported, explain=True, progress=False)
     cam = predictor.gradcam(torch.rand(1, 64, 64), class_index=2)
@@ -756,12 +764,13 @@ def test_exported_bundle_runs_alone_in_a_fresh_process(us_fake, mixed_folder, tm
     np.testing.assert_array_equal(cli_mask, monai_mask)
 
 
-def run_standard_workflow(bundle: Path, inputs: Path, out: Path) -> None:
+def run_standard_workflow(bundle: Path, inputs: Path, out: Path,
+                          files: tuple[str, ...] = ("common.yaml", "deploy.yaml", "inference.yaml")) -> None:
     """An exported bundle's declarative ``run`` workflow through MONAI's ``ConfigWorkflow``, after checking that
     nothing MONAI's ``InferProperties`` require is missing."""
     from monai.bundle import ConfigWorkflow
 
-    configs = [str(bundle / "configs" / f) for f in ("common.yaml", "deploy.yaml", "inference.yaml")]
+    configs = [str(bundle / "configs" / f) for f in files]
     workflow = ConfigWorkflow(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"),
                               workflow_type="infer", bundle_root=str(bundle), input_dir=str(inputs),
                               output_dir=str(out))
@@ -780,6 +789,12 @@ def test_monai_standard_run_workflow_matches_bmtl_predict(us_exported, tmp_path)
     blob_png(inputs / "tall.png", shape=(90, 50), box=(slice(50, 80), slice(5, 30)), rgb=False)
     out = tmp_path / "monai_run"
     run_standard_workflow(us_exported, inputs, out)
+    alone = tmp_path / "monai_run_alone"   # the generated one-file config, as MONAI Label / Deploy load it
+    run_standard_workflow(us_exported, inputs, alone, files=("inference.json",))
+    written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(alone) for p in alone.rglob("*") if p.is_file()) and len(written) >= 3
+    for path in written:
+        assert (alone / path).read_bytes() == (out / path).read_bytes(), path
 
     ours = predict(us_exported, inputs, tmp_path / "bmtl", runtime="torch", overlays=False, progress=False)
     table = pd.read_csv(ours.csv_path).set_index(pd.read_csv(ours.csv_path)["file"].map(lambda f: Path(f).name))

@@ -10,7 +10,15 @@ import pytest
 
 from pipeline import plots
 from pipeline.atomic import NAME_MAX, atomic_path
-from pipeline.inference.outputs import DRAW_MAX_SIDE, capped, capped_size, derived_name, write_overlay
+from pipeline.inference.outputs import (
+    DRAW_MAX_SIDE,
+    capped,
+    capped_size,
+    derived_name,
+    heatmap_figure,
+    write_heatmap,
+    write_overlay,
+)
 
 
 def test_a_dollar_file_name_is_drawn_as_text(tmp_path):
@@ -84,3 +92,23 @@ def test_capped_keeps_small_arrays_and_the_aspect_ratio():
     assert capped_size((8000, 8000)) == (DRAW_MAX_SIDE, DRAW_MAX_SIDE)
     assert capped_size((100, 9000), max_side=900) == (10, 900)
     assert capped(np.ones((4000, 10), bool), size=(2000, 5)).max() == pytest.approx(1.0)
+
+
+def test_a_gradcam_heatmap_names_its_class_and_has_a_colour_bar(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image, heat = rng.random((64, 64)), np.zeros((16, 16))
+    heat[4:8, 10:14] = 1.0
+    name = "scan_$\\frac{1}{$.png"   # invalid mathtext: drawn as text
+    fig = heatmap_figure(image, heat, "malignant", name)
+    image_ax, bar_ax = fig.axes   # the image, and the colour bar beside it
+    assert image_ax.get_title() == f"Grad-CAM of class: malignant\n{name}"
+    assert bar_ax.get_ylabel() == "Grad-CAM (class evidence, 0-1)"
+    assert bar_ax.get_ylim() == (0.0, 1.0)
+    path = write_heatmap(tmp_path / "h.png", image, heat, "malignant", name)
+    width, height = Image.open(path).size
+    assert width > height   # a square image under a two-line title: only the colour bar makes it wider
+    assert bar_ax.get_position().x0 > image_ax.get_position().x1   # the bar is beside the image, not over it
+    drawn = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    assert (drawn[..., 0] - drawn[..., 2]).max() > 100   # the hot spot (red) shows
