@@ -303,6 +303,15 @@ def _write_loose_image(root: Path, ctx: Context) -> Scenario:
     return Scenario(_prepare(base, root), bad, items=_n_good())
 
 
+def _write_dicom_in_class_folder(root: Path, ctx: Context) -> Scenario:
+    from pipeline.data.synthetic_dicom import write_dicom_series
+
+    base = _folder_dataset(root)
+    write_dicom_series((_grey().astype(np.int16) * 4)[..., None], base / "benign", file_prefix="scan")
+    (base / "benign" / "notes.txt").write_text("a sidecar: ignored without a row")
+    return Scenario(_prepare(base, root), base / "benign" / "scan0001.dcm", items=_n_good())
+
+
 def _write_subfolder(root: Path, ctx: Context) -> Scenario:
     base = _folder_dataset(root)
     _pair(base / "benign" / "extra", "x2", "benign", seed=16)
@@ -761,6 +770,39 @@ def _write_predict_missing_input(root: Path, ctx: Context) -> Scenario:
     return Scenario(args, root / "nowhere")
 
 
+def _write_predict_output_above_input(root: Path, ctx: Context) -> Scenario:
+    folder, args = _predict_folder(root, ctx)
+    args[args.index("--output") + 1] = str(root)   # holds in/: every input would be left out as an output
+    return Scenario(args, folder)
+
+
+def _write_predict_long_name(root: Path, ctx: Context) -> Scenario:
+    folder, args = _predict_folder(root, ctx)
+    path = _save(folder / ("long_" + "x" * 245 + ".png"), _grey(size=40))   # 254 bytes: the longest valid name
+    return Scenario(args, path, items=2)
+
+
+def _write_predict_dicom_rescale_comma(root: Path, ctx: Context) -> Scenario:
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import tag_for_keyword
+
+    folder, args = _predict_folder(root, ctx)
+    path = _dicom_slice(folder / "dicom")
+    ds = pydicom.dcmread(path)
+    tag = pydicom.tag.Tag(tag_for_keyword("RescaleSlope"))
+    # stored as a European-locale vendor writes it (pydicom refuses to set such a DS value: the raw element is)
+    ds._dict[tag] = RawDataElement(tag, "DS", 4, b"0,5 ", 0, False, True)
+    ds.save_as(path)
+    return Scenario(args, path, items=1)
+
+
+def _write_predict_too_many_pixels(root: Path, ctx: Context) -> Scenario:
+    folder, args = _predict_folder(root, ctx)   # good.png: 40 x 40 = 1,600 pixels
+    path = _save(folder / "huge.png", _grey(size=64))
+    return Scenario([*args, "--max-pixels", "2000"], path, items=1)
+
+
 def gzip_bytes(data: bytes) -> bytes:
     import gzip
 
@@ -852,6 +894,8 @@ BAD_INPUTS: list[BadInput] = [
              "unknown class folder 'cancer'", _write_unknown_class_folder),
     BadInput("loose-image", "image directly in the input folder", "prepare", "skipped",
              "image outside a class folder", _write_loose_image),
+    BadInput("dicom-in-class-folder", "DICOM file inside a class folder of --source folder", "prepare", "skipped",
+             "DICOM file: the folder source does not read DICOM", _write_dicom_in_class_folder),
     BadInput("nested-folder", "sub-folder inside a class folder", "prepare", "skipped",
              "unexpected sub-folder inside a class folder", _write_subfolder),
     BadInput("wrong-layout", "BUS-BRA layout given as --source busi", "prepare", "error", "no images found",
@@ -956,6 +1000,14 @@ BAD_INPUTS: list[BadInput] = [
              "accepted", "metadata is data: nothing evaluated", _write_predict_dicom_expression),
     BadInput("predict-missing-input", "--input pointing nowhere", "predict", "error", "not found",
              _write_predict_missing_input),
+    BadInput("predict-output-above-input", "--output a folder that holds --input", "predict", "error",
+             "contains the input folder", _write_predict_output_above_input),
+    BadInput("predict-long-name", "PNG with a 254-byte file name", "predict", "accepted",
+             "derived file names shortened (readable start + hash)", _write_predict_long_name),
+    BadInput("predict-dicom-rescale-comma", "2D DICOM with RescaleSlope '0,5' (decimal comma)", "predict", "skipped",
+             "malformed DICOM header: RescaleSlope '0,5' is not a number", _write_predict_dicom_rescale_comma),
+    BadInput("predict-too-many-pixels", "64x64 PNG with --max-pixels 2000", "predict", "skipped",
+             "above the limit of 2,000 pixels", _write_predict_too_many_pixels),
 ]
 
 
