@@ -10,6 +10,8 @@ Exported bundle layout (``bmtl export --bundle bundles/breast_us_mtl --run RUN_D
                                 ``datalist: ""`` (nothing reads a datalist)
       configs/preset.yaml       the run's preset (recipe), as trained
       configs/inference.yaml    inference settings and the ``inferring`` run id
+      configs/inference.json    common + deploy + inference merged into one file (generated): ``python -m monai.bundle
+                                run --config_file configs/inference.json`` needs nothing else
       configs/evaluate.yaml     the ``evaluating`` workflow, for ``bmtl evaluate --bundle EXPORT_DIR --datalist D``
                                 (external validation of the model as deployed; merged before deploy.yaml)
       configs/metadata.json     MONAI metadata filled with the run's classes, sizes and channels (both heads)
@@ -43,6 +45,7 @@ from typing import Any
 
 import torch
 import yaml
+from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 from pipeline.bundle_folder import EXPORT_REPORT
@@ -59,6 +62,7 @@ from pipeline.model_card import build_model_card, eval_metrics
 __all__ = [
     "FORMATS",
     "COPIED_CONFIGS",
+    "STANDALONE_INFERENCE",
     "EXPORT_REPORT",
     "load_run_config",
     "deploy_config",
@@ -70,6 +74,8 @@ __all__ = [
 
 FORMATS = ("torchscript", "onnx")
 COPIED_CONFIGS = ("common.yaml", "inference.yaml", "evaluate.yaml", "logging.conf")
+STANDALONE_INFERENCE = "inference.json"   # generated: what MONAI Label / Deploy load on its own
+STANDALONE_INFERENCE_PARTS = ("common.yaml", "deploy.yaml", "inference.yaml")
 RUN_CONFIG = "run_config.json"
 MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
 
@@ -320,6 +326,12 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
     cls_threshold = read_operating_threshold(run / "models") if ckpt.name == "model.pt" else None
     write_text_atomic(configs / "deploy.yaml", _DEPLOY_HEADER + yaml.safe_dump(
         deploy_config(run_config, cls_threshold), sort_keys=False, width=1000))
+    # the model zoo's one-file inference config: common + deploy + inference merged (MONAI Label and MONAI Deploy
+    # load one file), generated here so it never drifts from the three it is made of
+    merged = ConfigParser()
+    merged.read_config([str(configs / n) for n in STANDALONE_INFERENCE_PARTS])
+    with atomic_path(configs / STANDALONE_INFERENCE) as tmp:
+        ConfigParser.export_config_file(merged.get(), str(tmp), fmt="json", indent=2)
     for name in ("docs/README.md", "LICENSE"):
         if (bundle / name).is_file():
             _copy_atomic(bundle / name, output / name)

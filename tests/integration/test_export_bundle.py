@@ -81,6 +81,7 @@ def test_exported_bundle_layout_pins_and_metadata(trained_export):
     files = {str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file()}
     assert files == {
         "configs/common.yaml", "configs/deploy.yaml", "configs/preset.yaml", "configs/inference.yaml",
+        "configs/inference.json", "configs/evaluate.yaml",
         "configs/metadata.json", "configs/logging.conf", "models/model.pt", "models/model.ts", "models/model.onnx",
         "models/export_report.json", "docs/README.md", "docs/model_card.md", "LICENSE",
     }
