@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ClassLogits", "find_cam_layer", "GradCAMExplainer"]
+__all__ = ["ClassLogits", "cam_layer_candidates", "find_cam_layer", "GradCAMExplainer"]
 
 
 class ClassLogits(torch.nn.Module):
@@ -23,12 +24,13 @@ class ClassLogits(torch.nn.Module):
         return self.net(inp)[1]
 
 
-def find_cam_layer(network: torch.nn.Module, x: torch.Tensor) -> str:
-    """The last convolution (in execution order) that the class logits of ``network`` depend on, at stride <= 16 when
-    there is one (a finer map than the last 1x1 convolution of a classifier).
+def cam_layer_candidates(network: torch.nn.Module, x: torch.Tensor) -> list[str]:
+    """The convolutions that the class logits of ``network`` depend on, best first: those at stride <= 16 from the
+    last (in execution order) back, then the coarser ones (a finer map than the last 1x1 convolution of a
+    classifier).
 
     Raises:
-        RuntimeError: no convolution feeds the classification head.
+        RuntimeError: no convolution feeds the classification head (e.g. a segmentation-only network).
     """
     order: list[tuple[str, torch.Tensor]] = []
     hooks = []
@@ -46,6 +48,9 @@ def find_cam_layer(network: torch.nn.Module, x: torch.Tensor) -> str:
     try:
         with torch.enable_grad():
             logits = network(x.requires_grad_(True))
+            if not logits.requires_grad:
+                raise RuntimeError("no convolution feeds the classification head (a segmentation-only network?): "
+                                   "Grad-CAM explains a class, this network predicts none from the image")
             logits[0, int(logits[0].argmax())].backward()
     finally:
         for h in hooks:
@@ -54,8 +59,17 @@ def find_cam_layer(network: torch.nn.Module, x: torch.Tensor) -> str:
     used = [(n, o) for n, o in order if o.grad is not None and bool(o.grad.abs().sum() > 0) and o.shape[-2] > 1]
     if not used:
         raise RuntimeError("no convolution feeds the classification head: set cam_layer in inference.yaml")
-    fine = [n for n, o in used if o.shape[-2] * 16 >= height]
-    return fine[-1] if fine else used[-1][0]
+    fine = [n for n, o in reversed(used) if o.shape[-2] * 16 >= height]
+    return fine + [n for n, _ in reversed(used) if n not in fine]
+
+
+def find_cam_layer(network: torch.nn.Module, x: torch.Tensor) -> str:
+    """The best of ``cam_layer_candidates``.
+
+    Raises:
+        RuntimeError: no convolution feeds the classification head.
+    """
+    return cam_layer_candidates(network, x)[0]
 
 
 class GradCAMExplainer:
@@ -77,12 +91,28 @@ class GradCAMExplainer:
         """Grad-CAM of ``class_index`` for ``x`` ``(C, h, w)``: ``(h, w)`` in [0, 1]."""
         from monai.visualize import GradCAM
 
-        if self._cam is None:
-            module = ClassLogits(self.network()).eval()
-            layer = str(self.cam_layer) if self.cam_layer else find_cam_layer(module, x[None].clone().to(self.device))
-            self.layer_used = layer
-            self._cam = GradCAM(nn_module=module, target_layers=layer)
+        if self._cam is not None:
+            return self._compute(self._cam, x, class_index)
+        module = ClassLogits(self.network()).eval()
+        layers = ([str(self.cam_layer)] if self.cam_layer
+                  else cam_layer_candidates(module, x[None].clone().to(self.device)))
+        for i, layer in enumerate(layers):
+            # a copy per try: MONAI's hooks stay on the module they were put on, a refused layer's with them
+            cam = GradCAM(nn_module=copy.deepcopy(module) if len(layers) > 1 else module, target_layers=layer)
+            try:
+                heat = self._compute(cam, x, class_index)
+            except RuntimeError as e:
+                # the hooked output is modified in place downstream (a residual `x += identity`): autograd refuses
+                # the backward hook there, so the next candidate layer is taken
+                if "inplace" not in str(e) or i == len(layers) - 1:
+                    raise
+                continue
+            self._cam, self.layer_used = cam, layer
+            return heat
+        raise RuntimeError("no layer to explain")   # not reached: the loop returns or raises
+
+    def _compute(self, cam: Any, x: torch.Tensor, class_index: int) -> np.ndarray:
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cam = self._cam(x[None].to(self.device), class_idx=int(class_index))
-        return np.asarray(torch.as_tensor(cam)[0, 0].detach().cpu(), dtype=np.float32)
+            out = cam(x[None].to(self.device), class_idx=int(class_index))
+        return np.asarray(torch.as_tensor(out)[0, 0].detach().cpu(), dtype=np.float32)

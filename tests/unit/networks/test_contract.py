@@ -162,3 +162,23 @@ def test_bad_input_size(name):
         net(torch.randn(1, 1, 50, 64))
     with pytest.raises(ValueError, match="expected input of shape"):
         net(torch.randn(1, 2, 64, 64))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_gradcam_explains_every_network_with_a_classification_head(name):
+    """`bmtl predict --explain` works for each network whose class depends on the image (a residual block that
+    adds in place after the best layer makes the explainer take the next one); a segmentation-only network is
+    refused with a message, not a traceback from autograd."""
+    from pipeline.inference.explain import GradCAMExplainer
+
+    net = ExportWrapper(_build(name, in_channels=1, num_classes=3)).eval()
+    explainer = GradCAMExplainer(lambda: net, torch.device("cpu"))
+    image = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    if "cls" not in network_info(name).tasks:
+        with pytest.raises(RuntimeError, match="no convolution feeds the classification head"):
+            explainer(image, 1)
+        return
+    heat = explainer(image, 1)
+    assert heat.shape == (64, 64) and 0.0 <= heat.min() and heat.max() <= 1.0 and heat.std() > 0
+    assert explainer.layer_used is not None
+    assert explainer(image, 0).shape == (64, 64)   # the explainer is reused for the next image
