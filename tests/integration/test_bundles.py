@@ -254,6 +254,11 @@ def test_bmtl_train_then_evaluate_keep_logs_and_the_run_values(us_datalist, tmp_
     assert len(per_image) == len(two_items) and set(per_image["true_class"]) <= {"benign", "malignant"}
     truth = {Path(i["image"]).name: ["benign", "malignant"][i["cls"]] for i in two_items}
     assert all(truth[Path(f).name] == c for f, c in zip(per_image["file"], per_image["true_class"]))
+    three_on_two = json.loads((tmp_path / "three_on_two" / "summary.json").read_text())
+    assert three_on_two["positive_class"] == "malignant" and math.isfinite(three_on_two["classification"]["auc"])
+    confusion = three_on_two["classification"]["confusion_matrix"]   # the model's classes; no true normal image
+    assert confusion["classes"] == ["normal", "benign", "malignant"] and sum(confusion["matrix"][0]) == 0
+    assert sum(map(sum, confusion["matrix"])) == len(two_items)
     # the same model exported and scored as deployed (bmtl evaluate --bundle): the same figures per image
     from pipeline.deploy import export_bundle
 
