@@ -359,10 +359,10 @@ def evaluate_bundle(
         info = load_datalist(datalist)
         own = str(source.get("datalist", "")) and Path(source["datalist"]).resolve() == datalist
         prefix = f"{split}_" if own else f"external_{_dataset_name(info)}_"
-        eval_dir = output / f"eval_{prefix}{split}"
+        eval_dir = output / (f"eval_{split}" if own else f"eval_{prefix}{split}")   # as a run's evaluations
         values = {"datalist": str(datalist), "split": split, "output_dir": str(output), "eval_dir": str(eval_dir),
                   "metric_prefix": prefix, "checkpoint": str(bundle / "models" / "model.pt"),
-                  "run_name": f"{bundle.name}_{prefix}{split}", "use_mlflow": False,
+                  "run_name": f"{bundle.name}_{eval_dir.name}", "use_mlflow": False,
                   **({"fold": source["fold"]} if own and "fold" in source else {}), **(overrides or {})}
         # deploy.yaml last: the pinned values of the exported model win over evaluate.yaml's run-folder defaults
         run_bundle(bundle, "evaluating", values, log_file=output / f"evaluate_{prefix}{split}.log", quiet=quiet,

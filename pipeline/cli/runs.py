@@ -53,7 +53,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(table.read_text())
             print(f"table: {table} and {table.with_suffix('.csv')}")
         else:
-            print(format_metrics(evaluations[0][1], split=evaluations[0][0]))
+            name = evaluations[0][0]
+            print(format_metrics(evaluations[0][1], split={"val": "validation"}.get(name, name.replace("_", " "))))
             _print_left_out(evaluations[0][1])
             print(f"\nevaluation: {table.parent}")
         return EXIT_OK
