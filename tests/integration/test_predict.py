@@ -842,3 +842,62 @@ def test_mri_standard_run_workflow_matches_bmtl_predict_on_prepared_slices(mr_ex
         np.testing.assert_allclose(mask.affine, affine)
         a, b = np.asarray(mask.dataobj), np.asarray(theirs.dataobj)
         assert set(np.unique(a)) <= {0, 1} and (a != b).mean() < 0.002
+
+
+@pytest.mark.parametrize("kind", ["palette", "cmyk_jpeg", "lab_tiff", "uint16", "exif_rotated", "rgb_jpeg"])
+def test_prepare_then_training_preprocessing_gives_predicts_network_input(us_exported, tmp_path, kind):
+    """A file means the same thing everywhere: `bmtl prepare` (folder source) + the bundle's training
+    preprocessing of the prepared PNG give the network input that `bmtl predict` builds from the original file."""
+    from PIL import ImageCms
+
+    from pipeline.data.prepare import prepare
+    from pipeline.deploy import bundle_parser
+    from pipeline.inference.discovery import InputItem
+    from pipeline.inference.loaders import load_raster
+
+    y, x = np.mgrid[0:48, 0:72]
+    grey = (30 + 2 * x + 1.5 * y).astype(np.uint8)
+    grey[10:30, 40:60] = 220
+    rgb = np.stack([grey] * 3, -1)
+    mask = np.zeros_like(grey)
+    mask[10:30, 40:60] = 255
+    folder = tmp_path / "raw" / "malignant"
+    folder.mkdir(parents=True)
+    name = {"cmyk_jpeg": "case.jpg", "rgb_jpeg": "case.jpg", "lab_tiff": "case.tif"}.get(kind, "case.png")
+    path = folder / name
+    if kind == "palette":
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(path)
+    elif kind == "cmyk_jpeg":
+        Image.fromarray(rgb).convert("CMYK").save(path, quality=95)
+    elif kind == "lab_tiff":
+        to_lab = ImageCms.buildTransformFromOpenProfiles(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"),
+                                                         "RGB", "LAB")
+        ImageCms.applyTransform(Image.fromarray(rgb), to_lab).save(path)
+    elif kind == "uint16":
+        Image.fromarray(grey.astype(np.uint16) * 250).save(path)
+    elif kind == "exif_rotated":   # stored sideways, displayed upright: the mask is drawn on the displayed image
+        exif = Image.Exif()
+        exif[0x0112] = 6   # "rotate 90 CW to display"
+        Image.fromarray(np.ascontiguousarray(np.rot90(grey, 1))).save(path, exif=exif)
+    else:
+        Image.fromarray(rgb).save(path, quality=90)
+    Image.fromarray(mask).save(folder / f"{Path(name).stem}_mask.png")
+    (tmp_path / "raw" / "benign").mkdir()   # a second case: prepare splits into at least two folds
+    other = np.random.default_rng(0).integers(0, 255, grey.shape).astype(np.uint8)   # not a duplicate of the case
+    Image.fromarray(other).save(tmp_path / "raw" / "benign" / "other.png")
+    Image.fromarray(mask).save(tmp_path / "raw" / "benign" / "other_mask.png")
+    _, paths = prepare("folder", tmp_path / "raw", tmp_path / "prepared", n_folds=2, seed=0)
+    datalist = json.loads(paths["datalist"].read_text())
+    (item,) = [i for i in datalist["training"] if datalist["classes"][i["cls"]] == "malignant"]
+    root = paths["datalist"].parent
+
+    parser = bundle_parser(us_exported, ("common.yaml", "deploy.yaml"))
+    training = {"image": str(root / item["image"]), "label": str(root / item["label"])}
+    for t in parser.get_parsed_content("preprocessing_transforms"):
+        training = t(training)
+    predictor = Predictor(us_exported, progress=False)
+    case = load_raster(InputItem(path, "raster", "case"))
+    served, _ = predictor.preprocess(case.slices[0])
+    np.testing.assert_array_equal(np.asarray(served), np.asarray(torch.as_tensor(training["image"])))
+    # and the mask sits on the lesion of what the network sees (EXIF applied to image and mask alike)
+    assert float(torch.as_tensor(training["image"])[torch.as_tensor(training["label"]) > 0].mean()) > 0.6
