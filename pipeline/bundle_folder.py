@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.data.io import DataError
 
-__all__ = ["EXPORT_REPORT", "exported_bundle_root"]
+__all__ = ["EXPORT_REPORT", "exported_bundle_root", "check_export_paths"]
 
 EXPORT_REPORT = "export_report.json"  # in models/, written last by `bmtl export`: the completion marker of an export
 
@@ -30,3 +30,33 @@ def exported_bundle_root(bundle: str | os.PathLike) -> Path:
                               "last, is missing (an interrupted export or a partial copy); re-export it with `bmtl "
                               f"export --bundle SOURCE_BUNDLE --run RUN_DIR --output {root} --overwrite`")
     return root
+
+
+def check_export_paths(bundle: str | os.PathLike, run: str | os.PathLike, output: str | os.PathLike,
+                       checkpoint: str = "model.pt", overwrite: bool = False) -> tuple[Path, Path, Path]:
+    """The resolved source bundle, training run and output of ``bmtl export``, checked before anything is built (and
+    before torch is imported: a wrong path is answered at once).
+
+    Raises:
+        FileNotFoundError: no bundle, no ``run_config.json`` in the run (the message says what writes it), no
+            checkpoint.
+        ValueError: the output is the source bundle, or holds it or the run.
+        FileExistsError: the output exists, is not empty and ``overwrite`` is off.
+    """
+    bundle, run, output = Path(bundle).resolve(), Path(run).resolve(), Path(output).resolve()
+    if not (bundle / "configs" / "common.yaml").is_file():
+        raise FileNotFoundError(f"{bundle} is not a bundle: configs/common.yaml not found")
+    if not (run / "run_config.json").is_file():
+        raise FileNotFoundError(f"{run / 'run_config.json'} not found: a training run (`python -m monai.bundle run "
+                                "training ...`) writes it into its output_dir; --run must be that folder")
+    ckpt = run / "models" / checkpoint
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} not found")
+    if output == bundle:
+        raise ValueError(f"output {output} must not be the source bundle itself")
+    for source, what in ((bundle, "source bundle"), (run, "training run")):
+        if output in source.parents or output == source:
+            raise ValueError(f"output {output} holds the {what} {source}: replacing it would delete it")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise FileExistsError(f"{output} exists and is not empty (use --overwrite to replace it)")
+    return bundle, run, output

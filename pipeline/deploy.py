@@ -48,7 +48,7 @@ import yaml
 from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
-from pipeline.bundle_folder import EXPORT_REPORT
+from pipeline.bundle_folder import EXPORT_REPORT, check_export_paths
 from pipeline.export import (
     DEFAULT_ATOL,
     ExportWrapper,
@@ -279,24 +279,13 @@ def export_bundle(
     """
     from pipeline.schemas import validate_metadata
 
-    bundle, run, output = Path(bundle).resolve(), Path(run).resolve(), Path(output).resolve()
     formats = [f.lower() for f in formats]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown export format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    if not (bundle / "configs" / "common.yaml").is_file():
-        raise FileNotFoundError(f"{bundle} is not a bundle: configs/common.yaml not found")
+    bundle, run, output = check_export_paths(bundle, run, output, checkpoint, overwrite)
     run_config = load_run_config(run)
     ckpt = run / "models" / checkpoint
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} not found")
-    if output == bundle:
-        raise ValueError(f"output {output} must not be the source bundle itself")
-    for source, what in ((bundle, "source bundle"), (run, "training run")):
-        if output in source.parents or output == source:
-            raise ValueError(f"output {output} holds the {what} {source}: replacing it would delete it")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output} exists and is not empty (use --overwrite to replace it)")
     # built and checked beside output, swapped in only when complete: a failure keeps the previous bundle
     with atomic_dir(output) as staging:
         return _export_into(bundle, run, run_config, ckpt, staging, formats, atol, validate_metadata)

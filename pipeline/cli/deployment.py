@@ -12,6 +12,13 @@ __all__ = ["add_deployment_commands"]
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.bundle_folder import check_export_paths
+
+    try:
+        check_export_paths(args.bundle, args.run, args.output, args.checkpoint, args.overwrite)   # before torch
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     from pipeline.deploy import export_bundle
     from pipeline.export import ExportParityError
 

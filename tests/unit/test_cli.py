@@ -62,6 +62,8 @@ def test_version_and_train_evaluate_usage_errors(tmp_path, capsys):
     ["predict", "--bundle", "{tmp}/no_bundle", "--input", "{tmp}", "--output", "{tmp}/out"],
     ["predict", "--bundle", "{tmp}/half_bundle", "--input", "{tmp}", "--output", "{tmp}/out"],
     ["log-model", "--bundle", "{tmp}/no_bundle", "--tracking-uri", "sqlite:///{tmp}/mlruns.db"],
+    ["export", "--bundle", "{tmp}/no_bundle", "--run", "{tmp}/no_run", "--output", "{tmp}/out"],
+    ["export", "--bundle", "bundles/breast_us_mtl", "--run", "{tmp}/half_bundle", "--output", "{tmp}/out"],
 ])
 def test_a_wrong_bundle_is_answered_before_torch_is_imported(tmp_path, argv):
     import subprocess
