@@ -1,0 +1,79 @@
+"""Paired difference of two evaluations of the same test images, averaged over seeds (issue 12's levers).
+
+``benchmarks/recipe.py`` pairs every row with the reference; this pairs any two, e.g. an evaluation-only variant with
+the row whose weights it reuses. Each pair is a seed: ``--a`` and ``--b`` name evaluation folders (``per_image.csv``
+with ``id``, ``dice``, ``true_class`` and ``prob_<positive>``) in the same seed order. The point estimate is the mean
+over seeds of ``b - a`` (Dice mean, AUC of the positive class vs rest); the 95 % interval is a percentile bootstrap
+over the images, the same resample for every seed.
+
+    python benchmarks/paired.py --a runs/recipe/splitB/runs/default_seed{0,1,2}/eval_test \\
+        --b runs/recipe/splitB/runs/default_seed{0,1,2}/eval_test_default_bn_target
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+
+def paired_difference(a_dirs: list[Path], b_dirs: list[Path], positive: str = "malignant", n_bootstrap: int = 1000,
+                      seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """``{"dice": (point, low, high), "auc": (...)}`` of ``b - a`` averaged over the seed pairs.
+
+    Raises:
+        ValueError: different numbers of folders, or evaluations of different images.
+    """
+    if len(a_dirs) != len(b_dirs) or not a_dirs:
+        raise ValueError(f"--a and --b need the same number of folders (one per seed), got {len(a_dirs)} and "
+                         f"{len(b_dirs)}")
+    pairs = []
+    for a_dir, b_dir in zip(a_dirs, b_dirs):
+        a = pd.read_csv(a_dir / "per_image.csv").set_index("id")
+        b = pd.read_csv(b_dir / "per_image.csv").set_index("id")
+        if set(a.index) != set(b.index):
+            raise ValueError(f"{a_dir} and {b_dir} evaluated different images")
+        pairs.append((a, b.loc[a.index]))
+    index = pairs[0][0].index
+    if any(set(a.index) != set(index) for a, _ in pairs):
+        raise ValueError("the seeds' evaluations cover different images")
+    pairs = [(a.loc[index], b.loc[index]) for a, b in pairs]
+    truth = (pairs[0][0]["true_class"] == positive).to_numpy()
+    column = f"prob_{positive}"
+
+    def statistics(idx: np.ndarray) -> tuple[float, float]:
+        dice = [b["dice"].to_numpy()[idx].mean() - a["dice"].to_numpy()[idx].mean() for a, b in pairs]
+        auc = [roc_auc_score(truth[idx], b[column].to_numpy()[idx])
+               - roc_auc_score(truth[idx], a[column].to_numpy()[idx]) for a, b in pairs]
+        return float(np.mean(dice)), float(np.mean(auc))
+
+    point = statistics(np.arange(len(index)))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_bootstrap):
+        idx = rng.integers(0, len(index), len(index))
+        if truth[idx].all() or not truth[idx].any():   # AUC needs both classes
+            continue
+        draws.append(statistics(idx))
+    low, high = np.percentile(np.asarray(draws), [2.5, 97.5], axis=0)
+    return {"dice": (point[0], float(low[0]), float(high[0])), "auc": (point[1], float(low[1]), float(high[1]))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=Path, nargs="+", required=True, help="evaluation folders of A, one per seed")
+    parser.add_argument("--b", type=Path, nargs="+", required=True, help="evaluation folders of B, the same seeds")
+    parser.add_argument("--positive", default="malignant")
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    args = parser.parse_args()
+    result = paired_difference(args.a, args.b, args.positive, args.n_bootstrap)
+    print(f"B - A over {len(args.a)} seed(s), paired over the same test images (95 % bootstrap interval):")
+    for name, (point, low, high) in result.items():
+        print(f"  {name:<4} {point:+.3f} ({low:+.3f} to {high:+.3f})")
+
+
+if __name__ == "__main__":
+    main()
