@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.atomic import NAME_MAX, atomic_path, truncate_bytes
 
 __all__ = ["text", "derived_name", "MASK_EXTENSION_BYTES", "DRAW_MAX_SIDE", "capped_size", "capped", "write_png_mask",
-           "write_overlay", "heatmap_figure", "write_heatmap", "resize_to"]
+           "write_overlay", "heatmap_figure", "write_heatmap", "resize_to", "write_case_files"]
 
 # the longest extension a mask writer adds to its name (``.nii.gz``)
 MASK_EXTENSION_BYTES = len(".nii.gz")
@@ -174,3 +174,45 @@ def resize_to(heat: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if tuple(heat.shape) == tuple(size):
         return heat
     return np.asarray(Resize(spatial_size=tuple(size), mode="bilinear", anti_aliasing=False)(heat[None]))[0]
+
+
+def write_case_files(case: Any, summary: Any, out: Path, classes: Sequence[str], overlay: bool = True,
+                     heat: Callable[[], np.ndarray] | None = None) -> dict[str, str]:
+    """Write one input's mask (its ``case.writer``), overlay and Grad-CAM heatmap under ``out``; returns their
+    paths relative to ``out`` by column (``mask``, ``overlay``, ``heatmap``).
+
+    All or none: should one fail, those already written are removed before the error propagates (the caller records
+    the error row), so an error row never has a mask beside it.
+
+    Args:
+        case: the input (``pipeline.inference.loaders.Case``).
+        summary: its predictions (``pipeline.inference.table.CaseSummary``).
+        out: the output folder.
+        classes: the model's class names.
+        overlay: draw the overlay.
+        heat: the Grad-CAM map of the best slice for the predicted class (None: no heatmap).
+    """
+    item, best, predicted = case.item, summary.best, summary.predicted
+    written: list[Path] = []
+    columns: dict[str, str] = {}
+    try:
+        # long input names are shortened for the derived files (with room for the writer's extension)
+        mask_name = derived_name(item.name, "_mask", MASK_EXTENSION_BYTES)
+        written.append(case.writer(summary.masks, out / "masks" / mask_name))
+        columns["mask"] = text(written[-1].relative_to(out))
+        image = case.view(case.display[best])
+        if overlay:
+            lines = [text(Path(item.name).name) + (f" (slice {best})" if len(summary.masks) > 1 else ""),
+                     f"{classes[predicted]}  p={summary.probs[predicted]:.2f}  lesion {int(summary.areas[best])} px"]
+            written.append(write_overlay(out / "overlays" / derived_name(item.name, "_overlay.png"), image,
+                                         case.view(summary.masks[best]), lines))
+            columns["overlay"] = text(written[-1].relative_to(out))
+        if heat is not None:
+            written.append(write_heatmap(out / "heatmaps" / derived_name(item.name, "_gradcam.png"), image,
+                                         case.view(heat()), classes[predicted], text(Path(item.name).name)))
+            columns["heatmap"] = text(written[-1].relative_to(out))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return columns

@@ -19,15 +19,7 @@ from pipeline.inference.discovery import InputItem, check_output_location, disco
 from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
 from pipeline.inference.explain import GradCAMExplainer
 from pipeline.inference.loaders import Case, check_pixel_limit, load_case
-from pipeline.inference.outputs import (
-    MASK_EXTENSION_BYTES,
-    capped_size,
-    derived_name,
-    resize_to,
-    text,
-    write_heatmap,
-    write_overlay,
-)
+from pipeline.inference.outputs import capped_size, resize_to, text, write_case_files
 from pipeline.inference.runtimes import (
     flag,
     load_eager_network,
@@ -332,7 +324,7 @@ class Predictor:
         states: dict[int, dict[str, Any]] = {}
 
         def fail(index: int, item: InputItem, error: Exception | str) -> None:
-            rows[index] = self._error_row(item, error)
+            rows[index] = error_row(item, self.classes, error)
             journal.record(rows[index])
             states.pop(index, None)
 
@@ -399,44 +391,15 @@ class Predictor:
                               [rows[i] for i in sorted(rows)])
 
     # --- outputs
-    def _error_row(self, item: InputItem, error: Exception | str) -> dict[str, Any]:
-        return error_row(item, self.classes, error)
-
     def _finish(self, case: Case, state: dict[str, Any], out: Path) -> dict[str, Any]:
-        """An input's row once all its slices are predicted, with its mask, overlay and heatmap written.
-
-        Should one of them fail, those already written are removed before the error propagates (the caller records
-        the error row), so an error row never has a mask beside it.
-        """
+        """An input's row once all its slices are predicted, with its mask, overlay and heatmap written
+        (``write_case_files``: all or none, so an error row never has a mask beside it)."""
         summary = CaseSummary.from_slices(state["results"], self.cls_threshold)
-        masks, best, predicted, item = summary.masks, summary.best, summary.predicted, case.item
-        row = case_row(item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin)
-        written: list[Path] = []
-        try:
-            # long input names are shortened for the derived files (with room for the writer's extension)
-            mask_stem = out / "masks" / derived_name(item.name, "_mask", MASK_EXTENSION_BYTES)
-            written.append(case.writer(masks, mask_stem))
-            row["mask"] = text(written[-1].relative_to(out))
-            image = case.view(case.display[best])
-            if self.overlays:
-                lesion = int(summary.areas[best])
-                lines = [text(Path(item.name).name) + (f" (slice {best})" if len(masks) > 1 else ""),
-                         f"{self.classes[predicted]}  p={summary.probs[predicted]:.2f}  lesion {lesion} px"]
-                written.append(write_overlay(out / "overlays" / derived_name(item.name, "_overlay.png"), image,
-                                             case.view(masks[best]), lines))
-                row["overlay"] = text(written[-1].relative_to(out))
-            if self.explain:
-                # at the size the heatmap is drawn, not the input's: a full-size float map of a huge input is large
-                heat = resize_to(self.gradcam(state["tensors"][best], predicted),
-                                 capped_size(case.display[best].shape[-2:]))
-                written.append(write_heatmap(out / "heatmaps" / derived_name(item.name, "_gradcam.png"), image,
-                                             case.view(heat), self.classes[predicted], text(Path(item.name).name)))
-                row["heatmap"] = text(written[-1].relative_to(out))
-        except BaseException:
-            # an input's files come together or not at all: no orphan mask beside the error row the caller records
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
+        row = case_row(case.item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin)
+        # at the size the heatmap is drawn, not the input's: a full-size float map of a huge input is large
+        heat = (lambda: resize_to(self.gradcam(state["tensors"][summary.best], summary.predicted),
+                                  capped_size(case.display[summary.best].shape[-2:]))) if self.explain else None
+        row.update(write_case_files(case, summary, out, self.classes, self.overlays, heat))
         return row
 
 

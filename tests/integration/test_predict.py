@@ -451,19 +451,19 @@ def test_outputs_are_replaced_atomically(us_fake, tmp_path, kill_before_rename, 
 def test_a_failed_overlay_or_heatmap_leaves_no_orphan_mask(us_exported, tmp_path, monkeypatch, failing):
     """The mask, overlay and heatmap of one input are written together or not at all: when a later one fails, the
     files already written are removed and the input gets an error row; the next input is predicted as usual."""
-    import pipeline.inference.predictor as predictor_module
+    import pipeline.inference.outputs as outputs_module
 
     (tmp_path / "in").mkdir()
     blob_png(tmp_path / "in" / "a.png")
     blob_png(tmp_path / "in" / "b.png")
-    real = getattr(predictor_module, failing)
+    real = getattr(outputs_module, failing)
 
     def write(path, *args, **kwargs):
         if path.name.startswith("a_"):
             raise OSError(f"disk full writing {path.name}")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(predictor_module, failing, write)
+    monkeypatch.setattr(outputs_module, failing, write)
     out = tmp_path / "out"
     result = predict(us_exported, tmp_path / "in", out, explain=True, progress=False, batch_size=1)
     rows = {r["file"]: r for r in result.rows}
@@ -705,12 +705,12 @@ def test_flip_tta_follows_the_bundle_unless_chosen(us_exported, tmp_path):
 
 
 def test_gradcam_heatmap_names_the_predicted_class_and_is_not_constant(us_exported, tmp_path, monkeypatch):
-    import pipeline.inference.predictor as predictor_module
+    import pipeline.inference.outputs as outputs_module
 
     blob_png(tmp_path / "img.png", shape=(56, 90))
     drawn = []
-    real = predictor_module.write_heatmap
-    monkeypatch.setattr(predictor_module, "write_heatmap",
+    real = outputs_module.write_heatmap
+    monkeypatch.setattr(outputs_module, "write_heatmap",
                         lambda path, image, heat, class_name, title: drawn.append((image.shape, class_name, title))
                         or real(path, image, heat, class_name, title))
     result = predict(us_exported, tmp_path / "img.png", tmp_path / "out", explain=True, progress=False)
