@@ -31,6 +31,7 @@ __all__ = [
     "read_volume",
     "NRRD_EXTENSIONS",
     "METAIMAGE_EXTENSIONS",
+    "DETACHED_DATA_EXTENSIONS",
     "VOLUME_EXTENSIONS",
     "to_canonical",
     "slice_affine",
@@ -41,6 +42,8 @@ NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 NRRD_EXTENSIONS = (".nrrd", ".nhdr")   # 3D Slicer's format (attached or detached header)
 METAIMAGE_EXTENSIONS = (".mha", ".mhd")  # ITK's MetaImage (attached header, or .mhd beside its .raw/.zraw data)
 VOLUME_EXTENSIONS = (*NIFTI_EXTENSIONS, *NRRD_EXTENSIONS, *METAIMAGE_EXTENSIONS)
+# the pixel data of a detached header (.nhdr, .mhd): read through its header, never a volume of its own
+DETACHED_DATA_EXTENSIONS = (".raw", ".zraw", ".raw.gz")
 ITK_MISSING = ("reading MetaImage (.mha/.mhd) needs ITK, an optional extra: pip install 'breast-mtl[itk]' "
                "(or pip install itk-io)")
 # the most values one file may put in memory (4 GiB as float32): a header asking for more is corrupt, or the volume

@@ -11,16 +11,15 @@ from typing import Any
 from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, float_list, not_an_image, number_of_frames
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
+from pipeline.data.volume import DETACHED_DATA_EXTENSIONS, METAIMAGE_EXTENSIONS, NRRD_EXTENSIONS
 
 __all__ = ["InputItem", "discover_inputs", "check_output_location", "image_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES",
            "METAIMAGE_SUFFIXES", "DICOM_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-NRRD_SUFFIXES = (".nrrd", ".nhdr")
-METAIMAGE_SUFFIXES = (".mha", ".mhd")
+NRRD_SUFFIXES = NRRD_EXTENSIONS   # one definition each, with the volume readers'
+METAIMAGE_SUFFIXES = METAIMAGE_EXTENSIONS
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-# the pixel data of a detached header (.nhdr, .mhd): read through its header, not an input of its own
-DETACHED_DATA_SUFFIXES = (".raw", ".zraw", ".raw.gz")
 
 
 @dataclass
@@ -43,7 +42,7 @@ class InputItem:
 def _has_detached_header(path: Path) -> bool:
     """Whether a .raw/.zraw/.raw.gz file sits beside a header of the same name (``case.mhd`` for ``case.raw``)."""
     name = path.name
-    stem = name[: -len(next(s for s in DETACHED_DATA_SUFFIXES if name.lower().endswith(s)))]
+    stem = name[: -len(next(s for s in DETACHED_DATA_EXTENSIONS if name.lower().endswith(s)))]
     return any((path.parent / (stem + s)).exists() for s in (".mhd", ".nhdr", ".MHD", ".NHDR"))
 
 
@@ -214,7 +213,7 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
             items.append(InputItem(p, "nrrd", _stem(rel)))
         elif suffix in METAIMAGE_SUFFIXES:
             items.append(InputItem(p, "metaimage", _stem(rel)))
-        elif root.is_dir() and p.name.lower().endswith(DETACHED_DATA_SUFFIXES) and _has_detached_header(p):
+        elif root.is_dir() and p.name.lower().endswith(DETACHED_DATA_EXTENSIONS) and _has_detached_header(p):
             continue
         else:
             maybe_dicom = suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()

@@ -11,14 +11,14 @@ from pathlib import Path
 from pipeline.data.datalist import SkipLog
 from pipeline.data.io import DataError
 from pipeline.data.sources.common import natural_key, read_table
-from pipeline.data.volume import volume_stem
+from pipeline.data.volume import DETACHED_DATA_EXTENSIONS, volume_stem
 
 __all__ = ["LABEL_SUFFIXES", "NIFTI_LAYOUT", "DICOM_LAYOUT", "read_classes_csv", "nifti_images", "dicom_images",
            "find_labels"]
 
 LABEL_SUFFIXES = ("_seg", "_label", "_mask")
 # not volumes, not worth a skip row: notes and tables, and the pixel data of a detached header (.nhdr, .mhd)
-_SIDECARS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec", ".raw", ".zraw", ".raw.gz")
+_SIDECARS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec", *DETACHED_DATA_EXTENSIONS)
 NIFTI_LAYOUT = "images/<case>.nii.gz + labels/<case>.nii.gz + classes.csv (case,class)"
 DICOM_LAYOUT = "images/<case>/ (one DICOM series per folder) + labels/<case>.nii.gz or labels/<case>/ + classes.csv"
 
