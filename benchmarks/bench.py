@@ -82,24 +82,30 @@ def build_preset_network(preset: str | os.PathLike | Mapping[str, Any], num_clas
     return circle_training(net) if config.get("circle_training") else net
 
 
-def train_images_per_second(preset: str, size: int = 128, batch: int = 16, steps: int = 3, seed: int = 0) -> float:
+def train_images_per_second(preset: str, size: int = 128, batch: int = 16, steps: int = 3, seed: int = 0,
+                            channels_last: bool = False, bf16: bool = False) -> float:
     """Training throughput of a preset's network in a plain PyTorch loop (forward, joint loss, backward, AdamW step)
-    on random ``(batch, 1, size, size)`` data: images per second, median of ``steps`` steps after one warm-up."""
+    on random ``(batch, 1, size, size)`` data: images per second, median of ``steps`` steps after one warm-up.
+    ``channels_last`` and ``bf16`` (the forward pass under CPU bfloat16 autocast) as the bundles set them."""
+    from pipeline.engines import AutocastInferer
+
     config = _config(preset)
     torch.manual_seed(seed)
-    net = build_preset_network(config).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net = build_preset_network(config).train().to(memory_format=memory_format)
+    forward = AutocastInferer(enabled=bf16)
     loss_cfg = config["loss"]
     loss_fn = MultiTaskLoss(make_seg_loss(loss_cfg["seg_loss"]), make_cls_loss(loss_cfg["cls_loss"]),
                             loss_cfg["seg_weight"], loss_cfg["cls_weight"], loss_cfg["aux_weights"])
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x = torch.rand(batch, _in_channels(config), size, size)
+    x = torch.rand(batch, _in_channels(config), size, size).contiguous(memory_format=memory_format)
     target = {Head.SEG.value: (torch.rand(batch, 1, size, size) > 0.8).float(),
               Head.CLS.value: torch.randint(0, 2, (batch,))}
     times = []
     for i in range(steps + 1):
         start = time.perf_counter()
         opt.zero_grad()
-        loss_fn(net(x), target).backward()
+        loss_fn(forward(x, net), target).backward()
         opt.step()
         if i:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - start)

@@ -68,7 +68,10 @@ VAL_FOLDS, VAL_FOLD = 10, 0
 DEFAULT_PRESET = "nmtnet"   # the bundle's (configs/common.yaml), for the inference-time column
 # the plain reference's post-processing: a 0.5 threshold and nothing else
 PLAIN_POST = {"flip_tta": False, "keep_largest_component": False, "fill_holes": False}
-OLD_DEFAULT = {"channels_last": False, "resize_mode": "area"}   # the bundle's default before 2026-12-01
+# float32 training on a CPU with AMX (bfloat16 autocast became the nmtnet and segresnet presets' default on 2026-12-02):
+# the rows trained before keep it, so that a re-run reproduces them
+FP32 = {"cpu_bf16": False}
+OLD_DEFAULT = {**FP32, "channels_last": False, "resize_mode": "area"}   # the bundle's default before 2026-12-01
 
 
 def network_kwargs(**changes: Any) -> dict[str, Any]:
@@ -91,6 +94,8 @@ class Row:
 ROWS: dict[str, Row] = {
     "reference": Row("reference", "plain MONAI SegResNet + linear head (benchmarks/reference.py)"),
     "default": Row("bundle", "the bundle's default recipe, nothing overridden"),
+    "default_fp32": Row("bundle", "default in float32 (no bfloat16 autocast of the training forward pass): the "
+                        "default before 2026-12-02", train=FP32),
     "default_no_tta": Row("variant", "default without flip test-time augmentation", eval={"flip_tta": False},
                           base="default"),
     "default_no_cleaning": Row("variant", "default without largest component + hole filling",
@@ -115,33 +120,36 @@ ROWS: dict[str, Row] = {
                                 "rotation: no zoom, no intensity or speckle)",
                                 train={**OLD_DEFAULT, "zoom_augmentation": False, "intensity_augmentation": False}),
     "default_keep_aspect": Row("bundle", "default with the aspect ratio kept (longest side to 128, zero-padded) "
-                               "instead of squashing to 128x128", train={"keep_aspect": True}, same_cost_as="default"),
+                               "instead of squashing to 128x128", train={**FP32, "keep_aspect": True},
+                               same_cost_as="default_fp32"),
     # the classifier's input (the head is a negligible share of the step: the default's calibration holds)
     "default_cls_bottleneck": Row("bundle", "default with the classifier on the bottleneck pooled under the predicted "
                                   "lesion and globally (no decoder texture, no lesion-area fraction)",
-                                  train=network_kwargs(classifier_features="bottleneck"), same_cost_as="default"),
+                                  train={**FP32, **network_kwargs(classifier_features="bottleneck")},
+                                  same_cost_as="default_fp32"),
     "default_cls_global": Row("bundle", "default with the classifier on the globally pooled bottleneck only (the "
-                              "reference's head)", train=network_kwargs(classifier_features="global"),
-                              same_cost_as="default"),
+                              "reference's head)", train={**FP32, **network_kwargs(classifier_features="global")},
+                              same_cost_as="default_fp32"),
     "default_groupnorm": Row("bundle", "default with group norm (8 groups, per image, as the reference's SegResNet) "
                              "instead of batch norm: no running statistics of the training scanners",
-                             train=network_kwargs(norm="group")),
-    "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)", train={"batch_size": 8}),
+                             train={**FP32, **network_kwargs(norm="group")}),
+    "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)",
+                       train={**FP32, "batch_size": 8}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),
     "shared_recipe": Row("bundle", "the reference's network (segresnet_shared) with the default recipe",
-                         train={"preset": "segresnet_shared"}),
+                         train={**FP32, "preset": "segresnet_shared"}),
     # what in the recipe costs the reference's network cross-scanner AUC (the same epochs as shared_recipe)
     "shared_recipe_constant_lr": Row("bundle", "shared_recipe with the reference's constant learning rate (after the "
                                      "one-epoch warm-up) instead of the cosine decay to 0",
-                                     train={"preset": "segresnet_shared", "lr_schedule": "constant"},
+                                     train={**FP32, "preset": "segresnet_shared", "lr_schedule": "constant"},
                                      same_cost_as="shared_recipe"),
     "default_constant_lr": Row("bundle", "default with the constant learning rate (after the one-epoch warm-up) "
-                               "instead of the cosine decay to 0", train={"lr_schedule": "constant"},
-                               same_cost_as="default"),
+                               "instead of the cosine decay to 0", train={**FP32, "lr_schedule": "constant"},
+                               same_cost_as="default_fp32"),
     "shared_recipe_flip_rot": Row("bundle", "shared_recipe with the reference's augmentation only (flip + rotation: "
                                   "no zoom, no intensity or speckle), the same epochs",
-                                  train={"preset": "segresnet_shared", "zoom_augmentation": False,
+                                  train={**FP32, "preset": "segresnet_shared", "zoom_augmentation": False,
                                          "intensity_augmentation": False}, same_cost_as="shared_recipe"),
     # evaluation-only: the batch-norm statistics (nmtnet has batch norm; the reference's SegResNet has group norm)
     "default_bn_train": Row("variant", "default with its batch-norm statistics re-estimated on the training fold as "

@@ -1,7 +1,7 @@
 """Train-step time of every registered network, as its preset trains it: forward + joint loss + backward + AdamW
 step on a random (batch, 1, size, size) batch (``bench.train_images_per_second``; circle training included).
 
-    python benchmarks/train_step.py --size 128 --batch 16 --repeats 3
+    python benchmarks/train_step.py --size 128 --batch 16 --repeats 3 [--channels-last] [--bf16]
 
 Prints a Markdown table (median of ``repeats`` steps after one warm-up step) and the machine it ran on.
 """
@@ -24,13 +24,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--channels-last", action="store_true", help="network and input in channels_last format")
+    parser.add_argument("--bf16", action="store_true", help="the forward pass under CPU bfloat16 autocast")
     parser.add_argument("--networks", nargs="*", default=None, help="presets (default: every registered network)")
     args = parser.parse_args()
-    print(f"machine: {hardware_summary()}")
+    print(f"machine: {hardware_summary()}; channels_last={args.channels_last}, bf16={args.bf16}")
     print(f"| network | parameters | train step s ({args.batch}x{args.size}²) | img/s |")
     print("|---|---:|---:|---:|")
     for name in args.networks or list_networks():
-        ips = train_images_per_second(name, size=args.size, batch=args.batch, steps=args.repeats)
+        ips = train_images_per_second(name, size=args.size, batch=args.batch, steps=args.repeats,
+                                      channels_last=args.channels_last, bf16=args.bf16)
         params = count_parameters(build_preset_network(name))
         print(f"| {name} | {params:,} | {args.batch / ips:.2f} | {ips:.1f} |", flush=True)
 

@@ -64,5 +64,6 @@ def load_preset(name: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: preset lacks key(s) {', '.join(missing)}")
     data.setdefault("extra_input_channels", [])
     data.setdefault("circle_training", False)
+    data.setdefault("cpu_bf16", False)   # bfloat16 training forward on an AMX CPU, where it was measured faster
     data["loss"].setdefault("aux_weights", {})
     return data

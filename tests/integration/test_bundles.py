@@ -13,6 +13,7 @@ import torch
 import yaml
 from monai.bundle import ConfigWorkflow
 
+from pipeline.engines import cpu_has_fast_bf16
 from pipeline.registry import list_networks
 from tests.integration.conftest import MR_BUNDLE, US_BUNDLE, tiny_preset
 
@@ -148,6 +149,7 @@ def test_every_network_trains_one_epoch_through_the_bundle(network, us_datalist,
         ({"preset": "no_such_preset"}, KeyError, "unknown preset 'no_such_preset'; available presets"),
         ({"datalist": ""}, ValueError, "datalist is required"),
         ({"fold": 7}, ValueError, "fold 7 is out of range"),
+        ({"cpu_bf16": "false"}, ValueError, "--cpu_bf16 'false' is not a switch"),
     ],
 )
 def test_bad_config_values_give_clear_errors(override, error, match, us_datalist, tmp_path):
@@ -356,7 +358,8 @@ def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode,
     assert (evaluated["lesion_area_pred_px"] > 0).any()   # not a comparison of empty masks only
 
 
-@pytest.mark.parametrize("option", [{"oversample": True}, {"weighted_sampler": True}, {"channels_last": True}])
+@pytest.mark.parametrize("option", [{"oversample": True}, {"weighted_sampler": True}, {"channels_last": True},
+                                    {"cpu_bf16": True}, {"cpu_bf16": False}])
 def test_training_options(option, us_datalist, tmp_path):
     preset = tiny_preset(tmp_path / "preset.yaml")
     out = tmp_path / "run"
@@ -366,6 +369,9 @@ def test_training_options(option, us_datalist, tmp_path):
     n_data = len(wf.parser.get_parsed_content("train#data"))
     assert n_data > n_train if "oversample" in option else n_data == n_train
     assert math.isfinite(pd.read_csv(out / "history.csv")["train_loss"].iloc[0])
+    if "cpu_bf16" in option:   # bfloat16 only where asked and where the CPU computes it natively
+        inferer = wf.parser.get_parsed_content("train#inferer")
+        assert inferer.enabled is (option["cpu_bf16"] and cpu_has_fast_bf16())
 
 
 def test_native_resolution_sliding_window_evaluation_with_refinement(us_datalist, tmp_path):
