@@ -24,8 +24,7 @@ from pipeline.data.synthetic import make_mr_dataset, make_us_dataset
 from pipeline.data.synthetic_us import make_us_case
 from pipeline.deploy import export_bundle
 from pipeline.inference import predict
-from pipeline.mlflow_model import log_bundle_model, serve_command
-from pipeline.tracking import find_run
+from pipeline.mlflow_model import log_into_training_run, serve_command
 from pipeline.workflows import BUNDLES_DIR, format_metrics, run_bundle
 
 US_BUNDLE = BUNDLES_DIR / "breast_us_mtl"
@@ -93,9 +92,7 @@ def run_demo(
         write_png(new_images / f"scan_{i}.png", image)
     result = predict(exported, new_images, out / "predictions", progress=False, overwrite=True)  # the demo's own folder
     # the exported model as an MLflow pyfunc model in the training run: `mlflow models serve` serves it as it is
-    tracking = f"sqlite:///{run_dir / 'mlruns.db'}"
-    model_uri = log_bundle_model(exported, tracking_uri=tracking,
-                                 run_id=find_run(tracking, "breast_us_mtl", overrides["run_name"]))
+    model_uri, tracking = log_into_training_run(run_dir, exported)
     print(f"predictions   : {result.csv_path} ({result.n_ok} images, masks and overlays beside it)")
     print(f"\nexported bundle: {exported}")
     print(f"model card     : {exported / 'docs' / 'model_card.md'}")

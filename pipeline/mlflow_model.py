@@ -41,8 +41,8 @@ from monai.utils import optional_import
 mlflow, has_mlflow = optional_import("mlflow")
 PythonModel, _ = optional_import("mlflow.pyfunc", name="PythonModel", as_type="base")
 
-__all__ = ["BundlePyfunc", "log_bundle_model", "tracking_store", "runtime_requirements", "serve_command",
-           "INPUT_COLUMN"]
+__all__ = ["BundlePyfunc", "log_bundle_model", "log_into_training_run", "training_run_tracking", "tracking_store",
+           "runtime_requirements", "serve_command", "INPUT_COLUMN"]
 
 logger = logging.getLogger(__name__)
 
@@ -325,3 +325,48 @@ def log_bundle_model(
     logger.info("logged %s (%s)%s", logged.model_uri, run.info.run_id,
                 f", registered as {register_name} version {logged.registered_model_version}" if register_name else "")
     return f"runs:/{run.info.run_id}/{artifact_path}"
+
+
+def training_run_tracking(run_dir: str | os.PathLike) -> dict[str, str]:
+    """Where a training run was tracked, from its ``run_config.json`` (``mlflow``: store, experiment, run name).
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no ``run_config.json``.
+        ValueError: the run was trained without MLflow (or before runs recorded their MLflow run).
+    """
+    import json
+
+    config_path = Path(run_dir) / "run_config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: not a training run of this project")
+    tracked = json.loads(config_path.read_text()).get("mlflow")
+    if not tracked:
+        raise ValueError(f"{run_dir} was trained without MLflow (use_mlflow False, or before runs recorded their "
+                         "MLflow run): log the exported bundle into a new run with `bmtl log-model --bundle BUNDLE "
+                         "--tracking-uri URI`")
+    return dict(tracked)
+
+
+def log_into_training_run(run_dir: str | os.PathLike, bundle_dir: str | os.PathLike,
+                          register_name: str | None = None) -> tuple[str, str]:
+    """Log the exported bundle of a training run as an MLflow model into that training run.
+
+    The model lands beside the run's parameters, metrics and artifacts, as ``runs:/<training run id>/model``.
+
+    Returns:
+        the model URI and the tracking store.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`training_run_tracking`; also when the run's MLflow run is not in
+            the store any more.
+    """
+    from pipeline.tracking import find_run
+
+    tracked = training_run_tracking(run_dir)
+    run_id = find_run(tracked["tracking_uri"], tracked["experiment_name"], tracked["run_name"])
+    if run_id is None:
+        raise ValueError(f"no MLflow run {tracked['run_name']!r} in experiment {tracked['experiment_name']!r} of "
+                         f"{tracked['tracking_uri']}: log the exported bundle into a new run with `bmtl log-model`")
+    uri = log_bundle_model(bundle_dir, tracking_uri=tracked["tracking_uri"], run_id=run_id,
+                           register_name=register_name)
+    return uri, tracked["tracking_uri"]

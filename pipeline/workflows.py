@@ -225,7 +225,7 @@ def evaluate_run(
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a training run (no ``models/model.pt`` or no record of its values).
-        ValueError: unknown ``split``.
+        ValueError: unknown ``split``; the split is empty in the datalist.
     """
     if split not in ("val", "test", "all"):
         raise ValueError(f"split must be val, test or all, got {split!r}")
@@ -247,6 +247,10 @@ def evaluate_run(
     target = Path(eval_dir).resolve() if eval_dir else run / default_dir
     values["eval_dir"] = str(target)
     values.update(overrides or {})
+    if "datalist" in values:   # an empty split is named here, not by the end of the child's log
+        from pipeline.data.datalist import split_items
+
+        split_items(values["datalist"], values.get("fold", 0), split)
     run_bundle(bundle, "evaluating", values, log_file=run / "evaluate.log", quiet=quiet)
     return target
 
@@ -334,12 +338,12 @@ def evaluate_bundle(
     Raises:
         pipeline.data.io.DataError: not a complete exported bundle, or one exported before bundles carried
             ``evaluate.yaml``; a missing or invalid datalist.
-        ValueError: unknown ``split``, no datalist.
+        ValueError: unknown ``split``, no datalist, an empty split.
     """
     import yaml
 
     from pipeline.bundle_folder import exported_bundle_root
-    from pipeline.data.datalist import load_datalist
+    from pipeline.data.datalist import load_datalist, split_items
     from pipeline.data.io import DataError
 
     if split not in ("val", "test", "all"):
@@ -364,6 +368,7 @@ def evaluate_bundle(
                   "metric_prefix": prefix, "checkpoint": str(bundle / "models" / "model.pt"),
                   "run_name": f"{bundle.name}_{eval_dir.name}", "use_mlflow": False,
                   **({"fold": source["fold"]} if own and "fold" in source else {}), **(overrides or {})}
+        split_items(datalist, values.get("fold", 0), split)   # an empty split is named here, not by the child's log
         # deploy.yaml last: the pinned values of the exported model win over evaluate.yaml's run-folder defaults
         run_bundle(bundle, "evaluating", values, log_file=output / f"evaluate_{prefix}{split}.log", quiet=quiet,
                    extra_configs=[str(configs / "deploy.yaml")])

@@ -19,6 +19,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if args.log_model or args.register_model:   # told before the export, not after it
+        from pipeline.mlflow_model import training_run_tracking
+
+        training_run_tracking(args.run)
     from pipeline.deploy import export_bundle
     from pipeline.export import ExportParityError
 
@@ -38,6 +42,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
               f"cls {worst['cls']:.2e} <= {report['atol']:g}")
     for name, rel in report["files"].items():
         print(f"  {name:<11} {rel}")
+    if args.log_model or args.register_model:
+        from pipeline.mlflow_model import log_into_training_run, serve_command
+
+        uri, tracking = log_into_training_run(args.run, args.output, register_name=args.register_model)
+        print(f"MLflow model in the training run: {uri}"
+              + (f" (registered as models:/{args.register_model}/latest)" if args.register_model else ""))
+        print(f"serve: MLFLOW_TRACKING_URI={tracking} {serve_command(uri)}")
     return EXIT_OK
 
 
@@ -116,7 +127,7 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
         "Layout: docs/README.md of the bundle.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: bmtl export --bundle bundles/breast_us_mtl --run runs/segresnet_effnet_fold0 "
-        "--output exported/breast_us_mtl --format torchscript onnx\n"
+        "--output exported/breast_us_mtl --format torchscript onnx --log-model\n"
         "exit codes: 0 exported, 1 parity check failed, 2 usage error (missing run, output not empty, ...)",
     )
     p.add_argument("--bundle", required=True, type=Path, help="source bundle folder (bundles/breast_us_mtl, ...)")
@@ -127,6 +138,11 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="model.pt", help="checkpoint in RUN/models (default model.pt, the best)")
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance on both heads' logits (default 1e-4)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--log-model", action="store_true",
+                   help="also log the exported model as an MLflow pyfunc model into the run's own MLflow run "
+                   "(runs:/<training run>/model, servable with `mlflow models serve`)")
+    p.add_argument("--register-model", default=None, metavar="NAME",
+                   help="log it (implies --log-model) and register it in the model registry under NAME")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(

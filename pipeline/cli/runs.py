@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli.common import EXIT_OK, parse_overrides
+from pipeline.cli.common import EXIT_OK, parse_overrides, require_datalists
 
 __all__ = ["add_runs_commands"]
 
@@ -21,6 +21,7 @@ def _cmd_networks(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pipeline.workflows import train_run
 
+    require_datalists(args.datalist)
     overrides = dict(parse_overrides(args.override))
     overrides["fold"] = args.fold
     for name in ("preset", "seed", "epochs", "budget_minutes"):
@@ -42,6 +43,7 @@ def _print_left_out(summary: dict) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.workflows import evaluate_bundle, evaluate_datasets, evaluate_run, format_metrics
 
+    require_datalists(args.datalist)
     overrides = dict(parse_overrides(args.override))
     if args.bundle is not None:   # an exported bundle: external validation of the model as deployed
         if args.output is None or not args.datalist:
@@ -81,6 +83,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_cv(args: argparse.Namespace) -> int:
     from pipeline.cross_validation import run_cv
 
+    require_datalists(args.datalist)
     overrides = dict(parse_overrides(args.override))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

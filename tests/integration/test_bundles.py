@@ -226,6 +226,7 @@ def test_bmtl_train_then_evaluate_keep_logs_and_the_run_values(us_datalist, tmp_
     recorded = json.loads((run / "train_args.json").read_text())["overrides"]
     assert recorded["fold"] == 1 and recorded["seg_threshold"] == 0.4 and recorded["use_mlflow"] is False
     assert json.loads((run / "run_config.json").read_text())["fold"] == 1
+    assert json.loads((run / "run_config.json").read_text())["mlflow"] is None   # not tracked: nothing to log into
 
     assert main(["evaluate", "--run", str(run), "--split", "val"]) == 0
     out = capsys.readouterr().out
@@ -275,6 +276,15 @@ def test_bmtl_train_then_evaluate_keep_logs_and_the_run_values(us_datalist, tmp_
     assert main(["evaluate", "--bundle", str(tmp_path / "exported"), "--datalist", str(two["datalist"]),
                  "--datalist", str(other["datalist"]), "--output", str(tmp_path / "bundle_eval")]) == 0
     assert len(pd.read_csv(tmp_path / "bundle_eval" / "datasets_all.csv")) == 2
+    # an empty split is one line naming the datalist and the split (exit 2), for a bundle and for a run
+    no_test = two["datalist"].with_name("no_test.json")
+    no_test.write_text(json.dumps({**json.loads(two["datalist"].read_text()), "test": []}))
+    capsys.readouterr()
+    for which in (["--bundle", str(tmp_path / "exported"), "--output", str(tmp_path / "empty")], ["--run", str(run)]):
+        assert main(["evaluate", *which, "--datalist", str(no_test), "--split", "test"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "'test' split" in err and "no_test.json" in err and "empty" in err
+    assert not (tmp_path / "empty").exists()
     (tmp_path / "exported" / "configs" / "evaluate.yaml").unlink()   # a bundle exported before evaluate.yaml
     assert main(["evaluate", "--bundle", str(tmp_path / "exported"), "--datalist", str(two["datalist"]),
                  "--output", str(tmp_path / "old")]) == 1

@@ -134,6 +134,30 @@ def test_cli_logs_into_a_run_and_registers(bundle, store, capsys):
     assert client.get_run(training).data.tags["bmtl.git_commit"]
 
 
+def test_export_logs_the_model_into_the_training_run(tmp_path, store, capsys):
+    """`bmtl export --log-model` finds the run's own MLflow run from run_config.json (as training records it) and
+    logs the exported model there; a run trained without MLflow is told what to do instead (exit 2)."""
+    run = make_run(tmp_path / "run", "segresnet_shared")
+    config = json.loads((run / "run_config.json").read_text())
+    args = ["export", "--bundle", str(US_BUNDLE), "--run", str(run), "--format", "torchscript", "--log-model"]
+    assert main([*args, "--output", str(tmp_path / "untracked")]) == 2
+    assert "trained without MLflow" in capsys.readouterr().err and not (tmp_path / "untracked").exists()
+    client = mlflow.MlflowClient(store)
+    experiment = client.create_experiment("breast_us_mtl_export",
+                                          artifact_location=Path(store[10:]).with_name("art_export").as_uri())
+    training = client.create_run(experiment, run_name="shared_fold0").info.run_id
+    config["mlflow"] = {"tracking_uri": store, "experiment_name": "breast_us_mtl_export", "run_name": "shared_fold0"}
+    (run / "run_config.json").write_text(json.dumps(config))
+    assert main([*args, "--output", str(tmp_path / "exported"), "--register-model", "breast_us_export"]) == 0
+    assert f"MLflow model in the training run: runs:/{training}/model" in capsys.readouterr().out
+    versions = client.search_model_versions("name='breast_us_export'")
+    assert len(versions) == 1 and versions[0].run_id == training
+    config["mlflow"]["run_name"] = "gone"
+    (run / "run_config.json").write_text(json.dumps(config))
+    assert main([*args, "--output", str(tmp_path / "exported"), "--overwrite"]) == 2
+    assert "no MLflow run 'gone'" in capsys.readouterr().err
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

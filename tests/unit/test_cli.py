@@ -24,12 +24,13 @@ def test_synth_then_prepare_then_check_splits(tmp_path, capsys):
 
 
 def test_errors_are_reported_with_exit_codes(tmp_path, capsys):
-    assert main(["prepare", "--source", "busi", "--input", str(tmp_path / "none"), "--output", str(tmp_path)]) == 1
-    assert "input folder not found" in capsys.readouterr().err
+    # a path named on the command line that is not there is a usage error (2), before any work
+    assert main(["prepare", "--source", "busi", "--input", str(tmp_path / "none"), "--output", str(tmp_path)]) == 2
+    assert "--input" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "nothing")]) == 2
     assert "cv_summary.csv" in capsys.readouterr().err
     assert main(["cv", "--bundle", "bundles/breast_us_mtl", "--datalist", str(tmp_path / "missing.json"), "--output",
-                 str(tmp_path / "cv")]) == 1   # a data error, like prepare's missing input
+                 str(tmp_path / "cv")]) == 2
     err = capsys.readouterr().err
     assert "missing.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "cv").exists()
@@ -50,9 +51,14 @@ def test_version_and_train_evaluate_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
-    # a missing datalist is named before any training starts (DataError: exit 1)
-    assert main(["train", "--datalist", str(tmp_path / "none.json"), "--output", str(tmp_path / "run")]) == 1
-    assert "none.json" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    # a missing datalist is named before any training starts (a usage error: exit 2)
+    assert main(["train", "--datalist", str(tmp_path / "none.json"), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "none.json does not exist" in err and "bmtl prepare" in err and not (tmp_path / "run").exists()
+    assert main(["train", "--datalist", str(tmp_path), "--output", str(tmp_path / "run")]) == 2
+    assert "is a folder, not a datalist.json" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(tmp_path), "--datalist", str(tmp_path / "none.json")]) == 2
+    assert "none.json does not exist" in capsys.readouterr().err
     (tmp_path / "half").mkdir()
     assert main(["evaluate", "--run", str(tmp_path / "half")]) == 2
     assert "not a trained run" in capsys.readouterr().err
