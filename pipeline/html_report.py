@@ -1,6 +1,7 @@
 """One self-contained HTML page per evaluation (``eval_<split>/report.html``): the metric table with 95 % CIs, the
 learning curves of the run, ROC with the operating point, calibration, confusion matrix, the worst cases with
-overlays, and what the model is. Plots are embedded (base64 PNG), so the file can be mailed or opened from MLflow.
+overlays and Grad-CAM maps, and what the model is. Plots are embedded (base64 PNG), so the file can be mailed or
+opened from MLflow.
 
 It only assembles what the evaluation already wrote (``summary.json``, ``per_image.csv``, the PNGs; and, one folder
 up, the run's ``learning_curves.png`` and ``run_config.json``): nothing is recomputed here.
@@ -30,6 +31,7 @@ SECTIONS = (
     ("calibration", "Calibration", "calibration.png"),
     ("confusion", "Confusion matrix", "confusion_matrix.png"),
     ("overlays", "Overlays: the worst cases and a random sample", "overlays.png"),
+    ("gradcam", "Grad-CAM of the worst cases: where the classifier looked", "gradcam_worst.png"),
 )
 _SEGMENTATION = (("dice", "Dice"), ("jaccard", "Jaccard"), ("hd95", "HD95"))
 _CLASSIFICATION = (("auc", "AUC (malignant vs rest)"), ("accuracy", "Accuracy"),

@@ -31,6 +31,7 @@ __all__ = [
     "plot_confusion",
     "plot_calibration",
     "plot_overlays",
+    "plot_gradcam_grid",
     "plot_learning_curves",
     "best_epoch",
     "plot_comparison",
@@ -172,6 +173,45 @@ def _contours(ax: Any, mask: np.ndarray, colour: str, linewidth: float = 1.3, li
     padded = np.pad(np.asarray(mask, dtype=np.float32), 1)
     for c in measure.find_contours(padded, 0.5):
         ax.plot(c[:, 1] - 1, c[:, 0] - 1, color=colour, linewidth=linewidth, linestyle=linestyle)
+
+
+def plot_gradcam_grid(images: Sequence[np.ndarray], heats: Sequence[np.ndarray], titles: Sequence[str],
+                      path: str | PathLike, ncols: int = 4, title: str | None = None,
+                      title_colours: Sequence[str] | None = None) -> Path:
+    """A grid of Grad-CAM maps (jet, half transparent, scale 0-1) over their grey images, one colour bar.
+
+    Args:
+        images: 2-D arrays (the network's input; a 1-99 percentile grey window).
+        heats: 2-D maps in [0, 1] of the same size as their image.
+        titles: one title per image.
+        path: output PNG.
+        ncols: grid columns.
+        title: figure title.
+        title_colours: optional colour per image title.
+    """
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(3.1 * ncols + 0.8, 3.6 * nrows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    shown = None
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        img = np.asarray(images[i], dtype=np.float32)
+        lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+        shown = ax.imshow(np.clip(np.asarray(heats[i], dtype=np.float32), 0, 1), cmap="jet", vmin=0.0, vmax=1.0,
+                          alpha=0.5, interpolation="bilinear")
+        colour = title_colours[i] if title_colours is not None else "black"
+        ax.set_title(titles[i], fontsize=8.5, color=colour, parse_math=False)  # file names are data
+    if shown is not None:
+        fig.colorbar(shown, ax=axes.tolist(), shrink=0.6, label="Grad-CAM (0-1)")
+    else:
+        axes[0].text(0.5, 0.5, "no images", ha="center", va="center")
+    fig.suptitle(title or "Grad-CAM", fontsize=12)
+    return _save(fig, path)
 
 
 def plot_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | None],

@@ -1,33 +1,37 @@
-"""Grad-CAM of the classification head (``monai.visualize.GradCAM``) for ``bmtl predict --explain``."""
+"""Grad-CAM of the classification head (``monai.visualize.GradCAM``) for ``bmtl predict --explain`` and the
+evaluation report's worst cases."""
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["ClassLogits", "cam_layer_candidates", "find_cam_layer", "GradCAMExplainer"]
+from pipeline.keys import Head
+
+__all__ = ["ClassLogits", "cam_layer_candidates", "find_cam_layer", "GradCAMExplainer", "unit_range"]
 
 
 class ClassLogits(torch.nn.Module):
-    """The class logits of a network returning ``(seg, cls)``."""
+    """The class logits of a network returning ``(seg, cls)`` (an exported wrapper) or the zoo's head dict."""
 
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        return self.net(inp)[1]
+        out = self.net(inp)
+        return out[Head.CLS.value] if isinstance(out, Mapping) else out[1]
 
 
 def cam_layer_candidates(network: torch.nn.Module, x: torch.Tensor) -> list[str]:
-    """The convolutions that the class logits of ``network`` depend on, best first: those at stride <= 16 from the
-    last (in execution order) back, then the coarser ones (a finer map than the last 1x1 convolution of a
-    classifier).
+    """The convolutions that the class logits of ``network`` depend on, best first: those at stride <= 16, the
+    coarsest first and among equals the last executed first; then the coarser ones (a finer map than the last 1x1
+    convolution of a classifier).
 
     Raises:
         RuntimeError: no convolution feeds the classification head (e.g. a segmentation-only network).
@@ -56,11 +60,15 @@ def cam_layer_candidates(network: torch.nn.Module, x: torch.Tensor) -> list[str]
         for h in hooks:
             h.remove()
     height = x.shape[-2]
-    used = [(n, o) for n, o in order if o.grad is not None and bool(o.grad.abs().sum() > 0) and o.shape[-2] > 1]
+    used = [(i, n, o) for i, (n, o) in enumerate(order)
+            if o.grad is not None and bool(o.grad.abs().sum() > 0) and o.shape[-2] > 1]
     if not used:
         raise RuntimeError("no convolution feeds the classification head: set cam_layer in inference.yaml")
-    fine = [n for n, o in reversed(used) if o.shape[-2] * 16 >= height]
-    return fine + [n for n, _ in reversed(used) if n not in fine]
+    # Grad-CAM's usual target: the coarsest map at stride <= 16 (8 x 8 at 128²), the last such layer first. A
+    # full-resolution decoder layer (what a mask-pooled classifier also depends on) gives pixel noise, not regions.
+    fine = sorted(((o.shape[-2], -i, n) for i, n, o in used if o.shape[-2] * 16 >= height))
+    names = [n for _, _, n in fine]
+    return names + [n for _, n, _ in reversed(used) if n not in names]
 
 
 def find_cam_layer(network: torch.nn.Module, x: torch.Tensor) -> str:
@@ -70,6 +78,18 @@ def find_cam_layer(network: torch.nn.Module, x: torch.Tensor) -> str:
         RuntimeError: no convolution feeds the classification head.
     """
     return cam_layer_candidates(network, x)[0]
+
+
+def unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of a ``(B, 1, H, W)`` batch scaled to [0, 1] with its maximum at 1 (a constant map: 0).
+
+    MONAI's ``GradCAM`` default (``default_normalizer``) maps (min, max) to (1, 0): the most important region would
+    be drawn as the least important one.
+    """
+    flat = maps.reshape(len(maps), -1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    span = torch.where(high > low, high - low, torch.ones_like(high))
+    return (maps - low.view(-1, 1, 1, 1)) / span.view(-1, 1, 1, 1)
 
 
 class GradCAMExplainer:
@@ -98,7 +118,8 @@ class GradCAMExplainer:
                   else cam_layer_candidates(module, x[None].clone().to(self.device)))
         for i, layer in enumerate(layers):
             # a copy per try: MONAI's hooks stay on the module they were put on, a refused layer's with them
-            cam = GradCAM(nn_module=copy.deepcopy(module) if len(layers) > 1 else module, target_layers=layer)
+            cam = GradCAM(nn_module=copy.deepcopy(module) if len(layers) > 1 else module, target_layers=layer,
+                          postprocessing=unit_range)
             try:
                 heat = self._compute(cam, x, class_index)
             except RuntimeError as e:

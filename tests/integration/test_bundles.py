@@ -86,10 +86,10 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     operating_point = json.loads((out / "models" / "operating_point.json").read_text())
     assert operating_point["n_images"] == summary["n_images"]
     assert summary["classification"]["operating_threshold"] == operating_point["threshold"]
-    for plot in ("roc.png", "confusion_matrix.png", "calibration.png", "overlays.png"):
+    for plot in ("roc.png", "confusion_matrix.png", "calibration.png", "overlays.png", "gradcam_worst.png"):
         assert (out / "eval_val" / plot).stat().st_size > 5000
     page = (out / "eval_val" / "report.html").read_text()   # the one page to look at, plots embedded
-    assert all(f"<h2 id='{s}'>" in page for s in ("metrics", "learning-curves", "roc", "overlays", "worst"))
+    assert all(f"<h2 id='{s}'>" in page for s in ("metrics", "learning-curves", "roc", "overlays", "gradcam", "worst"))
     eval_run = _mlflow_metrics(out / "mlruns.db", "smoke_eval_val")
     # named after the split evaluated: the validation fold's figures are never called test_*
     assert {"val_dice", "val_auc", "val_auc_ci_low"} <= set(eval_run.data.metrics)
