@@ -189,12 +189,23 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], heats: Sequence[np.ndarray],
         title: figure title.
         title_colours: optional colour per image title.
     """
+    fig, axes = _image_grid(images, titles, ncols, title_colours, extra_width=0.8)
+    shown = [ax.imshow(np.clip(np.asarray(heat, dtype=np.float32), 0, 1), cmap="jet", vmin=0.0, vmax=1.0, alpha=0.5,
+                       interpolation="bilinear") for ax, heat in zip(axes, heats)]
+    if shown:
+        fig.colorbar(shown[0], ax=axes.tolist(), shrink=0.6, label="Grad-CAM (0-1)")
+    fig.suptitle(title or "Grad-CAM", fontsize=12)
+    return _save(fig, path)
+
+
+def _image_grid(images: Sequence[np.ndarray], titles: Sequence[str], ncols: int,
+                title_colours: Sequence[str] | None, extra_width: float = 0.0) -> tuple[Figure, np.ndarray]:
+    """A figure with one grey image per panel (1-99 percentile window) and its title; the axes, flattened."""
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(3.1 * ncols + 0.8, 3.6 * nrows + 0.6), layout="constrained")
+    fig = Figure(figsize=(3.1 * ncols + extra_width, 3.6 * nrows + 0.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    shown = None
     for i, ax in enumerate(axes):
         ax.set_axis_off()
         if i >= n:
@@ -202,16 +213,11 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], heats: Sequence[np.ndarray],
         img = np.asarray(images[i], dtype=np.float32)
         lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
-        shown = ax.imshow(np.clip(np.asarray(heats[i], dtype=np.float32), 0, 1), cmap="jet", vmin=0.0, vmax=1.0,
-                          alpha=0.5, interpolation="bilinear")
         colour = title_colours[i] if title_colours is not None else "black"
         ax.set_title(titles[i], fontsize=8.5, color=colour, parse_math=False)  # file names are data
-    if shown is not None:
-        fig.colorbar(shown, ax=axes.tolist(), shrink=0.6, label="Grad-CAM (0-1)")
-    else:
+    if n == 0:
         axes[0].text(0.5, 0.5, "no images", ha="center", va="center")
-    fig.suptitle(title or "Grad-CAM", fontsize=12)
-    return _save(fig, path)
+    return fig, axes
 
 
 def plot_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | None],
@@ -229,25 +235,11 @@ def plot_overlays(images: Sequence[np.ndarray], truths: Sequence[np.ndarray | No
         title: figure title.
         title_colours: optional colour per image title (e.g. dark red for a misclassified image).
     """
-    n = len(images)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(3.1 * ncols, 3.6 * nrows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i >= n:
-            continue
-        img = np.asarray(images[i], dtype=np.float32)
-        lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    fig, axes = _image_grid(images, titles, ncols, title_colours)
+    for i, ax in enumerate(axes[: len(images)]):
         # the truth is drawn wider, under the prediction: where they coincide both colours stay visible
         _contours(ax, truths[i], TRUTH_COLOUR, linewidth=2.6, linestyle=TRUTH_STYLE)
         _contours(ax, preds[i], PRED_COLOUR, linewidth=1.6, linestyle=PRED_STYLE)
-        colour = title_colours[i] if title_colours is not None else "black"
-        ax.set_title(titles[i], fontsize=8.5, color=colour, parse_math=False)  # file names are data
-    if n == 0:
-        axes[0].text(0.5, 0.5, "no images", ha="center", va="center")
     handles = [Line2D([], [], color=TRUTH_COLOUR, linewidth=2, linestyle=TRUTH_STYLE, label="truth"),
                Line2D([], [], color=PRED_COLOUR, linewidth=2, linestyle=PRED_STYLE, label="prediction")]
     fig.legend(handles=handles, loc="outside upper right", ncol=2, fontsize=10, frameon=False)

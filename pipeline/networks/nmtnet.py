@@ -13,149 +13,25 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import ChannelSELayer, Convolution, SimpleASPP, UpSample
-from monai.networks.nets import resnet18
 from torch import nn
 
 from pipeline.keys import Head
 from pipeline.networks.heads import ClassificationHead
+from pipeline.networks.resnet_encoder import ResNet18Encoder, norm_spec
 from pipeline.networks.utils import check_common_args, check_input, lesion_probability
 from pipeline.registry import register_network
 
 __all__ = [
     "NMTNet",
-    "ResNet18Encoder",
     "MultiScaleFusionChannelRefinement",
     "LesionRegionEnhancement",
     "NMTNetDecoder",
     "FineGrainedClassifier",
     "CLASSIFIER_FEATURES",
     "masked_average_pool",
-    "NORMS",
-    "load_torchvision_resnet18",
 ]
 
 _RELU = ("RELU", {"inplace": True})
-# the normalisation layers: batch norm (ResNet's), or per-image group / instance norm, which keep no running
-# statistics of the training scanners (MONAI's SegResNet uses 8 groups)
-NORMS: dict[str, str | tuple] = {
-    "batch": "BATCH",
-    "group": ("GROUP", {"num_groups": 8}),
-    "instance": ("INSTANCE", {"affine": True}),
-}
-
-
-def _norm(norm: str) -> str | tuple:
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {tuple(NORMS)}, got {norm!r}")
-    return NORMS[norm]
-
-
-def load_torchvision_resnet18(resnet: nn.Module, path: str, in_channels: int) -> None:
-    """Load a local torchvision-layout ResNet18 state dict (e.g. ImageNet weights) into a MONAI 2D ResNet18.
-
-    MONAI's ResNet uses torchvision's parameter names; ``fc.*`` is dropped, a ``module.`` prefix is stripped and
-    the first convolution is adapted to ``in_channels`` (summed over RGB for one channel, as timm does; averaged and
-    rescaled otherwise). Nothing is downloaded.
-
-    Args:
-        resnet: a MONAI ``ResNet`` built at full width (64) with ``feed_forward=False``.
-        path: path of the ``.pth`` file (a state dict, or a dict holding one under ``"state_dict"``).
-        in_channels: input channels of ``resnet``.
-
-    Raises:
-        ValueError: the file does not match a ResNet18 at full width.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"pretrained: {path} does not hold a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    weight = state.get("conv1.weight")
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
-        raise ValueError(f"pretrained: {path} has no 2D ResNet 'conv1.weight' of shape (64, C, 7, 7)")
-    if weight.shape[1] != in_channels:
-        if in_channels == 1:
-            weight = weight.sum(dim=1, keepdim=True)
-        else:
-            weight = weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * (weight.shape[1] / in_channels)
-        state["conv1.weight"] = weight
-    try:
-        missing, unexpected = resnet.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise ValueError(f"pretrained: {path} does not match a full-width ResNet18: {err}") from err
-    if missing or unexpected:
-        raise ValueError(
-            f"pretrained: {path} does not match a ResNet18; missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-
-
-def _replace_batch_norms(module: nn.Module, norm: str) -> None:
-    """Swap every 2D batch norm under ``module`` for a freshly initialised ``norm`` layer of the same width."""
-    from monai.networks.layers.utils import get_norm_layer
-
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, get_norm_layer(_norm(norm), spatial_dims=2, channels=child.num_features))
-        else:
-            _replace_batch_norms(child, norm)
-
-
-class ResNet18Encoder(nn.Module):
-    """MONAI 2D ResNet18 (basic blocks, layers 2-2-2-2, 7x7 stride-2 stem, max pool) returning five feature maps.
-
-    Args:
-        in_channels: input channels.
-        init_filters: width ``f`` of the stem and of ``layer1``; the stages have ``f, f, 2f, 4f, 8f`` channels
-            (64 = ResNet18).
-        pretrained: ``None`` (random initialisation) or the path of a local torchvision ResNet18 state dict; needs
-            ``init_filters=64`` and ``norm="batch"``. Never downloads.
-        norm: ``"batch"``, ``"group"`` or ``"instance"`` (``NORMS``).
-
-    Raises:
-        ValueError: ``pretrained`` with another width than 64, or a file that does not match.
-    """
-
-    def __init__(self, in_channels: int, init_filters: int, pretrained: str | None = None, norm: str = "batch") -> None:
-        super().__init__()
-        f = init_filters
-        self.channels = (f, f, 2 * f, 4 * f, 8 * f)
-        # widen_factor scales MONAI's (64, 128, 256, 512); f / 64 is exact in binary, so the widths are f * (1, 2, 4, 8)
-        self.resnet = resnet18(
-            pretrained=False,
-            spatial_dims=2,
-            n_input_channels=in_channels,
-            conv1_t_size=7,
-            conv1_t_stride=2,
-            feed_forward=False,
-            bias_downsample=False,  # as torchvision, so that its weights load
-            widen_factor=f / 64,
-            norm=_norm(norm),
-        )
-        if norm != "batch":
-            # MONAI's ResNet (1.6) gives `norm` to its stem only: its layers are built with batch norm whatever it is
-            _replace_batch_norms(self.resnet, norm)
-        if pretrained is not None and not isinstance(pretrained, str):
-            raise ValueError(
-                "pretrained must be None or the path of a local weight file (nothing is downloaded), "
-                f"got {pretrained!r}"
-            )
-        if pretrained:
-            if norm != "batch":
-                raise ValueError(f"pretrained ResNet18 weights need norm='batch' (ImageNet's), got norm={norm!r}")
-            if f != 64:
-                raise ValueError(f"pretrained ResNet18 weights need init_filters=64, got init_filters={f}")
-            load_torchvision_resnet18(self.resnet, str(pretrained), in_channels)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return the stem (1/2), ``layer1`` (1/4), ``layer2`` (1/8), ``layer3`` (1/16) and ``layer4`` (1/32) maps."""
-        r = self.resnet
-        x0 = r.act(r.bn1(r.conv1(x)))
-        x1 = r.layer1(r.maxpool(x0))
-        x2 = r.layer2(x1)
-        x3 = r.layer3(x2)
-        x4 = r.layer4(x3)
-        return [x0, x1, x2, x3, x4]
 
 
 class MultiScaleFusionChannelRefinement(nn.Module):
@@ -191,14 +67,14 @@ class MultiScaleFusionChannelRefinement(nn.Module):
             branch_channels,
             kernel_sizes=(1,) + (3,) * len(dilations),
             dilations=(1,) + dilations,
-            norm_type=_norm(norm),
+            norm_type=norm_spec(norm),
             acti_type=_RELU,
         )
         fused = branch_channels * branches
         self.project: nn.Module = (
             nn.Identity()
             if fused == channels
-            else Convolution(2, fused, channels, kernel_size=1, norm=_norm(norm), act=None, bias=False)
+            else Convolution(2, fused, channels, kernel_size=1, norm=norm_spec(norm), act=None, bias=False)
         )
         self.refine = ChannelSELayer(2, channels, r=max(1, min(reduction, channels // 2)))
 
@@ -242,9 +118,9 @@ class LesionRegionEnhancement(nn.Module):
             self.edge_filters = nn.Parameter(weight)
         else:
             self.register_buffer("edge_filters", weight, persistent=False)
-        self.edge_project = Convolution(2, 3 * channels, channels, kernel_size=1, norm=_norm(norm), act=_RELU,
+        self.edge_project = Convolution(2, 3 * channels, channels, kernel_size=1, norm=norm_spec(norm), act=_RELU,
                                         bias=False)
-        self.fuse = Convolution(2, 2 * channels, channels, kernel_size=1, norm=_norm(norm), act=None, bias=False)
+        self.fuse = Convolution(2, 2 * channels, channels, kernel_size=1, norm=norm_spec(norm), act=None, bias=False)
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The ``(B, 1, h, w)`` spatial attention in [0, 1]."""
@@ -270,8 +146,8 @@ class _UpBlock(nn.Module):
         self.up = UpSample(2, in_channels, out_channels, scale_factor=2, mode="deconv")
         cat_channels = out_channels + skip_channels
         self.conv = nn.Sequential(
-            Convolution(2, cat_channels, out_channels, kernel_size=3, norm=_norm(norm), act=_RELU, bias=False),
-            Convolution(2, out_channels, out_channels, kernel_size=3, norm=_norm(norm), act=_RELU, bias=False),
+            Convolution(2, cat_channels, out_channels, kernel_size=3, norm=norm_spec(norm), act=_RELU, bias=False),
+            Convolution(2, out_channels, out_channels, kernel_size=3, norm=norm_spec(norm), act=_RELU, bias=False),
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
@@ -468,7 +344,7 @@ class NMTNet(nn.Module):
         norm: str = "batch",
     ) -> None:
         super().__init__()
-        _norm(norm)   # checked before anything is built
+        norm_spec(norm)   # checked before anything is built
         if norm == "group" and isinstance(init_filters, int) and init_filters % 16:
             raise ValueError(f"norm='group' (8 groups) needs init_filters divisible by 16 (the last decoder stage has "
                              f"init_filters / 2 channels), got init_filters={init_filters}")

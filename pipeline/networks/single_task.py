@@ -2,7 +2,7 @@
 
 They are the two halves of ``segresnet_effnet_parallel`` trained alone, so "does multi-task learning help?" is
 answered with the same building blocks: the SegResNet of every ``segresnet_*`` network and the EfficientNet-B0 of
-:class:`~pipeline.networks.segresnet_mt.EfficientNetClassifier`.
+:class:`~pipeline.networks.efficientnet.EfficientNetClassifier`.
 
 Both return the zoo's dict with both heads, so the stock bundle trains, evaluates and exports them unchanged; the
 head they do not learn is a constant with no parameters (uniform class logits; lesion logits of -10, an empty mask).
@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from pipeline.keys import Head
-from pipeline.networks.segresnet_mt import _effnet_classifier, _SegResNetMultiTask
+from pipeline.networks.efficientnet import build_efficientnet_classifier
+from pipeline.networks.segresnet_mt import _SegResNetMultiTask
 from pipeline.networks.utils import check_common_args, check_input
 from pipeline.registry import register_network
 
@@ -99,7 +100,7 @@ class EfficientNetClsOnly(nn.Module):
         if int(init_filters) != init_filters or init_filters < 8 or init_filters % 8:
             raise ValueError(f"init_filters must be a positive multiple of 8, got {init_filters!r}")
         self.in_channels, self.seg_channels, self.num_classes = int(in_channels), int(seg_channels), int(num_classes)
-        self.classifier = _effnet_classifier(
+        self.classifier = build_efficientnet_classifier(
             self.in_channels, self.num_classes, 1, int(init_filters), dropout, effnet_width, effnet_depth,
             drop_connect_rate,
         )

@@ -15,9 +15,9 @@ from pipeline.networks.nmtnet import (
     LesionRegionEnhancement,
     MultiScaleFusionChannelRefinement,
     NMTNet,
-    ResNet18Encoder,
     masked_average_pool,
 )
+from pipeline.networks.resnet_encoder import ResNet18Encoder
 from pipeline.registry import create_network
 
 PRESET = Path(__file__).resolve().parents[3] / "configs" / "nmtnet.yaml"

@@ -14,8 +14,8 @@ import yaml
 
 from pipeline.keys import Head
 from pipeline.networks.flexunet_mt import FlexUNetMultiTask
+from pipeline.networks.efficientnet import EfficientNetClassifier
 from pipeline.networks.segresnet_mt import (
-    EfficientNetClassifier,
     SegResNetEffNet,
     SegResNetEffNetCascade,
     SegResNetEffNetParallel,
