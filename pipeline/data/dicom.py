@@ -26,6 +26,7 @@ __all__ = [
     "number_of_frames",
     "not_an_image",
     "float_list",
+    "spacing_problem",
     "header_number",
     "pixel_spacing",
     "slice_spacing",
@@ -150,6 +151,20 @@ def pixel_spacing(ds: Any) -> tuple[float, float] | None:
     if values is None or len(values) != 2 or not all(np.isfinite(v) and v > 0 for v in values):
         return None
     return (values[0], values[1])
+
+
+def spacing_problem(ds: Any) -> str:
+    """Why the pixel spacing of ``ds`` is unknown, in words that name the element and quote its stored value."""
+    try:
+        raw = ds.get("PixelSpacing")
+    except Exception as e:  # pydicom may convert (and fail) when the element is accessed
+        return f"PixelSpacing cannot be read ({e})"
+    if raw is None or str(raw).strip() == "":
+        return "no PixelSpacing"
+    if pixel_spacing(ds) is None:
+        stored = raw if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__") else "\\".join(map(str, raw))
+        return f"PixelSpacing '{stored}' is not two positive numbers (a decimal comma?)"
+    return "a single slice without SliceThickness or SpacingBetweenSlices"
 
 
 def slice_spacing(ds: Any) -> float | None:
@@ -359,4 +374,6 @@ def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
         "sorted_by": sorted_by,
         "spacing_known": spacing_known,
     }
+    if not spacing_known:
+        meta["spacing_problem"] = spacing_problem(first)
     return Volume(data, affine, folder, meta)

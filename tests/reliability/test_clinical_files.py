@@ -8,6 +8,7 @@ that are not images and malformed headers get an error row naming the problem; n
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -212,6 +213,47 @@ def test_a_malformed_rescale_of_a_2d_dicom_is_named_with_its_value(tmp_path, key
         with pytest.raises(DataError, match=f"malformed DICOM header: {keyword} '{value}' is not a number") as e:
             load_case(items[0])
     assert e.value.path == bad
+
+
+def with_raw_value(path: Path, keyword: str, stored: bytes) -> Path:
+    """Replace a DS element's stored text as a vendor wrote it (pydicom refuses to set such a value)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import tag_for_keyword
+
+    ds = pydicom.dcmread(path)
+    tag = pydicom.tag.Tag(tag_for_keyword(keyword))
+    stored = stored.ljust(len(stored) + len(stored) % 2)
+    ds._dict[tag] = RawDataElement(tag, "DS", len(stored), stored, 0, False, True)
+    ds.save_as(path)
+    return path
+
+
+def test_prepare_dicom_skips_series_with_malformed_headers_by_name_and_prepares_the_rest(tmp_path, capsys):
+    """`bmtl prepare --source dicom`: a series whose PixelSpacing has decimal commas is not written as 1 x 1 mm slices
+    and one slice's unreadable RescaleSlope is named with its file; neither stops the run, the good series are
+    prepared, nothing of the bad ones is written."""
+    from tests.unit.data.test_volumes import dicom_case, write_classes
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    cases = [("c1", "benign"), ("c2", "malignant"), ("c3", "benign"), ("c4", "malignant"), ("c5", "benign")]
+    for seed, (case, _) in enumerate(cases):
+        dicom_case(src, case, seed=seed)
+    write_classes(src, cases)
+    for f in sorted((src / "images" / "c2").iterdir()):
+        with_decimal_comma(f, "PixelSpacing")
+    bad_slope = with_raw_value(sorted((src / "images" / "c3").iterdir())[1], "RescaleSlope", b"0,5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["prepare", "--source", "dicom", "--input", str(src), "--output", str(out), "--folds", "2"]) == 0
+    skipped = pd.read_csv(out / "skipped.csv").set_index("path")["problem"].to_dict()
+    assert set(skipped) == {str(src / "images" / "c2"), str(bad_slope)}
+    assert "pixel spacing unknown: PixelSpacing '0,7\\0,7'" in skipped[str(src / "images" / "c2")]
+    assert "would claim 1 x 1 mm" in skipped[str(src / "images" / "c2")]
+    assert skipped[str(bad_slope)] == "malformed DICOM header: RescaleSlope '0,5' is not a number"
+    assert "RescaleSlope '0,5'" in capsys.readouterr().out
+    groups = {item["group"] for item in json.loads((out / "datalist.json").read_text())["training"]}
+    assert groups == {"c1", "c4", "c5"}
+    assert not [p for p in (out / "images").iterdir() if p.name.startswith(("c2", "c3"))]
 
 
 @pytest.mark.slow

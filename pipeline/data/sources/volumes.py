@@ -195,6 +195,9 @@ def _convert_case(
     """Read, check, slice and write one case; returns its items (nothing is written when a check fails)."""
     axis, output_dir = ctx["axis"], ctx["output_dir"]
     raw_image = _read_any(image_path, "image")
+    if raw_image.meta.get("spacing_known") is False:   # never written as 1 x 1 mm slices that look measured
+        raise DataError(image_path, f"pixel spacing unknown: {raw_image.meta.get('spacing_problem', 'unreadable')}; "
+                                    "the prepared slices would claim 1 x 1 mm: fix the header and prepare again")
     if label_path is None:
         if class_name != "normal":
             raise DataError(image_path, f"no label for this {class_name} image: expected labels/{case}.nii.gz (or "
