@@ -37,6 +37,7 @@ __all__ = [
     "REPORTED_METRICS",
     "build_preset_network",
     "train_images_per_second",
+    "bf16_train_images_per_second",
     "inference_ms_per_image",
     "plan_epochs",
     "shift_image",
@@ -82,11 +83,10 @@ def build_preset_network(preset: str | os.PathLike | Mapping[str, Any], num_clas
     return circle_training(net) if config.get("circle_training") else net
 
 
-def train_images_per_second(preset: str, size: int = 128, batch: int = 16, steps: int = 3, seed: int = 0,
-                            channels_last: bool = False, bf16: bool = False) -> float:
-    """Training throughput of a preset's network in a plain PyTorch loop (forward, joint loss, backward, AdamW step)
-    on random ``(batch, 1, size, size)`` data: images per second, median of ``steps`` steps after one warm-up.
-    ``channels_last`` and ``bf16`` (the forward pass under CPU bfloat16 autocast) as the bundles set them."""
+def _train_step(preset: str, size: int, batch: int, seed: int, channels_last: bool, bf16: bool):
+    """A timed training step of a preset's network (forward, joint loss, backward, AdamW step) on random
+    ``(batch, 1, size, size)`` data, as a function returning its seconds; ``channels_last`` and ``bf16`` (the
+    forward pass under CPU bfloat16 autocast, ``pipeline.engines.AutocastInferer``) as the bundles set them."""
     from pipeline.engines import AutocastInferer
 
     config = _config(preset)
@@ -101,15 +101,40 @@ def train_images_per_second(preset: str, size: int = 128, batch: int = 16, steps
     x = torch.rand(batch, _in_channels(config), size, size).contiguous(memory_format=memory_format)
     target = {Head.SEG.value: (torch.rand(batch, 1, size, size) > 0.8).float(),
               Head.CLS.value: torch.randint(0, 2, (batch,))}
-    times = []
-    for i in range(steps + 1):
+
+    def step() -> float:
         start = time.perf_counter()
         opt.zero_grad()
         loss_fn(forward(x, net), target).backward()
         opt.step()
-        if i:  # the first step warms up allocators and kernels
-            times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+        return time.perf_counter() - start
+
+    return step
+
+
+def train_images_per_second(preset: str, size: int = 128, batch: int = 16, steps: int = 3, seed: int = 0,
+                            channels_last: bool = False, bf16: bool = False) -> float:
+    """Training throughput of a preset's network in a plain PyTorch loop (:func:`_train_step`): images per second,
+    median of ``steps`` steps after one warm-up."""
+    step = _train_step(preset, size, batch, seed, channels_last, bf16)
+    step()   # the first step warms up allocators and kernels
+    return batch / statistics.median(step() for _ in range(steps))
+
+
+def bf16_train_images_per_second(preset: str, size: int = 128, batch: int = 16, rounds: int = 6,
+                                 steps_per_round: int = 4, seed: int = 0) -> tuple[float, float]:
+    """Training throughput (images per second, median step) in float32 and with CPU bfloat16 autocast, channels_last,
+    the two measured in alternating rounds of ``steps_per_round`` steps, so that a slower spell of a shared machine
+    falls on both; the first two steps of each network are warm-up."""
+    steps = {bf16: _train_step(preset, size, batch, seed, True, bf16) for bf16 in (False, True)}
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(rounds):
+        for bf16, step in steps.items():
+            for i in range(steps_per_round):
+                seconds = step()
+                if r or i > 1:
+                    times[bf16].append(seconds)
+    return batch / statistics.median(times[False]), batch / statistics.median(times[True])
 
 
 @torch.no_grad()

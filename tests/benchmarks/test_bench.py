@@ -35,6 +35,9 @@ def test_plan_epochs_equal_budget():
 def test_train_throughput_and_inference_time_are_positive():
     assert bench.train_images_per_second("segresnet_seg_only", size=32, batch=2, steps=1) > 0
     assert bench.inference_ms_per_image("efficientnet_cls_only", size=32, repeats=2) > 0
+    fp32, bf16 = bench.bf16_train_images_per_second("segresnet_seg_only", size=32, batch=2, rounds=2,
+                                                    steps_per_round=3)
+    assert fp32 > 0 and bf16 > 0
 
 
 def test_circle_training_preset_builds_the_wrapper():
