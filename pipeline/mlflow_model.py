@@ -253,6 +253,20 @@ def tracking_store(tracking_uri: str | None) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
+@contextlib.contextmanager
+def _quiet_artifact_progress() -> Iterator[None]:
+    """MLflow's artifact progress bars off inside the block (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``)."""
+    name, previous = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def log_bundle_model(
     bundle_dir: str | os.PathLike,
     tracking_uri: str | None = None,
@@ -306,7 +320,8 @@ def log_bundle_model(
         with mlflow.start_run(run_id=run_id, experiment_id=experiment_id,
                               run_name=None if run_id else f"model_{bundle.name}") as run:
             mlflow.set_tags({f"bmtl.{k}": v for k, v in info.items()})
-            with tempfile.TemporaryDirectory(prefix="bmtl_model_") as tmp:
+            # the input-example check re-reads the logged files with a progress bar per call: noise in a CLI's output
+            with tempfile.TemporaryDirectory(prefix="bmtl_model_") as tmp, _quiet_artifact_progress():
                 # MLflow's "models from code": the logged model is this script, not a pickled object
                 code = Path(tmp) / "bmtl_model.py"
                 code.write_text(_MODEL_CODE, encoding="utf-8")
