@@ -19,9 +19,9 @@ def _cmd_networks(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    require_datalists(args.datalist)   # before torch is imported: a usage error answers at once
     from pipeline.workflows import train_run
 
-    require_datalists(args.datalist)
     overrides = dict(parse_overrides(args.override))
     overrides["fold"] = args.fold
     for name in ("preset", "seed", "epochs", "budget_minutes"):
@@ -41,9 +41,9 @@ def _print_left_out(summary: dict) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    require_datalists(args.datalist)   # before torch is imported: a usage error answers at once
     from pipeline.workflows import evaluate_bundle, evaluate_datasets, evaluate_run, format_metrics
 
-    require_datalists(args.datalist)
     overrides = dict(parse_overrides(args.override))
     if args.bundle is not None:   # an exported bundle: external validation of the model as deployed
         if args.output is None or not args.datalist:
@@ -81,9 +81,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
+    require_datalists(args.datalist)   # before torch is imported: a usage error answers at once
     from pipeline.cross_validation import run_cv
 
-    require_datalists(args.datalist)
     overrides = dict(parse_overrides(args.override))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

@@ -83,3 +83,20 @@ def test_a_wrong_bundle_is_answered_before_torch_is_imported(tmp_path, argv):
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "torch not imported", done.stdout + done.stderr
     assert done.returncode in (1, 2) and "bundle" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--datalist", "{tmp}/none.json"],
+    ["cv", "--bundle", "bundles/breast_us_mtl", "--datalist", "{tmp}/none.json", "--output", "{tmp}/cv"],
+    ["evaluate", "--run", "{tmp}", "--datalist", "{tmp}/none.json"],
+])
+def test_a_missing_datalist_is_answered_before_torch_is_imported(tmp_path, argv):
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, *[a.format(tmp=tmp_path) for a in argv]],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "torch not imported", done.stdout + done.stderr
+    assert done.returncode == 2 and "none.json does not exist" in done.stderr and "Traceback" not in done.stderr
