@@ -16,7 +16,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from pipeline.data.prepare import prepare, prepared_summary
 
     if not args.input.exists():   # a path on the command line that is not there: a usage error (exit 2)
-        raise FileNotFoundError(f"--input {args.input} does not exist: give the dataset folder in its original layout")
+        raise FileNotFoundError(f"--input {args.input}: input folder not found (give the dataset folder in its "
+                                "original layout)")
     options = {}
     for name in ("labels", "axis", "negative_slices", "classes_csv"):
         value = getattr(args, name)

@@ -26,7 +26,8 @@ def test_synth_then_prepare_then_check_splits(tmp_path, capsys):
 def test_errors_are_reported_with_exit_codes(tmp_path, capsys):
     # a path named on the command line that is not there is a usage error (2), before any work
     assert main(["prepare", "--source", "busi", "--input", str(tmp_path / "none"), "--output", str(tmp_path)]) == 2
-    assert "--input" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--input" in err and "input folder not found" in err
     assert main(["compare", str(tmp_path / "nothing")]) == 2
     assert "cv_summary.csv" in capsys.readouterr().err
     assert main(["cv", "--bundle", "bundles/breast_us_mtl", "--datalist", str(tmp_path / "missing.json"), "--output",
