@@ -2,8 +2,8 @@
 
 MONAI's engines offer mixed precision on CUDA only (``amp`` enters ``torch.autocast("cuda")``). On a CPU with AMX
 tiles, ``torch.autocast("cpu", dtype=torch.bfloat16)`` runs convolutions in oneDNN's bfloat16 kernels: the default
-``nmtnet`` trains 1.5x faster per step on the 2-core benchmark machine (27 -> 40 img/s at 128², channels_last,
-``benchmarks/train_step.py --bf16``). Without AMX the same kernels are emulated and slower, hence the detection.
+``nmtnet`` trains 1.37x faster per step on the 2-core benchmark machine (27.2 -> 37.2 img/s at 128², channels_last,
+``benchmarks/train_step.py --bf16-compare``). Without AMX the same kernels are emulated and slower, hence the detection.
 The autocast is applied through the engine's inferer, so checkpoints, export and the network itself are unchanged.
 """
 
