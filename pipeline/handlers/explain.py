@@ -24,13 +24,12 @@ logger = logging.getLogger(__name__)
 GRADCAM_FILE = "gradcam_worst.png"
 
 
-def worst_cases(per_image: pd.DataFrame, classes: Sequence[str], n: int) -> pd.DataFrame:
+def worst_cases(per_image: pd.DataFrame, n: int) -> pd.DataFrame:
     """The ``n`` rows a reader should look at first: misclassified images, the most confident mistakes first, then
     the lowest Dice among the rest.
 
     Args:
         per_image: an evaluation's ``per_image.csv`` (``true_class``, ``pred_class``, ``prob_<class>``, ``dice``).
-        classes: the model's classes.
         n: how many rows.
     """
     frame = per_image.copy()
@@ -81,7 +80,7 @@ class WorstCaseGradCAM:
             return None
         from pipeline.inference.explain import GradCAMExplainer
 
-        chosen = worst_cases(pd.read_csv(per_image, keep_default_na=False), self.classes, self.n_cases)
+        chosen = worst_cases(pd.read_csv(per_image, keep_default_na=False), self.n_cases)
         # an item by its id (unique, also for the slices of one volume), else by its image file
         by_id = {str(item["id"]): i for i, item in enumerate(self.dataset.data) if item.get("id") is not None}
         by_file = {str(Path(item["image"])): i for i, item in enumerate(self.dataset.data)}

@@ -24,8 +24,8 @@ def test_worst_cases_are_confident_mistakes_first_then_the_lowest_dice():
         ["d", "d.png", "malignant", "malignant", 0.2, 0.8, 0.10],   # right, lowest Dice
         ["e", "e.png", "benign", "benign", 0.8, 0.2, ""],           # no Dice (no mask): last
     ])
-    assert worst_cases(table, CLASSES, 4)["id"].tolist() == ["c", "b", "d", "a"]
-    assert worst_cases(table, CLASSES, 0).empty
+    assert worst_cases(table, 4)["id"].tolist() == ["c", "b", "d", "a"]
+    assert worst_cases(table, 0).empty
 
 
 class _Net(torch.nn.Module):
