@@ -78,7 +78,7 @@ def run_demo(
     print(format_metrics(summary))
     print(f"\nHTML report   : {run_dir / 'eval_val' / 'report.html'} (metrics, curves, plots, worst cases)")
     print(f"per-image CSV : {run_dir / 'eval_val' / 'per_image.csv'}")
-    print(f"plots         : {run_dir / 'eval_val'} (roc, confusion_matrix, calibration, overlays), "
+    print(f"plots         : {run_dir / 'eval_val'} (roc, confusion_matrix, calibration, overlays, gradcam_worst), "
           f"{run_dir / 'learning_curves.png'}")
     print(f"checkpoints   : {run_dir / 'models'}")
     print("\n[6/6] export (TorchScript + ONNX, parity-checked) and predict new images with the exported bundle")
