@@ -247,24 +247,26 @@ def tracking_store(tracking_uri: str | None) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(previous_uri)
-        if previous_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+        _restore_env("MLFLOW_TRACKING_URI", previous_env)
+
+
+def _restore_env(name: str, previous: str | None) -> None:
+    """Give the environment variable ``name`` back its ``previous`` value (None: it was not set)."""
+    if previous is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = previous
 
 
 @contextlib.contextmanager
 def _quiet_artifact_progress() -> Iterator[None]:
     """MLflow's artifact progress bars off inside the block (``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``)."""
-    name, previous = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ[name] = "false"
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous, os.environ[name] = os.environ.get(name), "false"
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
+        _restore_env(name, previous)
 
 
 def log_bundle_model(

@@ -26,7 +26,8 @@ GRADCAM_FILE = "gradcam_worst.png"
 
 def worst_cases(per_image: pd.DataFrame, n: int) -> pd.DataFrame:
     """The ``n`` rows a reader should look at first: misclassified images, the most confident mistakes first, then
-    the lowest Dice among the rest.
+    the lowest Dice among the rest; with ``_wrong`` (misclassified) and ``_confidence`` (the predicted class's
+    probability) added.
 
     Args:
         per_image: an evaluation's ``per_image.csv`` (``true_class``, ``pred_class``, ``prob_<class>``, ``dice``).
@@ -98,11 +99,10 @@ class WorstCaseGradCAM:
                 heat = explainer(x, self.classes.index(str(row["pred_class"])))
                 images.append(x[0].numpy())
                 heats.append(heat)
-                prob = row.get(f"prob_{row['pred_class']}", math.nan)
-                dice = pd.to_numeric(pd.Series([row.get("dice")]), errors="coerce").iloc[0]
+                dice = pd.to_numeric(pd.Series([row.get("dice")]), errors="coerce").iloc[0]   # nan: no mask
                 titles.append(f"{_short(str(row.get('id') or Path(str(row['file'])).name))}\ntrue: {row['true_class']}"
-                              f" | pred: {row['pred_class']} ({float(prob):.2f})\nDice {dice:.2f}")
-                colours.append("darkred" if str(row["true_class"]) != str(row["pred_class"]) else "black")
+                              f" | pred: {row['pred_class']} ({row['_confidence']:.2f})\nDice {dice:.2f}")
+                colours.append("darkred" if row["_wrong"] else "black")
         except RuntimeError as e:   # e.g. no classification head to explain
             logger.warning("WorstCaseGradCAM: no Grad-CAM for this network (%s)", e)
             return None
