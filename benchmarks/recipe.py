@@ -120,8 +120,9 @@ ROWS: dict[str, Row] = {
                                 "rotation: no zoom, no intensity or speckle)",
                                 train={**OLD_DEFAULT, "zoom_augmentation": False, "intensity_augmentation": False}),
     "default_keep_aspect": Row("bundle", "default with the aspect ratio kept (longest side to 128, zero-padded) "
-                               "instead of squashing to 128x128", train={**FP32, "keep_aspect": True},
-                               same_cost_as="default_fp32"),
+                               "instead of squashing to 128x128", train={"keep_aspect": True}, same_cost_as="default"),
+    "default_res160": Row("bundle", "default at 160x160 input instead of 128x128 (fewer epochs in the budget)",
+                          train={"image_size": [160, 160]}),
     # the classifier's input (the head is a negligible share of the step: the default's calibration holds)
     "default_cls_bottleneck": Row("bundle", "default with the classifier on the bottleneck pooled under the predicted "
                                   "lesion and globally (no decoder texture, no lesion-area fraction)",
