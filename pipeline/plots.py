@@ -35,6 +35,8 @@ __all__ = [
     "plot_learning_curves",
     "best_epoch",
     "plot_comparison",
+    "show_grey",
+    "show_heat",
 ]
 
 # Okabe-Ito colours (told apart with every common colour-vision deficiency), and the line style differs too
@@ -175,6 +177,19 @@ def _contours(ax: Any, mask: np.ndarray, colour: str, linewidth: float = 1.3, li
         ax.plot(c[:, 1] - 1, c[:, 0] - 1, color=colour, linewidth=linewidth, linestyle=linestyle)
 
 
+def show_grey(ax: Any, image: np.ndarray) -> Any:
+    """Draw a grey image on ``ax`` with a 1-99 percentile window (every figure of the project shows images so)."""
+    img = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
+    return ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+
+
+def show_heat(ax: Any, heat: np.ndarray) -> Any:
+    """Draw a Grad-CAM map in [0, 1] on ``ax`` over what is there (jet, half transparent, scale fixed to 0-1)."""
+    return ax.imshow(np.clip(np.asarray(heat, dtype=np.float32), 0, 1), cmap="jet", vmin=0.0, vmax=1.0, alpha=0.5,
+                     interpolation="bilinear")
+
+
 def plot_gradcam_grid(images: Sequence[np.ndarray], heats: Sequence[np.ndarray], titles: Sequence[str],
                       path: str | PathLike, ncols: int = 4, title: str | None = None,
                       title_colours: Sequence[str] | None = None) -> Path:
@@ -190,8 +205,7 @@ def plot_gradcam_grid(images: Sequence[np.ndarray], heats: Sequence[np.ndarray],
         title_colours: optional colour per image title.
     """
     fig, axes = _image_grid(images, titles, ncols, title_colours, extra_width=0.8)
-    shown = [ax.imshow(np.clip(np.asarray(heat, dtype=np.float32), 0, 1), cmap="jet", vmin=0.0, vmax=1.0, alpha=0.5,
-                       interpolation="bilinear") for ax, heat in zip(axes, heats)]
+    shown = [show_heat(ax, heat) for ax, heat in zip(axes, heats)]
     if shown:
         fig.colorbar(shown[0], ax=axes.tolist(), shrink=0.6, label="Grad-CAM (0-1)")
     fig.suptitle(title or "Grad-CAM", fontsize=12)
@@ -210,9 +224,7 @@ def _image_grid(images: Sequence[np.ndarray], titles: Sequence[str], ncols: int,
         ax.set_axis_off()
         if i >= n:
             continue
-        img = np.asarray(images[i], dtype=np.float32)
-        lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+        show_grey(ax, images[i])
         colour = title_colours[i] if title_colours is not None else "black"
         ax.set_title(titles[i], fontsize=8.5, color=colour, parse_math=False)  # file names are data
     if n == 0:

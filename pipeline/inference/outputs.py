@@ -97,15 +97,14 @@ def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, lines: Sequen
     most ``DRAW_MAX_SIDE`` pixels on their longest side (the figure is smaller), so a huge input stays cheap."""
     from matplotlib.figure import Figure
 
-    from pipeline.plots import PRED_COLOUR, PRED_STYLE
+    from pipeline.plots import PRED_COLOUR, PRED_STYLE, show_grey
 
     img = capped(image)
-    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
     h, w = img.shape
     scale = 4.0 / max(h, w)
     fig = Figure(figsize=(max(w * scale, 2.5), h * scale + 0.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    show_grey(ax, img)
     if np.asarray(mask).any():
         ax.contour(capped(np.asarray(mask, dtype=bool), size=img.shape), levels=[0.5], colors=PRED_COLOUR,
                    linewidths=1.8, linestyles=PRED_STYLE)
@@ -135,17 +134,17 @@ def heatmap_figure(image: np.ndarray, heat: np.ndarray, class_name: str, title: 
     """
     from matplotlib.figure import Figure
 
+    from pipeline.plots import show_grey, show_heat
+
     img = capped(image)
     h, w = img.shape
-    lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
     dpi = 110
     side = min(max(h, w, 440), DRAW_MAX_SIDE) / dpi   # inches of the image's longest side
     scale = side / max(h, w)
     fig = Figure(figsize=(max(w * scale, 2.5) + 1.1, h * scale + 0.7), dpi=dpi, layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
-    shown = ax.imshow(np.clip(capped(heat, size=img.shape), 0, 1), cmap="jet", vmin=0.0, vmax=1.0, alpha=0.5,
-                      interpolation="bilinear")
+    show_grey(ax, img)
+    shown = show_heat(ax, capped(heat, size=img.shape))
     ax.set_axis_off()
     bar = fig.colorbar(shown, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label("Grad-CAM (class evidence, 0-1)", fontsize=8)
