@@ -57,7 +57,8 @@ def run_cv(
         folds: number of folds (0..folds-1) or the fold indices.
         preset: preset name (network); the bundle's default when None.
         overrides: further bundle overrides, e.g. ``{"epochs": 20}``.
-        quiet: keep the folds' logs in ``fold_<k>/log.txt`` instead of the console.
+        quiet: keep the folds' output off the console (it is always in ``fold_<k>/train.log`` and ``evaluate.log``,
+            beside the fold's ``history.csv``, as ``bmtl train`` and ``bmtl evaluate`` keep it).
 
     Returns:
         the per-fold metrics table.
@@ -78,10 +79,10 @@ def run_cv(
         if preset:
             args["preset"] = preset
         print(f"[cv] {name}: fold {fold} training ...", flush=True)
-        train_s = run_bundle(bundle_dir, "training", args, log_file=fold_dir / "log.txt" if quiet else None)
+        train_s = run_bundle(bundle_dir, "training", args, log_file=fold_dir / "train.log", quiet=quiet)
         print(f"[cv] {name}: fold {fold} evaluating ...", flush=True)
         run_bundle(bundle_dir, "evaluating", {**args, "split": "val"},
-                   log_file=fold_dir / "log_eval.txt" if quiet else None)
+                   log_file=fold_dir / "evaluate.log", quiet=quiet)
         row = {"fold": fold, "train_seconds": round(train_s, 1), **_read_summary(fold_dir / "eval_val")}
         rows.append(row)
         print(f"[cv] {name}: fold {fold}: " + ", ".join(

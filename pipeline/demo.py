@@ -69,10 +69,10 @@ def run_demo(
     if preset:
         overrides["preset"] = preset
     print(f"\n[4/6] train the ultrasound bundle ({epochs} epochs, fold 0): python -m monai.bundle run training ...")
-    seconds = run_bundle(US_BUNDLE, "training", overrides)
+    seconds = run_bundle(US_BUNDLE, "training", overrides, log_file=run_dir / "train.log", quiet=False)
     print(f"trained in {seconds:.0f} s")
     print("\n[5/6] evaluate the best checkpoint on fold 0: python -m monai.bundle run evaluating ...")
-    run_bundle(US_BUNDLE, "evaluating", overrides, quiet=True)
+    run_bundle(US_BUNDLE, "evaluating", overrides, log_file=run_dir / "evaluate.log", quiet=True)
     summary = json.loads((run_dir / "eval_val" / "summary.json").read_text())
     print()
     print(format_metrics(summary))
@@ -80,7 +80,7 @@ def run_demo(
     print(f"per-image CSV : {run_dir / 'eval_val' / 'per_image.csv'}")
     print(f"plots         : {run_dir / 'eval_val'} (roc, confusion_matrix, calibration, overlays, gradcam_worst), "
           f"{run_dir / 'learning_curves.png'}")
-    print(f"checkpoints   : {run_dir / 'models'}")
+    print(f"checkpoints   : {run_dir / 'models'} (logs: train.log, evaluate.log)")
     print("\n[6/6] export (TorchScript + ONNX, parity-checked) and predict new images with the exported bundle")
     exported = out / "exported" / "breast_us_mtl"
     export_bundle(US_BUNDLE, run_dir, exported, overwrite=True)

@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.atomic import write_text_atomic
 from pipeline.metrics import finite_or_none
 
-__all__ = ["write_html_report", "REPORT_FILE", "SECTIONS"]
+__all__ = ["write_html_report", "write_datasets_report", "REPORT_FILE", "SECTIONS"]
 
 REPORT_FILE = "report.html"
 #: (section id, title, image file relative to the evaluation folder) in page order; a missing image is skipped
@@ -71,6 +71,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _page(title: str, parts: list[str]) -> str:
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
 
 
 def _image(path: Path, alt: str) -> str:
@@ -128,6 +133,38 @@ def write_html_report(eval_dir: str | Path, title: str | None = None, n_worst: i
         worst = table.assign(_dice=pd.to_numeric(table.get("dice"), errors="coerce")).sort_values("_dice").head(n_worst)
         rows = [[_fmt(v) if c in ("dice", "hd95") else v for c, v in zip(columns, r)] for r in worst[columns].values]
         parts += ["<h2 id='worst'>Worst cases (lowest Dice)</h2>", _table(columns, rows)]
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
-    return write_text_atomic(eval_dir / REPORT_FILE, page)
+    return write_text_atomic(eval_dir / REPORT_FILE, _page(title, parts))
+
+
+def write_datasets_report(folder: str | Path, title: str, table: pd.DataFrame, split: str) -> Path:
+    """Write ``folder/datasets_<split>.html``, the cross-dataset report: one row per evaluated dataset (the rows of
+    ``datasets_<split>.csv``: metrics with their 95 % bootstrap CIs) and a link to each evaluation's own report.
+
+    Args:
+        folder: the run (or output) folder holding the ``eval_<name>`` folders.
+        title: the page title (the run's or the bundle's name).
+        table: one row per evaluation, columns ``evaluation``, ``images``, ``left_out``, the metrics and their
+            ``<metric>_ci_low`` / ``<metric>_ci_high``.
+        split: the evaluated split, in the file name.
+    """
+    folder = Path(folder)
+    metrics = [(key, name) for key, name in (*_SEGMENTATION, *_CLASSIFICATION) if key in table.columns]
+    header = ["evaluation", "images", "left out", *(name for _, name in metrics), "report"]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for row in table.to_dict("records"):
+        cells = [html.escape(str(row["evaluation"])), _fmt(row.get("images"), 0), _fmt(row.get("left_out"), 0)]
+        for key, _ in metrics:
+            ci = _ci([row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")])
+            cells.append(html.escape(_fmt(row.get(key)) + (f" ({ci})" if ci else "")))
+        report = Path(f"eval_{row['evaluation']}") / REPORT_FILE
+        cells.append(f"<a href='{html.escape(report.as_posix())}'>report</a>" if (folder / report).is_file() else "")
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts = [f"<h1>{html.escape(title)}: {len(table)} datasets ({html.escape(split)})</h1>",
+             "<p class='note'>Research use only, not a medical device. <code>val</code> is the validation fold (it "
+             "chose the checkpoint and the class threshold: optimistic), <code>test</code> the held-out test set, "
+             "<code>external_&lt;dataset&gt;_*</code> a dataset the model was not trained on; 'left out': images of a "
+             "class the model does not have. CIs: percentile bootstrap over images.</p>",
+             f"<h2 id='datasets'>Metrics per dataset (95 % bootstrap CIs)</h2><table><tr>{head}</tr>{''.join(body)}"
+             "</table>"]
+    return write_text_atomic(folder / f"datasets_{split}.html", _page(f"{title}: datasets ({split})", parts))

@@ -195,6 +195,20 @@ def _run_values(run: Path) -> tuple[Path, dict[str, Any]]:
     raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
 
 
+def _evaluation_values(run: Path) -> tuple[Path, dict[str, Any]]:
+    """:func:`_run_values` and the MLflow names the run was tracked under (``run_config.json``'s ``mlflow``), so that
+    an evaluation nests under its training run whatever that run was called (``python -m monai.bundle run`` names it
+    ``<preset>_fold<k>``, the demo ``demo_us_fold0``); the folder's name for runs that record none."""
+    bundle, values = _run_values(run)
+    config = run / "run_config.json"
+    tracked = (json.loads(config.read_text()).get("mlflow") or {}) if config.is_file() else {}
+    for key in ("experiment_name", "run_name"):   # not the store: a moved run folder keeps its own mlruns.db
+        if tracked.get(key):
+            values.setdefault(key, tracked[key])
+    values.setdefault("run_name", run.name)
+    return bundle, values
+
+
 def _dataset_name(info: Mapping[str, Any]) -> str:
     """A datalist's name as it goes into metric and folder names (``external_<name>_``)."""
     return re.sub(r"[^A-Za-z0-9]+", "_", str(info.get("name", ""))).strip("_").lower() or "dataset"
@@ -232,8 +246,8 @@ def evaluate_run(
     run = Path(run_dir).resolve()
     if not (run / "models" / "model.pt").is_file():
         raise FileNotFoundError(f"{run}: not a trained run (no models/model.pt); train it first with `bmtl train`")
-    bundle, values = _run_values(run)
-    values.update(output_dir=str(run), split=split, run_name=run.name)
+    bundle, values = _evaluation_values(run)
+    values.update(output_dir=str(run), split=split)
     if datalist is not None and Path(datalist).resolve() != Path(values.get("datalist", "")).resolve():
         from pipeline.data.datalist import load_datalist
 
@@ -276,18 +290,20 @@ def evaluate_datasets(
         eval_dir = evaluate_run(run, split=split, datalist=datalist, overrides=overrides, quiet=quiet)
         evaluations.append((eval_dir.name.removeprefix("eval_"), json.loads((eval_dir / "summary.json").read_text())))
     table = write_datasets_table(run, run.name, evaluations, split)
-    bundle, values = _run_values(run)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or ((run / "mlruns.db").is_file() and f"sqlite:///{run / 'mlruns.db'}")
+    bundle, values = _evaluation_values(run)
+    uri = (values.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+           or ((run / "mlruns.db").is_file() and f"sqlite:///{run / 'mlruns.db'}"))
     if values.get("use_mlflow", True) and uri:
-        log_artifacts(uri, str(values.get("experiment_name", bundle.name)), str(values.get("run_name", run.name)),
-                      [str(table), str(table.with_suffix(".csv"))])
+        log_artifacts(uri, str(values.get("experiment_name", bundle.name)), str(values["run_name"]),
+                      [str(table), str(table.with_suffix(".csv")), str(table.with_suffix(".html"))])
     return table, evaluations
 
 
 def write_datasets_table(folder: Path, title: str, evaluations: Sequence[tuple[str, Mapping[str, Any]]],
                          split: str) -> Path:
-    """``<folder>/datasets_<split>.md`` and ``.csv``: one row per evaluation (name, images, left out, metrics with
-    their bootstrap CIs); returns the Markdown table's path."""
+    """``<folder>/datasets_<split>.md``, ``.csv`` and ``.html``: one row per evaluation (name, images, left out,
+    metrics with their bootstrap CIs; the page links each evaluation's report); returns the Markdown table's path."""
+    from pipeline.html_report import write_datasets_report
     from pipeline.model_card import evaluation_table
 
     rows = []
@@ -306,6 +322,7 @@ def write_datasets_table(folder: Path, title: str, evaluations: Sequence[tuple[s
         rows.append(row)
     table = folder / f"datasets_{split}.md"
     write_csv_atomic(table.with_suffix(".csv"), pd.DataFrame(rows))
+    write_datasets_report(folder, title, pd.DataFrame(rows), split)
     write_text_atomic(table, f"# {title}: evaluation on {len(evaluations)} datasets ({split})\n\n"
                       + "\n".join(evaluation_table(evaluations)) + "\n")
     return table

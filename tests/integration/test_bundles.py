@@ -89,7 +89,8 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     for plot in ("roc.png", "confusion_matrix.png", "calibration.png", "overlays.png", "gradcam_worst.png"):
         assert (out / "eval_val" / plot).stat().st_size > 5000
     page = (out / "eval_val" / "report.html").read_text()   # the one page to look at, plots embedded
-    assert all(f"<h2 id='{s}'>" in page for s in ("metrics", "learning-curves", "roc", "overlays", "gradcam", "worst"))
+    sections = ("metrics", "learning-curves", "roc", "calibration", "confusion", "overlays", "gradcam", "worst")
+    assert all(f"<h2 id='{s}'>" in page for s in sections)
     eval_run = _mlflow_metrics(out / "mlruns.db", "smoke_eval_val")
     # named after the split evaluated: the validation fold's figures are never called test_*
     assert {"val_dice", "val_auc", "val_auc_ci_low"} <= set(eval_run.data.metrics)
@@ -97,6 +98,19 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     assert eval_run.data.tags["mlflow.parentRunId"] == run.info.run_id   # nested under the training it evaluates
     for logged in (run, eval_run):   # artifacts beside the run's tracking database, not in the working directory
         assert logged.info.artifact_uri.startswith(out.as_uri())
+    if bundle == US_BUNDLE:
+        # `bmtl evaluate --run` of a run trained with `monai.bundle run`: the MLflow run is "smoke", the folder "run";
+        # the evaluation still nests under it and the cross-dataset table (Markdown, CSV, HTML page) is logged to it
+        from pipeline.workflows import evaluate_datasets
+
+        table, _ = evaluate_datasets(out, [datalist], split="all", quiet=True)
+        all_run = _mlflow_metrics(out / "mlruns.db", "smoke_eval_all")
+        assert all_run.data.tags["mlflow.parentRunId"] == run.info.run_id
+        client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+        assert {"datasets_all.md", "datasets_all.csv", "datasets_all.html"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id)}
+        page = table.with_suffix(".html").read_text()
+        assert "<h2 id='datasets'>" in page and "href='eval_all/report.html'" in page
 
 
 def test_resume_continues_from_the_saved_epoch(us_datalist, tmp_path):
@@ -206,6 +220,9 @@ def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys):
     children = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) >= 2 and "dice_mean" in parent.data.metrics
+    for log in ("train.log", "evaluate.log"):   # each fold keeps its logs beside its history.csv
+        logs = sorted(out.rglob(log))
+        assert len(logs) == 2 and all((p.parent / "history.csv").is_file() and p.stat().st_size > 0 for p in logs)
     assert main(["compare", str(out), "--output", str(tmp_path / "compare.csv")]) == 0
     assert (tmp_path / "compare.md").is_file()
     assert (tmp_path / "compare.png").stat().st_size > 5000   # the networks-by-metrics figure beside the table

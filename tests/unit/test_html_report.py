@@ -69,3 +69,27 @@ def test_the_page_holds_the_metrics_the_plots_and_the_worst_cases(tmp_path):
 def test_no_summary_no_page(tmp_path):
     with pytest.raises(FileNotFoundError, match="summary.json"):
         write_html_report(tmp_path)
+
+
+def test_the_datasets_page_has_one_row_per_dataset_with_cis_and_links_to_existing_reports(tmp_path):
+    from pipeline.html_report import write_datasets_report
+
+    (tmp_path / "eval_test").mkdir()
+    (tmp_path / "eval_test" / REPORT_FILE).write_text("<html></html>")
+    table = pd.DataFrame([
+        {"evaluation": "test", "images": 40, "left_out": 0, "dice": 0.81234, "dice_ci_low": 0.7, "dice_ci_high": 0.9,
+         "auc": 0.9, "auc_ci_low": 0.8, "auc_ci_high": 0.97},
+        {"evaluation": "external_busi_all", "images": 12, "left_out": 3, "dice": 0.6, "dice_ci_low": None,
+         "dice_ci_high": None, "auc": None, "auc_ci_low": None, "auc_ci_high": None},
+    ])
+    path = write_datasets_report(tmp_path, "run <1>", table, "all")
+    assert path == tmp_path / "datasets_all.html"
+    text = path.read_text()
+    page = _Page()
+    page.feed(text)
+    assert page.sections == ["datasets"] and page.scripts == 0
+    assert "0.812 (0.700 to 0.900)" in page.text and "external_busi_all" in page.text and "n/a" in page.text
+    assert text.count("<tr>") == 3   # the header and one row per dataset
+    # a link only where the evaluation's own page exists; the title is escaped
+    assert "href='eval_test/report.html'" in text and "eval_external_busi_all" not in text
+    assert "run &lt;1&gt;" in text
