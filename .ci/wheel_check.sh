@@ -30,5 +30,17 @@ for name in ("configs", "bundles"):
     print(name, "->", where)
 PY
 "$WORK/venv/bin/bmtl" demo --output "$WORK/demo" > "$WORK/demo.log" 2>&1 || { tail -40 "$WORK/demo.log"; exit 1; }
-tail -3 "$WORK/demo.log"
+# the demo ends by naming the model card, the HTML report and the MLflow model: each named file exists
+"$WORK/venv/bin/python" - "$WORK/demo.log" <<'PY'
+import re, sys
+from pathlib import Path
+text = Path(sys.argv[1]).read_text()
+for label in ("model card", "HTML report"):
+    found = re.findall(rf"^{label} +: (\S+)", text, flags=re.M)
+    assert found and all(Path(p).is_file() for p in found), f"demo output: {label}: {found}"
+assert re.search(r"^MLflow model +: runs:/\w+/\S+ \(store sqlite:///", text, flags=re.M), "demo output: no MLflow model"
+assert (Path(re.search(r"^checkpoints +: (\S+)", text, flags=re.M)[1]).parent / "train.log").stat().st_size > 0
+print("demo output names the model card, the HTML report, the MLflow model and the run's logs")
+PY
+tail -8 "$WORK/demo.log"
 echo "wheel check: ok"

@@ -57,7 +57,7 @@ from pipeline.export import (
     parity_inputs,
 )
 from pipeline.keys import Head
-from pipeline.model_card import build_model_card, eval_metrics
+from pipeline.model_card import build_model_card, eval_metrics, training_data
 
 __all__ = [
     "FORMATS",
@@ -347,6 +347,14 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
                          cls_threshold=cls_threshold)
     # the model zoo's numeric eval_metrics, from the run's evaluations (the template's descriptions otherwise)
     meta["eval_metrics"] = eval_metrics(run) or meta.get("eval_metrics", {})
+    # what this model was trained on, not the template's list of what the bundle can train on
+    data = training_data(run_config)
+    if data:
+        meta["training_data"] = data
+    if data.get("synthetic"):
+        meta["data_source"] = (f"synthetic images made by `bmtl synth` (dataset {data['name']!r}): no patient data; "
+                               "the model demonstrates the pipeline and says nothing about real images")
+        meta["references"] = []   # the real datasets' citations do not describe synthetic data
     validate_metadata(meta)
     write_json_atomic(configs / "metadata.json", meta, indent=4, default=None)
 

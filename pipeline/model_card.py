@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.metrics import finite_or_none
 
-__all__ = ["build_model_card", "eval_metrics", "evaluation_table"]
+__all__ = ["build_model_card", "eval_metrics", "evaluation_table", "training_data"]
 
 INTENDED_USE = ("Research use only. Not a medical device: not for diagnosis, screening or any clinical decision, and "
                 "not validated for any of them.")
@@ -71,6 +71,19 @@ def _dataset_info(datalist_path: str) -> tuple[dict[str, Any] | None, dict[str, 
     return counts, dataset if isinstance(dataset, dict) else None
 
 
+def training_data(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run was trained on, for ``metadata.json``: the dataset's name, whether it is synthetic, the images of
+    its training folds (validation fold included) per class and its test images (empty when the datalist cannot be
+    read any more)."""
+    counts, dataset = _dataset_info(str(run_config.get("datalist", "")))
+    if counts is None:
+        return {}
+    synthetic = bool((dataset or {}).get("synthetic")) or str(counts.get("name", "")).startswith("synthetic")
+    return {"name": counts.get("name", ""), "synthetic": synthetic, "images": counts["items"],
+            "per_class": counts["per_class"], "test_images": counts["test_items"],
+            "validation_fold": run_config.get("fold")}
+
+
 def _ci(entry: Mapping[str, Any] | None, ci: Any) -> str:
     value = finite_or_none(entry)
     if value is None:
@@ -120,7 +133,7 @@ def build_model_card(run: str | Path, run_config: Mapping[str, Any], cls_thresho
     run = Path(run)
     classes = [str(c) for c in run_config["classes"]]
     counts, dataset = _dataset_info(str(run_config.get("datalist", "")))
-    synthetic = bool((dataset or {}).get("synthetic")) or str((counts or {}).get("name", "")).startswith("synthetic")
+    synthetic = training_data(run_config).get("synthetic", False)
     evaluations = _evaluations(run)
     size = "x".join(str(int(s)) for s in run_config["image_size"])
     fold = run_config.get("fold")

@@ -103,6 +103,9 @@ def test_exported_bundle_layout_pins_and_metadata(trained_export):
     assert fmt["outputs"]["seg"]["spatial_shape"] == SIZE
     assert fmt["outputs"]["cls"]["num_channels"] == len(run_config["classes"])
     assert fmt["outputs"]["cls"]["channel_def"]["2"] == "malignant (logit)"
+    # synthetic training data is called so in the metadata too, without the real datasets' citations
+    assert meta["training_data"]["synthetic"] is True and meta["training_data"]["images"] > 0
+    assert meta["data_source"].startswith("synthetic images") and meta["references"] == []
 
     report = json.loads((exported / "models" / "export_report.json").read_text())
     assert set(report["parity"]) == {"torchscript", "onnx"}
