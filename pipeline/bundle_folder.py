@@ -1,5 +1,5 @@
-"""What makes a folder a complete exported bundle, checked without torch or MONAI, so that ``bmtl predict`` and
-``bmtl log-model`` answer a wrong ``--bundle`` at once."""
+"""What makes a folder a complete exported bundle and which model file each runtime reads, checked without torch or
+MONAI, so that ``bmtl predict`` and ``bmtl log-model`` answer a wrong ``--bundle`` or ``--runtime`` at once."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 
 from pipeline.data.io import DataError
 
-__all__ = ["EXPORT_REPORT", "exported_bundle_root", "check_export_paths"]
+__all__ = ["EXPORT_REPORT", "MODEL_FILES", "RUNTIMES", "exported_bundle_root", "resolve_runtime", "check_export_paths"]
 
 EXPORT_REPORT = "export_report.json"  # in models/, written last by `bmtl export`: the completion marker of an export
+RUNTIMES = ("auto", "torch", "torchscript", "onnx")
+MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}   # in models/
 
 
 def exported_bundle_root(bundle: str | os.PathLike) -> Path:
@@ -30,6 +32,32 @@ def exported_bundle_root(bundle: str | os.PathLike) -> Path:
                               "last, is missing (an interrupted export or a partial copy); re-export it with `bmtl "
                               f"export --bundle SOURCE_BUNDLE --run RUN_DIR --output {root} --overwrite`")
     return root
+
+
+def resolve_runtime(models: Path, runtime: str) -> str:
+    """The runtime to use for the model files in ``models``: ``runtime`` itself (its file must exist) or, for
+    ``"auto"``, TorchScript, else ONNX (when ONNX Runtime is installed), else torch, whichever file exists first.
+
+    Raises:
+        ValueError: an unknown runtime.
+        FileNotFoundError: the runtime's model file (or, for ``"auto"``, every model file) is missing.
+    """
+    runtime = (runtime or "auto").lower()
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        for candidate in ("torchscript", "onnx", "torch"):
+            if (models / MODEL_FILES[candidate]).is_file():
+                if candidate == "onnx":
+                    try:
+                        import onnxruntime  # noqa: F401
+                    except ImportError:
+                        continue
+                return candidate
+        raise FileNotFoundError(f"no model in {models} (expected model.ts, model.onnx or model.pt)")
+    if not (models / MODEL_FILES[runtime]).is_file():
+        raise FileNotFoundError(f"runtime {runtime} needs {models / MODEL_FILES[runtime]}, which does not exist")
+    return runtime
 
 
 def check_export_paths(bundle: str | os.PathLike, run: str | os.PathLike, output: str | os.PathLike,

@@ -48,7 +48,7 @@ import yaml
 from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
-from pipeline.bundle_folder import EXPORT_REPORT, check_export_paths
+from pipeline.bundle_folder import EXPORT_REPORT, MODEL_FILES, check_export_paths
 from pipeline.export import (
     DEFAULT_ATOL,
     ExportWrapper,
@@ -77,7 +77,6 @@ COPIED_CONFIGS = ("common.yaml", "inference.yaml", "evaluate.yaml", "logging.con
 STANDALONE_INFERENCE = "inference.json"   # generated: what MONAI Label / Deploy load on its own
 STANDALONE_INFERENCE_PARTS = ("common.yaml", "deploy.yaml", "inference.yaml")
 RUN_CONFIG = "run_config.json"
-MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
 
 
 # ------------------------------------------------------------------------------------------------------ run config

@@ -18,11 +18,64 @@ from typing import Any
 
 from pipeline.atomic import write_json_atomic
 
-__all__ = ["PredictionJournal", "MARKER", "JOURNAL", "TABLE"]
+__all__ = ["PredictionJournal", "check_output_folder", "check_output_location", "MARKER", "JOURNAL", "TABLE"]
 
 MARKER = "PREDICTING.json"
 JOURNAL = "predictions.partial.jsonl"
 TABLE = "predictions.csv"
+
+
+def check_output_location(input: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Refuse an output folder that is an input folder or holds it: discovery leaves the output folder out (so that a
+    re-run does not predict the previous run's masks), which would leave out every input. An output folder inside
+    the input folder is fine (left out of the inputs); so is any output for a single input file.
+
+    Args:
+        input: the input file or folder.
+        output: the output folder (it need not exist yet).
+
+    Raises:
+        ValueError: ``output`` is ``input`` or a folder above it (symbolic links resolved); the message names both.
+    """
+    root, out = Path(input).resolve(), Path(output).resolve()
+    if not root.is_dir():
+        return
+    if out == root:
+        raise ValueError(f"the output folder {output} is the input folder {input}: its files would be left out as "
+                         "outputs; choose an output folder outside the input folder (or inside it)")
+    if out in root.parents:
+        raise ValueError(f"the output folder {output} contains the input folder {input}: every input would be left "
+                         "out as an output; choose an output folder outside the input folder (or inside it)")
+
+
+def check_output_folder(output_dir: str | os.PathLike, input: str | os.PathLike | None = None,
+                        overwrite: bool = False, resume: bool = False) -> None:
+    """Every refusal of a prediction output folder, answered before a model is loaded or a file written (``bmtl
+    predict`` checks it before torch is imported).
+
+    Args:
+        output_dir: the output folder (it need not exist).
+        input: the input file or folder, when known (``check_output_location``).
+        overwrite: an earlier run's results may be replaced.
+        resume: an interrupted run is to be finished.
+
+    Raises:
+        ValueError: both ``overwrite`` and ``resume``; ``output_dir`` is the input folder or holds it.
+        FileExistsError: the folder holds an earlier run and neither option is given (the message says which run and
+            what to pass).
+    """
+    if overwrite and resume:
+        raise ValueError("overwrite and resume exclude each other: --resume finishes an interrupted run, "
+                         "--overwrite starts again")
+    if input is not None:
+        check_output_location(input, output_dir)
+    folder = Path(output_dir)
+    interrupted, finished = (folder / MARKER).exists(), (folder / TABLE).exists()
+    if (interrupted or finished) and not (overwrite or resume):
+        what = f"an interrupted prediction run ({MARKER})" if interrupted else \
+            f"the predictions of an earlier run ({TABLE})"
+        raise FileExistsError(f"{folder} holds {what}: pass --resume to finish it, or --overwrite to replace it, or "
+                              "choose another --output")
 
 
 class PredictionJournal:
@@ -42,17 +95,9 @@ class PredictionJournal:
 
     def __init__(self, output_dir: str | os.PathLike, overwrite: bool = False, resume: bool = False,
                  description: dict[str, Any] | None = None) -> None:
-        if overwrite and resume:
-            raise ValueError("overwrite and resume exclude each other: --resume finishes an interrupted run, "
-                             "--overwrite starts again")
+        check_output_folder(output_dir, overwrite=overwrite, resume=resume)
         self.dir = Path(output_dir)
         self.marker, self.journal, self.table = self.dir / MARKER, self.dir / JOURNAL, self.dir / TABLE
-        interrupted, finished = self.marker.exists(), self.table.exists()
-        if (interrupted or finished) and not (overwrite or resume):
-            what = "an interrupted prediction run (PREDICTING.json)" if interrupted else \
-                "the predictions of an earlier run (predictions.csv)"
-            raise FileExistsError(f"{self.dir} holds {what}: pass --resume to finish it, or --overwrite to replace "
-                                  "it, or choose another --output")
         self.done: dict[str, dict[str, Any]] = self._read_journal() if resume else {}
         if not resume:
             self.journal.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from pipeline.deploy import MODEL_FILES, bundle_parser, load_state_dict
+from pipeline.bundle_folder import MODEL_FILES
+from pipeline.deploy import bundle_parser, load_state_dict
 from pipeline.export import OnnxModel, load_torchscript
 from pipeline.keys import Head
 

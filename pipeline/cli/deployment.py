@@ -60,13 +60,27 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in rows) else EXIT_FAILED
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.bundle_folder import exported_bundle_root
+def _probability(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
 
-    for bundle in args.bundle:   # usage errors answered before torch and MONAI are imported
-        exported_bundle_root(bundle)
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.bundle_folder import exported_bundle_root, resolve_runtime
+    from pipeline.prediction_journal import check_output_folder
+
+    # usage errors answered before torch and MONAI are imported (the model is not loaded for them)
+    for bundle in args.bundle:
+        resolve_runtime(exported_bundle_root(bundle) / "models", args.runtime)
     if not args.input.exists():
         raise FileNotFoundError(f"input {args.input} not found")
+    check_output_folder(args.output, args.input, overwrite=args.overwrite, resume=args.resume)
     from pipeline.inference import predict
     from pipeline.inference.outputs import text
 
@@ -188,7 +202,8 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
                    help="model to run (default auto: model.ts, else model.onnx, else model.pt)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=None, help="images or slices per forward pass (default 8)")
-    p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: bundle's)")
+    p.add_argument("--threshold", type=_probability, default=None,
+                   help="lesion probability threshold, between 0 and 1 (default: the bundle's)")
     refine = p.add_mutually_exclusive_group()
     refine.add_argument("--refine", action="store_true",
                         help="paper 004 prediction refinement: the heads agree on 'normal' (default: on when the "

@@ -12,8 +12,9 @@ from pipeline.data.dicom import MEDIA_STORAGE_DIRECTORY, float_list, not_an_imag
 from pipeline.data.io import IMAGE_EXTENSIONS
 from pipeline.data.sources.common import split_mask_name
 from pipeline.data.volume import DETACHED_DATA_EXTENSIONS, METAIMAGE_EXTENSIONS, NRRD_EXTENSIONS
+from pipeline.prediction_journal import check_output_location
 
-__all__ = ["InputItem", "discover_inputs", "check_output_location", "image_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES",
+__all__ = ["InputItem", "discover_inputs", "image_inputs", "NIFTI_SUFFIXES", "NRRD_SUFFIXES",
            "METAIMAGE_SUFFIXES", "DICOM_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -136,29 +137,6 @@ def _frames_or_unknown(ds: Any) -> int:
         return number_of_frames(ds)
     except ValueError:
         return -1   # not a series slice: _dicom_items names the problem
-
-
-def check_output_location(input: str | os.PathLike, output: str | os.PathLike) -> None:
-    """Refuse an output folder that is an input folder or holds it: discovery leaves the output folder out (so that a
-    re-run does not predict the previous run's masks), which would leave out every input. An output folder inside
-    the input folder is fine (left out of the inputs); so is any output for a single input file.
-
-    Args:
-        input: the input file or folder.
-        output: the output folder (it need not exist yet).
-
-    Raises:
-        ValueError: ``output`` is ``input`` or a folder above it (symbolic links resolved); the message names both.
-    """
-    root, out = Path(input).resolve(), Path(output).resolve()
-    if not root.is_dir():
-        return
-    if out == root:
-        raise ValueError(f"the output folder {output} is the input folder {input}: its files would be left out as "
-                         "outputs; choose an output folder outside the input folder (or inside it)")
-    if out in root.parents:
-        raise ValueError(f"the output folder {output} contains the input folder {input}: every input would be left "
-                         "out as an output; choose an output folder outside the input folder (or inside it)")
 
 
 def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None = None,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.data.io import DataError
-from pipeline.inference.discovery import InputItem, check_output_location, discover_inputs
+from pipeline.inference.discovery import InputItem, discover_inputs
 from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
 from pipeline.inference.explain import GradCAMExplainer
 from pipeline.inference.loaders import Case, check_pixel_limit, load_case
@@ -36,7 +36,7 @@ from pipeline.inference.table import (
     error_row,
     write_table,
 )
-from pipeline.prediction_journal import PredictionJournal
+from pipeline.prediction_journal import PredictionJournal, check_output_folder
 from pipeline.switches import auto_switch
 
 __all__ = ["Predictor", "predict", "unlabelled", "MAX_PIXELS"]
@@ -440,8 +440,8 @@ def predict(
     """
     if not str(input):
         raise ValueError("no input given (--input / --input_dir)")
-    if Path(input).exists():   # refused before the models are loaded (a missing input is discovery's to name)
-        check_output_location(input, output_dir)
+    # refused before the models are loaded (a missing input is discovery's to name)
+    check_output_folder(output_dir, input if Path(input).exists() else None, overwrite=overwrite, resume=resume)
     predictor = Predictor(bundle, runtime=runtime, device=device, batch_size=batch_size, threshold=threshold,
                           refine=refine, explain=explain, overlays=overlays, native_resolution=native_resolution,
                           max_pixels=max_pixels, progress=progress, **options)

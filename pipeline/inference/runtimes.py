@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from pipeline.bundle_folder import MODEL_FILES, RUNTIMES, resolve_runtime
 from pipeline.keys import Head
 from pipeline.switches import FALSE_WORDS, TRUE_WORDS
 
@@ -25,9 +26,6 @@ __all__ = [
     "open_exported_bundle",
     "load_model",
 ]
-
-RUNTIMES = ("auto", "torch", "torchscript", "onnx")
-MODEL_FILES = {"torch": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}
 
 
 def flag(value: Any) -> bool:
@@ -61,32 +59,6 @@ class DictModel:
         out = self.model(torch.as_tensor(x).to(self.device, torch.float32))
         seg, cls = (out[Head.SEG.value], out[Head.CLS.value]) if isinstance(out, dict) else out
         return {Head.SEG.value: seg, Head.CLS.value: cls}
-
-
-def resolve_runtime(models: Path, runtime: str) -> str:
-    """The runtime to use for the model files in ``models``: ``runtime`` itself (its file must exist) or, for
-    ``"auto"``, TorchScript, else ONNX (when ONNX Runtime is installed), else torch, whichever file exists first.
-
-    Raises:
-        ValueError: an unknown runtime.
-        FileNotFoundError: the runtime's model file (or, for ``"auto"``, every model file) is missing.
-    """
-    runtime = (runtime or "auto").lower()
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        for candidate in ("torchscript", "onnx", "torch"):
-            if (models / MODEL_FILES[candidate]).is_file():
-                if candidate == "onnx":
-                    try:
-                        import onnxruntime  # noqa: F401
-                    except ImportError:
-                        continue
-                return candidate
-        raise FileNotFoundError(f"no model in {models} (expected model.ts, model.onnx or model.pt)")
-    if not (models / MODEL_FILES[runtime]).is_file():
-        raise FileNotFoundError(f"runtime {runtime} needs {models / MODEL_FILES[runtime]}, which does not exist")
-    return runtime
 
 
 def load_eager_network(parser: Any, models: Path, device: torch.device) -> torch.nn.Module:

@@ -410,9 +410,10 @@ def test_usage_errors_exit_two(us_fake, tmp_path, capsys):
     assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "x.png"), "--output",
                  str(tmp_path / "o"), "--runtime", "onnx"]) == 2  # the fake bundle has no model.onnx
     assert "model.onnx" in capsys.readouterr().err
-    assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "x.png"), "--output",
-                 str(tmp_path / "o"), "--threshold", "1.5"]) == 2
-    capsys.readouterr()
+    with pytest.raises(SystemExit) as error:   # an option value argparse checks itself: exit 2 with the usage line
+        main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "x.png"), "--output",
+              str(tmp_path / "o"), "--threshold", "1.5"])
+    assert error.value.code == 2 and "--threshold: must be between 0 and 1" in capsys.readouterr().err
     (tmp_path / "scans").mkdir()
     blob_png(tmp_path / "scans" / "y.png")
     assert main(["predict", "--bundle", str(us_fake), "--input", str(tmp_path / "scans"), "--output",

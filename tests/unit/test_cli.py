@@ -86,6 +86,38 @@ def test_a_wrong_bundle_is_answered_before_torch_is_imported(tmp_path, argv):
     assert done.returncode in (1, 2) and "bundle" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--runtime", "onnx"], "runtime onnx needs"),
+    (["--output", "{tmp}/done"], "holds the predictions of an earlier run (predictions.csv): pass --resume"),
+    (["--output", "{tmp}"], "contains the input folder"),
+    (["--overwrite", "--resume"], "not allowed with argument"),
+    (["--threshold", "1.5"], "--threshold: must be between 0 and 1"),
+])
+def test_predict_usage_errors_are_answered_before_torch_is_imported(tmp_path, argv, message):
+    """Options that the model cannot change are checked before torch, MONAI or the model are loaded (exit 2)."""
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "bundle"   # complete as far as the checks can tell: deploy.yaml, the marker, a TorchScript file
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "deploy.yaml").write_text("classes: [benign, malignant]\n")
+    (bundle / "models").mkdir()
+    (bundle / "models" / "export_report.json").write_text("{}")
+    (bundle / "models" / "model.ts").write_bytes(b"not read")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"not read")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "predictions.csv").write_text("file\n")
+    code = ("import sys; from pipeline.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    rc = e.code\nprint('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
+            "sys.exit(rc)")
+    base = ["predict", "--bundle", str(bundle), "--input", str(tmp_path / "images"), "--output", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-c", code, *base, *[a.format(tmp=tmp_path) for a in argv]],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "torch not imported", done.stdout + done.stderr
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--datalist", "{tmp}/none.json"],
     ["cv", "--bundle", "bundles/breast_us_mtl", "--datalist", "{tmp}/none.json", "--output", "{tmp}/cv"],
