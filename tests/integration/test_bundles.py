@@ -96,6 +96,8 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     assert {"val_dice", "val_auc", "val_auc_ci_low"} <= set(eval_run.data.metrics)
     assert not any(name.startswith("test_") for name in eval_run.data.metrics)
     assert eval_run.data.tags["mlflow.parentRunId"] == run.info.run_id   # nested under the training it evaluates
+    eval_inputs = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}").get_run(eval_run.info.run_id).inputs
+    assert [d.dataset.name for d in eval_inputs.dataset_inputs] == ["val_dataset_0"]   # the images it scored
     for logged in (run, eval_run):   # artifacts beside the run's tracking database, not in the working directory
         assert logged.info.artifact_uri.startswith(out.as_uri())
     if bundle == US_BUNDLE:
