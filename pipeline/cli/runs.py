@@ -53,7 +53,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                              overrides=overrides, quiet=not args.verbose)
         if len(evaluations) > 1:
             print(table.read_text())
-            print(f"table: {table} and {table.with_suffix('.csv')}")
+            print(f"table: {table}, {table.with_suffix('.csv')} and the page {table.with_suffix('.html')}")
         else:
             name = evaluations[0][0]
             print(format_metrics(evaluations[0][1], split={"val": "validation"}.get(name, name.replace("_", " "))))
@@ -68,7 +68,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         table, _ = evaluate_datasets(args.run, args.datalist, split=split, overrides=overrides,
                                      quiet=not args.verbose)
         print(table.read_text())
-        print(f"table: {table} and {table.with_suffix('.csv')}")
+        print(f"table: {table}, {table.with_suffix('.csv')} and the page {table.with_suffix('.html')}")
         return EXIT_OK
     eval_dir = evaluate_run(args.run, split=split, datalist=args.datalist[0] if args.datalist else None,
                             eval_dir=args.output, overrides=overrides, quiet=not args.verbose)
