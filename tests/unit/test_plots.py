@@ -93,3 +93,53 @@ def test_comparison_figure_draws_the_metrics_present(tmp_path):
     assert_nontrivial_png(plots.plot_comparison(table, ["dice", "auc", "hd95"], tmp_path / "cmp.png"))
     with pytest.raises(ValueError, match="none of the metrics"):
         plots.plot_comparison(table, ["auc"], tmp_path / "none.png")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, kept for inspection (they are written as usual)."""
+    figures = []
+    save = plots._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_learning_curves_are_panels_with_the_validation_loss_and_the_kept_epoch(tmp_path, drawn):
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.6], "val_loss": [1.1, 0.7, 0.9],
+                            "lr": [1e-3, 5e-4, 1e-4], "val_dice": [0.4, 0.7, 0.6], "val_auc": [0.6, 0.8, 0.7],
+                            "val_score": [0.5, 0.75, 0.65]})
+    plots.plot_learning_curves(history, tmp_path / "lc.png")
+    axes = drawn[-1].axes
+    assert [ax.get_ylabel() for ax in axes] == ["Loss", "Segmentation\n(validation)", "Classification\n(validation)",
+                                                "Learning rate"]
+    loss_lines = {line.get_label(): line for line in axes[0].get_lines()}
+    assert {"train_loss", "val_loss"} <= set(loss_lines) and loss_lines["val_loss"].get_linestyle() == "--"
+    for ax in axes:   # epoch 2 (best val_score) marked on every panel
+        assert any(list(line.get_xdata()) == [2, 2] for line in ax.get_lines())
+
+
+def test_overlay_contours_use_the_colour_blind_safe_colours_and_styles(tmp_path, drawn):
+    mask = np.zeros((32, 32))
+    mask[8:20, 8:20] = 1
+    plots.plot_overlays([np.random.default_rng(0).normal(size=(32, 32))], [mask], [np.roll(mask, 3, axis=1)], ["a"],
+                        tmp_path / "ov.png")
+    lines = drawn[-1].axes[0].get_lines()
+    styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+    assert (plots.TRUTH_COLOUR, "-") in styles and (plots.PRED_COLOUR, "--") in styles
+
+
+def test_roc_draws_its_bootstrap_band(tmp_path, drawn):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    p1 = np.clip(labels * 0.6 + rng.uniform(0, 0.4, 60), 0, 1)
+    plots.plot_roc(np.stack([1 - p1, p1], 1), labels, ["benign", "malignant"], tmp_path / "roc.png", n_bootstrap=50)
+    ax = drawn[-1].axes[0]
+    bands = [c for c in ax.collections if "bootstrap band" in str(c.get_label())]
+    assert len(bands) == 1
+    plots.plot_roc(np.stack([1 - p1, p1], 1), labels, ["benign", "malignant"], tmp_path / "roc0.png", n_bootstrap=0)
+    assert not [c for c in drawn[-1].axes[0].collections if "bootstrap band" in str(c.get_label())]
