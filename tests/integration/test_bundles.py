@@ -203,16 +203,22 @@ def test_two_process_gloo_ddp_training(us_datalist, tmp_path):
     assert "val_dice" in history and history["val_dice"].notna().all()
 
 
-def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys):
+def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys, monkeypatch):
     """`bmtl cv` trains and evaluates each fold in a child process, aggregates, and logs an MLflow parent run."""
     from mlflow.tracking import MlflowClient
 
     from pipeline.cli import main
 
+    import tqdm.auto
+
+    bars, real = [], tqdm.auto.tqdm
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda iterable, **kw: bars.append((kw["desc"], kw["unit"])) or real(
+        iterable, **kw))
     preset = tiny_preset(tmp_path / "preset.yaml")
     out = tmp_path / "cv"
     assert main(["cv", "--bundle", str(US_BUNDLE), "--datalist", str(us_datalist), "--folds", "2",
                  "--network", str(preset), "--output", str(out), "--epochs", "1"]) == 0
+    assert bars == [("cv preset", "fold")]   # one bar over the folds (shown on a terminal)
     folds = pd.read_csv(out / "cv_folds.csv")
     assert folds["fold"].tolist() == [0, 1] and folds["dice"].notna().all()
     summary = pd.read_csv(out / "cv_summary.csv")

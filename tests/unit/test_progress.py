@@ -31,3 +31,32 @@ def test_prepare_shows_a_bar_over_its_images_or_volumes(tmp_path, monkeypatch):
     assert ("prepare nifti", 2) in bars   # one bar per volume
     per_class = {desc: n for desc, n in bars if desc.startswith("prepare ") and desc != "prepare nifti"}
     assert set(per_class) == {"prepare normal", "prepare benign", "prepare malignant"} and sum(per_class.values()) == 6
+
+
+def _record_bars(monkeypatch):
+    import tqdm.auto
+
+    bars, real = [], tqdm.auto.tqdm
+
+    def recording(iterable, **kwargs):
+        bars.append((kwargs["desc"], kwargs["total"] if kwargs["total"] is not None else len(iterable)))
+        return real(iterable, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", recording)
+    return bars
+
+
+def test_dedup_shows_a_bar_over_the_images_it_reads(tmp_path, monkeypatch):
+    import numpy as np
+
+    from pipeline.data.dedup import find_duplicates
+    from pipeline.data.io import write_png
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        write_png(paths[-1], (rng.uniform(size=(32, 32)) * 255).astype(np.uint8))
+    bars = _record_bars(monkeypatch)
+    find_duplicates(paths)
+    assert ("dedup: reading", 3) in bars
