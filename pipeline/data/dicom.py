@@ -27,6 +27,7 @@ __all__ = [
     "not_an_image",
     "float_list",
     "spacing_problem",
+    "geometry_problem",
     "header_number",
     "pixel_spacing",
     "slice_spacing",
@@ -167,6 +168,24 @@ def spacing_problem(ds: Any) -> str:
     return "a single slice without SliceThickness or SpacingBetweenSlices"
 
 
+def geometry_problem(ds: Any) -> str | None:
+    """Why the slice position or orientation of ``ds`` cannot be used although it is there (a value that is not 3
+    resp. 6 numbers, e.g. written with a decimal comma), naming the element and quoting its stored value; None when
+    both are readable or absent (an absent one is a known gap: the slices are ordered by InstanceNumber)."""
+    for keyword, count in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6)):
+        try:
+            raw = ds.get(keyword)
+        except Exception as e:  # pydicom may convert (and fail) when the element is accessed
+            return f"{keyword} cannot be read ({e})"
+        if raw is None or str(raw).strip() == "":
+            continue
+        values = float_list(ds, keyword)
+        if values is None or len(values) != count or not np.all(np.isfinite(values)):
+            stored = raw if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__") else "\\".join(map(str, raw))
+            return f"{keyword} '{stored}' is not {count} numbers (a decimal comma?)"
+    return None
+
+
 def slice_spacing(ds: Any) -> float | None:
     """``SpacingBetweenSlices``, else ``SliceThickness``, in mm; None when neither can be read."""
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
@@ -280,6 +299,10 @@ def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
         shown = ", ".join(f"{c}x{r} ({n} file{'s' if n > 1 else ''})" for (r, c), n in sizes.most_common())
         raise DataError(folder, f"mixed slice sizes in the series (columns x rows): {shown}; expected one size")
 
+    for path, ds in found:   # a position read as absent would place the volume at the origin, silently
+        problem = geometry_problem(ds)
+        if problem:
+            raise DataError(path, f"malformed DICOM header: {problem}; the slices cannot be placed in the patient")
     geometry = [(float_list(ds, "ImagePositionPatient"), float_list(ds, "ImageOrientationPatient"))
                 for _, ds in found]
     first = found[0][1]
@@ -328,7 +351,12 @@ def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
         if any(n is None or n == "" for n in numbers):
             raise DataError(folder, "cannot order the slices: some have no ImagePositionPatient/"
                                     "ImageOrientationPatient and no InstanceNumber")
-        numbers = [int(n) for n in numbers]
+        try:
+            numbers = [int(n) for n in numbers]
+        except (TypeError, ValueError):   # a malformed IS value is this series' error, not the whole run's
+            shown = ", ".join(repr(str(n)) for n in numbers[:5])
+            raise DataError(folder, f"cannot order the slices: InstanceNumber values ({shown}) are not all integers "
+                                    "and the slices have no ImagePositionPatient/ImageOrientationPatient") from None
         if len(set(numbers)) != len(numbers):
             raise DataError(folder, "cannot order the slices: repeated InstanceNumber and no slice positions")
         order = np.argsort(numbers, kind="stable")

@@ -228,6 +228,25 @@ def with_raw_value(path: Path, keyword: str, stored: bytes) -> Path:
     return path
 
 
+@pytest.mark.parametrize("keyword, stored, count", [("ImagePositionPatient", b"120,5\\-85,25\\-40,5", 3),
+                                                    ("ImageOrientationPatient", b"1\\0\\0\\0\\0,98\\0,17", 6)])
+def test_a_slice_position_or_orientation_with_a_decimal_comma_is_refused_not_placed_at_the_origin(
+        tmp_path, keyword, stored, count):
+    """A position or orientation that cannot be read would put the volume at the origin with the identity
+    orientation, a mask in the wrong place of the patient: the series is refused naming the file and the value, in
+    prepare and predict alike (both read series through ``read_dicom_series``)."""
+    volume = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32) * 100
+    write_dicom_series(volume, tmp_path / "series", spacing=(0.7, 0.7, 2.5))
+    bad = with_raw_value(sorted((tmp_path / "series").iterdir())[1], keyword, stored)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match=rf"malformed DICOM header: {keyword} '.*,.*' is not {count} numbers") as e:
+            read_dicom_series(tmp_path / "series")
+        assert e.value.path == bad
+        with pytest.raises(DataError, match=keyword):
+            load_case(discover_inputs(tmp_path / "series")[0])
+
+
 def test_prepare_dicom_skips_series_with_malformed_headers_by_name_and_prepares_the_rest(tmp_path, capsys):
     """`bmtl prepare --source dicom`: a series whose PixelSpacing has decimal commas is not written as 1 x 1 mm slices
     and one slice's unreadable RescaleSlope is named with its file; neither stops the run, the good series are
@@ -242,18 +261,21 @@ def test_prepare_dicom_skips_series_with_malformed_headers_by_name_and_prepares_
     for f in sorted((src / "images" / "c2").iterdir()):
         with_decimal_comma(f, "PixelSpacing")
     bad_slope = with_raw_value(sorted((src / "images" / "c3").iterdir())[1], "RescaleSlope", b"0,5")
+    bad_position = with_raw_value(sorted((src / "images" / "c4").iterdir())[1], "ImagePositionPatient",
+                                  b"0\\0\\2,5")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["prepare", "--source", "dicom", "--input", str(src), "--output", str(out), "--folds", "2"]) == 0
     skipped = pd.read_csv(out / "skipped.csv").set_index("path")["problem"].to_dict()
-    assert set(skipped) == {str(src / "images" / "c2"), str(bad_slope)}
+    assert set(skipped) == {str(src / "images" / "c2"), str(bad_slope), str(bad_position)}
+    assert skipped[str(bad_position)].startswith("malformed DICOM header: ImagePositionPatient '0\\0\\2,5' is not 3")
     assert "pixel spacing unknown: PixelSpacing '0,7\\0,7'" in skipped[str(src / "images" / "c2")]
     assert "would claim 1 x 1 mm" in skipped[str(src / "images" / "c2")]
     assert skipped[str(bad_slope)] == "malformed DICOM header: RescaleSlope '0,5' is not a number"
     assert "RescaleSlope '0,5'" in capsys.readouterr().out
     groups = {item["group"] for item in json.loads((out / "datalist.json").read_text())["training"]}
-    assert groups == {"c1", "c4", "c5"}
-    assert not [p for p in (out / "images").iterdir() if p.name.startswith(("c2", "c3"))]
+    assert groups == {"c1", "c5"}
+    assert not [p for p in (out / "images").iterdir() if p.name.startswith(("c2", "c3", "c4"))]
 
 
 @pytest.mark.slow
