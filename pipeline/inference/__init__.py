@@ -23,7 +23,8 @@ lesion and class probabilities; ``tta="flip"`` averages the left-right flipped i
 * ``predictions.csv``: one row per input (see ``CSV_COLUMNS``): class, ``low_confidence`` (the class probability
   within ``confidence_margin`` of the decision: ``pipeline.metrics.decision_margin``), per-class probabilities,
   lesion area in pixels and in mm² where the spacing is known (DICOM ``PixelSpacing`` or ultrasound region
-  calibration, NIfTI affine; never for PNG/JPEG), whether refinement changed anything (on by default when the
+  calibration, NIfTI affine; never for PNG/JPEG; ``spacing_note`` says why not when the file's spacing could not be
+  read), whether refinement changed anything (on by default when the
   classes include "normal"), the error for an input that failed. The ``file`` column is the input's path relative to
   ``input`` (its name for a single file), ``mask``/``overlay``/``heatmap`` are relative to ``output_dir``
   (``PredictionResult.path`` joins them), so both folders can be moved.

@@ -24,6 +24,7 @@ from pipeline.data.dicom import (
     header_number,
     not_an_image,
     number_of_frames,
+    spacing_problem,
 )
 from pipeline.data.io import DataError, read_grey_uint8
 from pipeline.inference.discovery import InputItem
@@ -41,6 +42,7 @@ class Case:
     slices: list[torch.Tensor]
     display: list[np.ndarray]  # per slice, (H, W) grey image as shown
     spacing: tuple[float, float] | None = None  # in-plane mm per pixel (rows, columns of a slice)
+    spacing_problem: str | None = None  # why a spacing the format carries could not be read (None: read, or none)
     thickness: float | None = None  # slice spacing (volumes)
     writer: Callable[[list[np.ndarray], Path], Path] | None = None
     view: Callable[[np.ndarray], np.ndarray] = staticmethod(lambda a: a)  # slice array -> displayed orientation
@@ -155,7 +157,9 @@ def load_dicom(item: InputItem) -> Case:
     from monai.data import MetaTensor
 
     image = _grey(MetaTensor(image.float()))
-    return Case(item, [image], [np.asarray(image[0])], spacing=dicom_spacing(ds), writer=write_png_mask,
+    spacing = dicom_spacing(ds)
+    return Case(item, [image], [np.asarray(image[0])], spacing=spacing, writer=write_png_mask,
+                spacing_problem=spacing_problem(ds) if spacing is None and "PixelSpacing" in ds else None,
                 shape=tuple(image.shape[-2:]))
 
 
@@ -312,6 +316,7 @@ def _volume_case(item: InputItem, volume: Any, axis: int, normalise: bool, write
         # a DICOM series whose spacing could not be read has a 1 mm placeholder in its affine: no mm figures
         spacing=(float(spacing[in_plane[0]]), float(spacing[in_plane[1]])) if known else None,
         thickness=float(spacing[slice_axis]) if known else None,
+        spacing_problem=None if known else volume.meta.get("spacing_problem", "unreadable"),
         writer=lambda masks, out: write(masks, out, back),
         view=view,
         shape=tuple(original_shape),

@@ -395,7 +395,8 @@ class Predictor:
         """An input's row once all its slices are predicted, with its mask, overlay and heatmap written
         (``write_case_files``: all or none, so an error row never has a mask beside it)."""
         summary = CaseSummary.from_slices(state["results"], self.cls_threshold)
-        row = case_row(case.item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin)
+        row = case_row(case.item, self.classes, summary, case.spacing, case.thickness, self.confidence_margin,
+                       case.spacing_problem)
         # at the size the heatmap is drawn, not the input's: a full-size float map of a huge input is large
         heat = (lambda: resize_to(self.gradcam(state["tensors"][summary.best], summary.predicted),
                                   capped_size(case.display[summary.best].shape[-2:]))) if self.explain else None

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 _FIXED_COLUMNS = ["file", "frame", "type", "status", "error", "predicted_class", "low_confidence"]
 _MEASURE_COLUMNS = ["lesion_area_px", "lesion_area_mm2", "lesion_voxels", "lesion_volume_mm3", "n_slices", "height",
-                    "width", "spacing_mm", "refined", "mask", "overlay", "heatmap"]
+                    "width", "spacing_mm", "spacing_note", "refined", "mask", "overlay", "heatmap"]
 CSV_COLUMNS = (*_FIXED_COLUMNS, "prob_<class> (one per class)", *_MEASURE_COLUMNS)
 EXIT_ALL_OK, EXIT_NONE, EXIT_SOME_FAILED = 0, 1, 3   # 2 is the command line's usage error
 EXIT_CODES = ("0: every input was predicted (files named like masks are skipped and listed, not failures); "
@@ -116,9 +116,11 @@ def error_row(item: InputItem, classes: Sequence[str], error: Exception | str) -
 
 
 def case_row(item: InputItem, classes: Sequence[str], summary: CaseSummary, spacing: Sequence[float] | None,
-             thickness: float | None, confidence_margin: float) -> dict[str, Any]:
+             thickness: float | None, confidence_margin: float, spacing_problem: str | None = None) -> dict[str, Any]:
     """The ``status=ok`` row of a predicted input: class, probabilities, lesion area (in mm² and mm³ where the
-    spacing is known); the file columns (mask, overlay, heatmap) are the caller's."""
+    spacing is known; ``spacing_note`` says why not for a file whose format carries a spacing that could not be
+    read, e.g. a DICOM ``PixelSpacing`` with decimal commas); the file columns (mask, overlay, heatmap) are the
+    caller's."""
     masks, areas, best = summary.masks, summary.areas, summary.best
     row = base_row(item, classes)
     row.update(status="ok", predicted_class=classes[summary.predicted], refined=summary.refined,
@@ -127,6 +129,8 @@ def case_row(item: InputItem, classes: Sequence[str], summary: CaseSummary, spac
                lesion_area_px=int(areas[best] if len(masks) > 1 else areas[0]))
     for c, p in zip(classes, summary.probs):
         row[f"prob_{c}"] = round(float(p), 6)
+    if spacing is None and spacing_problem:
+        row["spacing_note"] = f"spacing unknown ({spacing_problem}): no mm figures"
     if spacing is not None:
         row["spacing_mm"] = "x".join(f"{s:.4g}" for s in spacing)
         row["lesion_area_mm2"] = round(float(row["lesion_area_px"]) * spacing[0] * spacing[1], 3)

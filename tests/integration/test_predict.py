@@ -192,8 +192,8 @@ def test_mixed_folder_masks_keep_the_input_geometry(us_fake, mixed_folder, tmp_p
     table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     expected_columns = ["file", "frame", "type", "status", "error", "predicted_class", "low_confidence", "prob_normal",
                         "prob_benign", "prob_malignant", "lesion_area_px", "lesion_area_mm2", "lesion_voxels",
-                        "lesion_volume_mm3", "n_slices", "height", "width", "spacing_mm", "refined", "mask", "overlay",
-                        "heatmap"]
+                        "lesion_volume_mm3", "n_slices", "height", "width", "spacing_mm", "spacing_note", "refined",
+                        "mask", "overlay", "heatmap"]
     assert list(table.columns) == expected_columns
     assert len(table) == 6
     errors = table[table.status == "error"]

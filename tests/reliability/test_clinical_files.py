@@ -166,6 +166,8 @@ def test_a_spacing_written_with_a_decimal_comma_is_unknown_not_one_mm(tmp_path):
         case = load_case(discover_inputs(bad)[0])
         assert dicom_spacing(pydicom.dcmread(bad)) is None
     assert case.spacing is None and case.display[0].shape == (64, 64)   # read, but no millimetres
+    assert case.spacing_problem.startswith("PixelSpacing '0,3125\\0,3125' is not two positive numbers")
+    assert load_case(discover_inputs(good)[0]).spacing_problem is None
 
 
 def test_a_series_with_an_unreadable_spacing_keeps_no_mm_and_a_bad_rescale_is_named(tmp_path):
@@ -180,6 +182,7 @@ def test_a_series_with_an_unreadable_spacing_keeps_no_mm_and_a_bad_rescale_is_na
         series = read_dicom_series(tmp_path / "comma")
         case = load_case(discover_inputs(tmp_path / "comma")[0])
     assert series.meta["spacing_known"] is False and case.spacing is None and case.thickness is None
+    assert "PixelSpacing '0,7\\0,7'" in case.spacing_problem   # what predictions.csv's spacing_note says
     assert len(case.slices) == 3
     write_dicom_series(volume, tmp_path / "slope", spacing=(0.7, 0.7, 2.5))
     second = sorted((tmp_path / "slope").iterdir())[1]
@@ -295,6 +298,8 @@ def test_predict_writes_one_row_and_mask_per_frame(exported_bundle, tmp_path, ca
     assert dose.status.tolist() == ["error"] and "RTDOSE" in dose.error.iloc[0]
     comma = table[table.file.str.endswith("comma.dcm")]
     assert comma.status.tolist() == ["ok"] and comma.spacing_mm.isna().all() and comma.lesion_area_mm2.isna().all()
+    assert comma.spacing_note.iloc[0].startswith("spacing unknown (PixelSpacing '0,3125\\0,3125'")
+    assert frames.spacing_note.isna().all()   # the cine loop's spacing was read
     assert main(["predict", "--bundle", str(exported_bundle), "--input", str(cine), "--output",
                  str(tmp_path / "one"), "--frame", "12", "--no-progress", "--no-overlays"]) == 0
     one = pd.read_csv(tmp_path / "one" / "predictions.csv")
