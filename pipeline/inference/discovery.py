@@ -59,13 +59,14 @@ def _stem(relative: Path) -> str:
     return str(relative.with_suffix("")) if relative.suffix else str(relative)
 
 
-def _dicom_header(path: Path) -> Any | None:
-    """The DICOM header of ``path`` (no pixels), or None when it is not a DICOM file."""
+def _dicom_header(path: Path, force: bool = False) -> Any | None:
+    """The DICOM header of ``path`` (no pixels), or None when it is not a DICOM file (``force``: also a data set
+    without the preamble and file meta information, pydicom's ``force``)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(path, stop_before_pixels=True, force=force)
     except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
         return None
     except Exception:  # pydicom raises many types for broken headers
@@ -196,6 +197,13 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
         else:
             maybe_dicom = suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
             ds = _dicom_header(p) if maybe_dicom else None
+            if ds is None and suffix in DICOM_SUFFIXES:
+                # a data set written without the 128-byte preamble and file meta (as some RT systems do): read
+                # forcibly only to recognise an object that is not an image; anything else is the reader's to name
+                forced = _dicom_header(p, force=True)
+                if forced is not None and (problem := not_an_image(forced)) is not None:
+                    items.append(InputItem(p, "unsupported", _stem(rel), problem))
+                    continue
             if ds is None:
                 if suffix in DICOM_SUFFIXES:
                     items.append(InputItem(p, "dicom", _stem(rel)))  # the reader names the problem

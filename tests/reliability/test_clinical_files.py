@@ -90,6 +90,38 @@ def test_objects_that_are_not_images_are_refused_by_name(tmp_path):
     assert problems["mosaic.dcm"][0] == "unsupported" and "Siemens MOSAIC" in problems["mosaic.dcm"][1]
 
 
+def test_a_structure_set_written_without_the_file_preamble_is_refused_as_one(tmp_path):
+    """pydicom's ``rtstruct.dcm`` is a bare data set (no preamble, no file meta), as some RT systems write them: it
+    is recognised as an RT structure set, not reported as an unreadable image."""
+    copy_testdata("rtstruct.dcm", tmp_path / "in")
+    (item,) = discover_inputs(tmp_path / "in")
+    assert (item.kind, item.problem) == ("unsupported", "DICOM RTSTRUCT object (an RT structure set), not an image to "
+                                                        "predict")
+
+
+@pytest.mark.parametrize("name, n_slices, shape, spacing, thickness", [
+    ("anatomical.nii", 25, (33, 41), (2.0, 2.0), 2.0),
+    ("standard.nii.gz", 7, (4, 5), (1.0, 3.0), 2.0),   # anisotropic: each axis keeps its own spacing
+])
+def test_nibabels_nifti_files_are_read_with_their_geometry(name, n_slices, shape, spacing, thickness):
+    """NIfTI files nibabel ships (written by other tools): slices, in-plane spacing and slice spacing from the
+    header."""
+    import nibabel
+
+    case = load_case(discover_inputs(Path(nibabel.__file__).parent / "tests" / "data" / name)[0])
+    assert len(case.slices) == n_slices and tuple(case.slices[0].shape[-2:]) == shape
+    assert case.spacing == pytest.approx(spacing) and case.thickness == pytest.approx(thickness)
+
+
+def test_a_4d_nifti2_file_is_refused_naming_its_volumes():
+    """nibabel's NIfTI-2 example holds two time points: refused with the shape, never read as its first volume."""
+    import nibabel
+
+    path = Path(nibabel.__file__).parent / "tests" / "data" / "example_nifti2.nii.gz"
+    with pytest.raises(DataError, match=r"4D volume \(shape \(32, 20, 12, 2\): 2 volumes"):
+        load_case(discover_inputs(path)[0])
+
+
 @pytest.mark.parametrize("value, frames, problem", [
     ("2.0", [0, 1], None),                                   # a decimal point vendors write in an IS value
     ("2.5", None, "NumberOfFrames '2.5' is not a whole positive number"),
