@@ -782,19 +782,60 @@ def _write_predict_long_name(root: Path, ctx: Context) -> Scenario:
     return Scenario(args, path, items=2)
 
 
-def _write_predict_dicom_rescale_comma(root: Path, ctx: Context) -> Scenario:
+def _with_raw_ds(path: Path, keyword: str, stored: bytes) -> Path:
+    """A DS element of ``path`` stored as a European-locale vendor writes it (``0,5``): pydicom refuses to set such a
+    value, so the raw element is replaced."""
     import pydicom
     from pydicom.dataelem import RawDataElement
     from pydicom.datadict import tag_for_keyword
 
-    folder, args = _predict_folder(root, ctx)
-    path = _dicom_slice(folder / "dicom")
     ds = pydicom.dcmread(path)
-    tag = pydicom.tag.Tag(tag_for_keyword("RescaleSlope"))
-    # stored as a European-locale vendor writes it (pydicom refuses to set such a DS value: the raw element is)
-    ds._dict[tag] = RawDataElement(tag, "DS", 4, b"0,5 ", 0, False, True)
+    tag = pydicom.tag.Tag(tag_for_keyword(keyword))
+    stored = stored.ljust(len(stored) + len(stored) % 2)   # DICOM values have an even length
+    ds._dict[tag] = RawDataElement(tag, "DS", len(stored), stored, 0, False, True)
     ds.save_as(path)
+    return path
+
+
+def _write_predict_dicom_rescale_comma(root: Path, ctx: Context) -> Scenario:
+    folder, args = _predict_folder(root, ctx)
+    path = _with_raw_ds(_dicom_slice(folder / "dicom"), "RescaleSlope", b"0,5")
     return Scenario(args, path, items=1)
+
+
+def _write_predict_dicom_spacing_comma(root: Path, ctx: Context) -> Scenario:
+    folder, args = _predict_folder(root, ctx)
+    path = _with_raw_ds(_pydicom_file("MR_small.dcm", folder), "PixelSpacing", b"0,3125\\0,3125")
+    return Scenario(args, path, items=2)
+
+
+def _write_predict_series_position_comma(root: Path, ctx: Context) -> Scenario:
+    from pipeline.data.synthetic_dicom import write_dicom_series
+
+    folder, args = _predict_folder(root, ctx)
+    series = folder / "series"
+    write_dicom_series((_grey(size=40).astype(np.int16)[..., None] * np.ones(3, np.int16)), series,
+                       spacing=(0.7, 0.7, 2.5))
+    _with_raw_ds(sorted(series.iterdir())[1], "ImagePositionPatient", b"0\\0\\2,5")
+    return Scenario(args, series, items=1)
+
+
+def _pydicom_file(name: str, folder: Path) -> Path:
+    """A copy of a DICOM file that pydicom ships (written by other software; never downloaded)."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(get_testdata_file(name, download=False), folder / name))
+
+
+def _predict_pydicom_file(name: str, accepted: bool = False) -> Callable[[Path, Context], Scenario]:
+    def write(root: Path, ctx: Context) -> Scenario:
+        folder, args = _predict_folder(root, ctx)
+        return Scenario(args, _pydicom_file(name, folder), items=2 if accepted else 1)
+
+    return write
 
 
 def _write_predict_too_many_pixels(root: Path, ctx: Context) -> Scenario:
@@ -1008,6 +1049,28 @@ BAD_INPUTS: list[BadInput] = [
              "malformed DICOM header: RescaleSlope '0,5' is not a number", _write_predict_dicom_rescale_comma),
     BadInput("predict-too-many-pixels", "64x64 PNG with --max-pixels 2000", "predict", "skipped",
              "above the limit of 2,000 pixels", _write_predict_too_many_pixels),
+    BadInput("predict-cmyk-jpeg", "CMYK JPEG (as Adobe tools save it)", "predict", "accepted",
+             "read through its colours, as `prepare` reads it",
+             _predict_file("ink.jpg", lambda: _cmyk_jpeg(), accepted=True)),
+    BadInput("predict-exif-rotated", "JPEG with EXIF orientation 6 (a phone photo)", "predict", "accepted",
+             "predicted as displayed (EXIF orientation applied); the mask in the displayed orientation",
+             _predict_file("photo.jpg", lambda: _exif_rotated_jpeg(), accepted=True)),
+    BadInput("predict-animated-png", "animated PNG (2 frames)", "predict", "skipped",
+             "multi-page or animated image (2 frames)", _predict_file("cine.png", lambda: _animated_png())),
+    BadInput("predict-palette-colour-dicom", "PALETTE COLOR DICOM (pydicom's examples_palette.dcm)", "predict",
+             "accepted", "read through its colour lookup table",
+             _predict_pydicom_file("examples_palette.dcm", accepted=True)),
+    BadInput("predict-rtdose", "RT dose grid DICOM (pydicom's rtdose.dcm)", "predict", "skipped",
+             "DICOM RTDOSE object (an RT dose grid), not an image to predict", _predict_pydicom_file("rtdose.dcm")),
+    BadInput("predict-rtstruct", "RT structure set without the file preamble (pydicom's rtstruct.dcm)", "predict",
+             "skipped", "DICOM RTSTRUCT object (an RT structure set), not an image to predict",
+             _predict_pydicom_file("rtstruct.dcm")),
+    BadInput("predict-dicom-spacing-comma", "DICOM with PixelSpacing '0,3125\\0,3125' (decimal commas)", "predict",
+             "accepted", "predicted; no mm figures, `spacing_note` quotes the value (never 1 x 1 mm)",
+             _write_predict_dicom_spacing_comma),
+    BadInput("predict-series-position-comma", "DICOM series with ImagePositionPatient '0\\0\\2,5' in one slice",
+             "predict", "skipped", "ImagePositionPatient '0\\0\\2,5' is not 3 numbers",
+             _write_predict_series_position_comma),
 ]
 
 
@@ -1022,6 +1085,30 @@ def _cmyk_jpeg() -> bytes:
 
     buffer = io.BytesIO()
     Image.fromarray(np.stack([_grey()] * 3, -1)).convert("CMYK").save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _exif_rotated_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.fromarray(_grey(size=40)[:, :30])   # 30 wide, 40 high as stored; 40 x 30 as displayed
+    exif = image.getexif()
+    exif[0x0112] = 6   # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    return buffer.getvalue()
+
+
+def _animated_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    frames = [Image.fromarray(_grey(seed)) for seed in (7, 8)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "PNG", save_all=True, append_images=frames[1:])
     return buffer.getvalue()
 
 

@@ -119,6 +119,9 @@ def test_the_suite_is_large_and_the_readme_table_is_generated_from_it():
     assert len(BAD_INPUTS) >= 30 and len({c.id for c in BAD_INPUTS}) == len(BAD_INPUTS)
     table = bad_input_table().splitlines()
     assert len(table) == len(BAD_INPUTS) + 2 and table[0].startswith("| Case |")
+    # the README shows this very table (regenerate it with `python -m tests.reliability.bad_inputs`)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "\n".join(table) + "\n" in readme, "README's bad-input table differs from the generated one"
 
 
 # ------------------------------------------------------------------------------------------------ reader fuzzing
