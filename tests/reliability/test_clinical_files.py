@@ -179,6 +179,25 @@ def test_lossless_encodings_give_the_uncompressed_image(tmp_path, name, needs_li
     np.testing.assert_array_equal(decoded.display[0], reference.display[0])
 
 
+# the same 100x100 colour picture encoded by dcmtk and GDCM in many ways (lossless RLE is the reference): a colour
+# space read wrongly (YBR taken for RGB, the 4:2:2 subsampling ignored) moves the grey image by tens of levels
+COLOUR_ENCODINGS = [("SC_rgb_dcmtk_+eb+cr.dcm", False, 0.5), ("SC_rgb_dcmtk_+eb+cy+n1.dcm", False, 1.0),
+                    ("SC_rgb_dcmtk_+eb+cy+np.dcm", False, 1.0), ("SC_rgb_dcmtk_+eb+cy+s2.dcm", False, 1.0),
+                    ("SC_rgb_jpeg_lossy_gdcm.dcm", False, 1.0), ("SC_rgb_gdcm_KY.dcm", False, 0.0),
+                    ("SC_rgb_jls_lossy_sample.dcm", True, 1.0), ("SC_rgb_jpeg_gdcm.dcm", True, 0.0)]
+
+
+@pytest.mark.parametrize("name, needs_libjpeg, tolerance", COLOUR_ENCODINGS, ids=[c[0] for c in COLOUR_ENCODINGS])
+def test_colour_encodings_give_the_grey_image_of_the_lossless_file(tmp_path, name, needs_libjpeg, tolerance):
+    if needs_libjpeg:
+        pytest.importorskip("libjpeg", reason="the `dicom` extra (pylibjpeg-libjpeg) is not installed")
+    reference = load_case(discover_inputs(copy_testdata("SC_rgb_rle.dcm", tmp_path / "plain"))[0]).display[0]
+    decoded = load_case(discover_inputs(copy_testdata(name, tmp_path / "coded"))[0]).display[0]
+    assert decoded.shape == reference.shape and np.ptp(reference) > 100
+    # lossy: within one grey level on average (0.13-0.7 measured); lossless: the same picture
+    assert np.abs(decoded - reference).mean() <= tolerance
+
+
 def with_decimal_comma(path: Path, keyword: str) -> Path:
     """Rewrite the stored text of a DS element with decimal commas (``0.7\\0.7`` -> ``0,7\\0,7``), byte for byte,
     as software set to a European locale writes it."""
