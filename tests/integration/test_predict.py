@@ -902,3 +902,44 @@ def test_prepare_then_training_preprocessing_gives_predicts_network_input(us_exp
     np.testing.assert_array_equal(np.asarray(served), np.asarray(torch.as_tensor(training["image"])))
     # and the mask sits on the lesion of what the network sees (EXIF applied to image and mask alike)
     assert float(torch.as_tensor(training["image"])[torch.as_tensor(training["label"]) > 0].mean()) > 0.6
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nrrd", "dicom"])
+def test_prepare_then_training_preprocessing_gives_predicts_network_input_for_volumes(mr_exported, tmp_path, fmt):
+    """A volume means the same thing everywhere: the slice `bmtl prepare` writes (NIfTI layout, or DICOM series),
+    through the MRI bundle's training preprocessing, is the network input `bmtl predict` builds from the same slice
+    of the original volume (MetaImage reads as the same NIfTI: tests/unit/data/test_volumes.py)."""
+    import nibabel as nib
+
+    from pipeline.data.prepare import prepare
+    from pipeline.data.synthetic import make_mr_dataset
+    from pipeline.deploy import bundle_parser
+    from tests.unit.data.test_volumes import dicom_case, save_nrrd, write_classes
+
+    raw = make_mr_dataset(tmp_path / "raw", n=2, seed=0, shape=(48, 40, 8))
+    if fmt == "nrrd":
+        for path in sorted(raw.glob("*/*.nii.gz")):
+            volume = nib.load(path)
+            save_nrrd(path.with_name(path.name.replace(".nii.gz", ".nrrd")), np.asarray(volume.dataobj), volume.affine)
+            path.unlink()
+    if fmt == "dicom":   # series folders (files in no particular name order) with NIfTI labels
+        raw = tmp_path / "raw_dicom"
+        for seed, case in enumerate(("case_000", "case_001")):
+            dicom_case(raw, case, seed=seed)
+        write_classes(raw, [("case_000", "malignant"), ("case_001", "benign")])
+    _, paths = prepare("dicom" if fmt == "dicom" else "nifti", raw, tmp_path / "prepared", n_folds=2, seed=0,
+                       negative_slices=1)
+    datalist, root = json.loads(paths["datalist"].read_text()), paths["datalist"].parent
+    parser = bundle_parser(mr_exported, ("common.yaml", "deploy.yaml"))
+    transforms = parser.get_parsed_content("preprocessing_transforms")
+    predictor = Predictor(mr_exported, progress=False)
+    items = [i for i in datalist["training"] if i["group"] == "case_000"]
+    assert len(items) >= 2 and {Path(i["original"]).suffix for i in items} == {{"nifti": ".gz", "nrrd": ".nrrd",
+                                                                                "dicom": ""}[fmt]}
+    case = predictor._load(discover_inputs(Path(items[0]["original"]))[0])   # as predict reads it (normalised)
+    for item in items:   # lesion and lesion-free slices
+        training = {"image": str(root / item["image"]), "label": str(root / item["label"])}
+        for t in transforms:
+            training = t(training)
+        served, _ = predictor.preprocess(case.slices[item["slice"]])
+        np.testing.assert_allclose(np.asarray(served), np.asarray(torch.as_tensor(training["image"])), atol=1e-5)
