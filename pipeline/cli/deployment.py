@@ -221,10 +221,10 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
                    "training size (for images at the training images' pixel scale)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     # pipeline.inference.predictor.MAX_PIXELS, not imported: usage errors are answered before torch is imported
-    p.add_argument("--max-pixels", type=int, default=100_000_000, metavar="N",
-                   help="an input of more than N pixels (voxels for a volume) gets an error row instead of being "
-                   "predicted: memory grows with the input's size (default 100000000, e.g. 10000 x 10000; 0: no "
-                   "limit)")
+    p.add_argument("--max-pixels", type=int, default=25_000_000, metavar="N",
+                   help="an input whose images (a volume's slices) have more than N pixels gets an error row "
+                   "instead of being predicted: memory grows with the image's size, about 2.7 GB at the default "
+                   "25000000 (5000 x 5000), 6.1 GB at 8000 x 8000 (0: no limit)")
     rerun = p.add_mutually_exclusive_group()
     rerun.add_argument("--overwrite", action="store_true",
                        help="replace the predictions of an earlier run in --output (refused otherwise)")

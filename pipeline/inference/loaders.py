@@ -347,13 +347,16 @@ def _header_shape(item: InputItem) -> tuple[int, ...] | None:
 
 
 def check_pixel_limit(item: InputItem, shape: tuple[int, ...] | None, max_pixels: int | None) -> None:
-    """Refuse an input of more than ``max_pixels`` pixels (voxels for a volume) before it costs gigabytes.
+    """Refuse an input whose images (a volume's slices) have more than ``max_pixels`` pixels before it costs
+    gigabytes: the bundle's resize to the network size (anti-aliased) takes about 85 bytes per pixel of one image
+    (``benchmarks/predict_memory.py``). A volume's slice is bounded by its two largest dimensions, whatever the slice
+    axis.
 
     Args:
         item: the input.
         shape: its shape; None: read from its header where that is cheap (PNG/JPEG/TIFF, DICOM, NIfTI), else nothing
             is checked.
-        max_pixels: the limit; None: no limit.
+        max_pixels: the limit per image or slice; None: no limit.
 
     Raises:
         pipeline.data.io.DataError: above the limit (the message names the file, its size and the limit).
@@ -364,10 +367,12 @@ def check_pixel_limit(item: InputItem, shape: tuple[int, ...] | None, max_pixels
         shape = _header_shape(item)
     if not shape:
         return
-    n = int(np.prod(shape, dtype=np.int64))
+    largest = sorted((int(d) for d in shape), reverse=True)[:2]   # the largest plane (a colour channel is smaller)
+    n = int(np.prod(largest, dtype=np.int64))
     if n > max_pixels:
         dims = " x ".join(str(d) for d in shape)
-        raise DataError(item.path, f"input too large: {n:,} pixels ({dims}), above the limit of {max_pixels:,} "
+        per = "pixels" if len(shape) == 2 else "pixels per slice"
+        raise DataError(item.path, f"input too large: {n:,} {per} ({dims}), above the limit of {max_pixels:,} "
                                    "pixels (max_pixels, --max-pixels); downscale it, or raise the limit if the memory "
                                    "allows")
 

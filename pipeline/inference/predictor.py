@@ -41,8 +41,9 @@ from pipeline.switches import auto_switch
 
 __all__ = ["Predictor", "predict", "unlabelled", "MAX_PIXELS"]
 
-# the default largest input (pixels, voxels for a volume): 10000 x 10000; peak memory grows with the input's size
-MAX_PIXELS = 100_000_000
+# the default largest image or volume slice: 5000 x 5000 pixels. Peak memory grows with it (0.6 GB + about 85 bytes
+# per pixel, the anti-aliased resize): 2.7 GB at 5000 x 5000, 6.1 GB at 8000 x 8000 (benchmarks/predict_memory.py)
+MAX_PIXELS = 25_000_000
 
 
 def unlabelled(transforms: Any) -> list[Callable]:

@@ -83,3 +83,26 @@ def test_a_palette_colour_dicom_is_read_through_its_colour_table():
     image = np.asarray(load_dicom(InputItem(Path(path), "dicom", "palette")).slices[0][0], dtype=np.float64)
     np.testing.assert_allclose(image, luma, atol=0.01)
     assert np.corrcoef(image.ravel(), ds.pixel_array.ravel())[0, 1] < 0.9   # the indices are another picture
+
+
+def test_the_pixel_limit_bounds_each_image_or_volume_slice(tmp_path):
+    """The limit is per image or slice (the resize's memory), so a volume of many small slices passes; a slice is
+    bounded by the volume's two largest dimensions whatever its axis."""
+    from pipeline.inference.loaders import check_pixel_limit
+
+    item = InputItem(tmp_path / "x.nii.gz", "nifti", "x")
+    check_pixel_limit(item, (40, 50, 160), max_pixels=8000)   # 160 slices: 6.4 M voxels, no slice above 8000
+    check_pixel_limit(item, (40, 50, 3), max_pixels=2000)     # a colour image: the channels are not pixels
+    with pytest.raises(DataError, match=r"8,000 pixels per slice \(40 x 50 x 160\), above the limit of 7,999"):
+        check_pixel_limit(item, (40, 50, 160), max_pixels=7999)
+    with pytest.raises(DataError, match=r"input too large: 2,000 pixels \(40 x 50\)"):
+        check_pixel_limit(InputItem(tmp_path / "x.png", "raster", "x"), (40, 50), max_pixels=1999)
+    check_pixel_limit(item, (4000, 5000, 160), max_pixels=None)
+
+
+def test_the_command_line_default_pixel_limit_is_the_libraries():
+    from pipeline.cli import build_parser
+    from pipeline.inference.predictor import MAX_PIXELS
+
+    args = build_parser().parse_args(["predict", "--bundle", "b", "--input", "i", "--output", "o"])
+    assert args.max_pixels == MAX_PIXELS == 25_000_000
