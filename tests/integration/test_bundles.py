@@ -96,8 +96,11 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     assert {"val_dice", "val_auc", "val_auc_ci_low"} <= set(eval_run.data.metrics)
     assert not any(name.startswith("test_") for name in eval_run.data.metrics)
     assert eval_run.data.tags["mlflow.parentRunId"] == run.info.run_id   # nested under the training it evaluates
-    eval_inputs = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}").get_run(eval_run.info.run_id).inputs
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+    eval_inputs = client.get_run(eval_run.info.run_id).inputs
     assert [d.dataset.name for d in eval_inputs.dataset_inputs] == ["val_dataset_0"]   # the images it scored
+    assert {"report.html", "per_image.csv", "summary.json"} <= {a.path for a in client.list_artifacts(
+        eval_run.info.run_id)}
     for logged in (run, eval_run):   # artifacts beside the run's tracking database, not in the working directory
         assert logged.info.artifact_uri.startswith(out.as_uri())
     if bundle == US_BUNDLE:
@@ -108,7 +111,8 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
         table, _ = evaluate_datasets(out, [datalist], split="all", quiet=True)
         all_run = _mlflow_metrics(out / "mlruns.db", "smoke_eval_all")
         assert all_run.data.tags["mlflow.parentRunId"] == run.info.run_id
-        client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+        assert "all_dice" in all_run.data.metrics and not any(m.startswith(("val_", "test_"))
+                                                              for m in all_run.data.metrics)
         assert {"datasets_all.md", "datasets_all.csv", "datasets_all.html"} <= {
             a.path for a in client.list_artifacts(run.info.run_id)}
         page = table.with_suffix(".html").read_text()
