@@ -29,6 +29,7 @@ __all__ = [
     "spacing_problem",
     "geometry_problem",
     "header_number",
+    "modality_values",
     "pixel_spacing",
     "slice_spacing",
     "dicom_spacing",
@@ -186,6 +187,27 @@ def geometry_problem(ds: Any) -> str | None:
     return None
 
 
+def modality_values(pixels: np.ndarray, ds: Any, path: str | os.PathLike) -> np.ndarray:
+    """Stored pixel values to the modality's values (pydicom's ``apply_modality_lut``: the Modality LUT, else
+    RescaleSlope/RescaleIntercept), as float.
+
+    Raises:
+        DataError: a rescale value that is not a number (a decimal comma: "0,5"); pydicom would fail without naming
+            the element, and a guess would change every pixel.
+    """
+    import pydicom
+
+    if int(pydicom.__version__.split(".")[0]) < 3:  # pragma: no cover - pydicom < 3
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+    else:
+        from pydicom.pixels import apply_modality_lut
+
+    if "ModalityLUTSequence" not in ds:   # else the table applies and the rescale values are not used
+        for keyword in ("RescaleSlope", "RescaleIntercept"):
+            header_number(ds, keyword, 0.0, path)
+    return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+
+
 def slice_spacing(ds: Any) -> float | None:
     """``SpacingBetweenSlices``, else ``SliceThickness``, in mm; None when neither can be read."""
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
@@ -254,8 +276,9 @@ def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
     (then the orientation of the first slice, or the identity, and ``SpacingBetweenSlices``/``SliceThickness`` give the
     geometry). In each slice the DICOM column index becomes array axis 0 and the row index axis 1 (``(Columns, Rows,
     slices)``), so the affine's columns are the row direction times the column spacing, the column direction times the
-    row spacing, and the step from one slice to the next. ``RescaleSlope``/``RescaleIntercept`` are applied per slice.
-    Files that are not DICOM and DICOMDIR files are ignored.
+    row spacing, and the step from one slice to the next. The Modality LUT or ``RescaleSlope``/``RescaleIntercept``
+    apply per slice (pydicom's ``apply_modality_lut``, as for a 2D DICOM), and a MONOCHROME1 image series is inverted
+    over the whole volume. Files that are not DICOM and DICOMDIR files are ignored.
 
     Returns:
         a ``Volume`` (float32 for images, float64 otherwise) with ``meta`` holding ``SeriesDescription``,
@@ -380,10 +403,10 @@ def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
             syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
             raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: {e}); "
                                   f"{DECODER_HINT}") from None
-        slope = header_number(ds, "RescaleSlope", 1.0, path)
-        intercept = header_number(ds, "RescaleIntercept", 0.0, path)
-        planes.append((pixels * slope + intercept).T)  # (Columns, Rows)
+        planes.append(modality_values(pixels, ds, path).T)  # (Columns, Rows)
     data = np.stack(planes, axis=-1)
+    if what == "image" and any(str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1" for _, ds in found):
+        data = data.max() + data.min() - data   # bright = low values: inverted over the volume, as one image
     data = data.astype(np.float32) if what == "image" else data
     check_finite(data, folder, what)
 

@@ -21,7 +21,7 @@ from pipeline.data.dicom import (
     DECODER_HINT,
     check_frame_size,
     dicom_spacing,
-    header_number,
+    modality_values,
     not_an_image,
     number_of_frames,
     spacing_problem,
@@ -130,17 +130,7 @@ def load_dicom(item: InputItem) -> Case:
             raise DataError(path, f"PALETTE COLOR DICOM whose colour table cannot be applied ({type(e).__name__}: "
                                   f"{e})") from None
     if pixels.ndim == 2:
-        if pydicom_2:  # pragma: no cover - pydicom < 3
-            from pydicom.pixel_data_handlers.util import apply_modality_lut
-        else:
-            from pydicom.pixels import apply_modality_lut
-
-        if "ModalityLUTSequence" not in ds:   # else the table applies and the rescale values are not used
-            # a value pydicom cannot convert (a decimal comma: "0,5") would fail inside apply_modality_lut without
-            # naming the element; refused like read_dicom_series refuses it (a guess would change every pixel)
-            for keyword in ("RescaleSlope", "RescaleIntercept"):
-                header_number(ds, keyword, 0.0, path)
-        pixels = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+        pixels = modality_values(pixels, ds, path).astype(np.float32)   # as read_dicom_series reads a slice
         if photometric == "MONOCHROME1":  # bright = low values: invert so that bright tissue is bright
             pixels = pixels.max() + pixels.min() - pixels
         image = torch.as_tensor(pixels)[None]

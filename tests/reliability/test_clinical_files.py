@@ -282,6 +282,17 @@ def with_raw_value(path: Path, keyword: str, stored: bytes) -> Path:
     return path
 
 
+def test_a_monochrome1_series_is_inverted_over_the_volume_like_a_2d_image(tmp_path):
+    """MONOCHROME1 (low values bright) is inverted as one image over the whole series: per slice, each slice's own
+    range would change the contrast from slice to slice."""
+    volume = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32) * 100
+    volume[..., 2] += 50   # the slices have different ranges
+    write_dicom_series(volume, tmp_path / "m2", spacing=(0.7, 0.7, 2.5))
+    write_dicom_series(volume, tmp_path / "m1", spacing=(0.7, 0.7, 2.5), PhotometricInterpretation="MONOCHROME1")
+    normal, inverted = read_dicom_series(tmp_path / "m2").data, read_dicom_series(tmp_path / "m1").data
+    np.testing.assert_allclose(inverted, normal.max() + normal.min() - normal, atol=1e-4)
+
+
 @pytest.mark.parametrize("keyword, stored, count", [("ImagePositionPatient", b"120,5\\-85,25\\-40,5", 3),
                                                     ("ImageOrientationPatient", b"1\\0\\0\\0\\0,98\\0,17", 6)])
 def test_a_slice_position_or_orientation_with_a_decimal_comma_is_refused_not_placed_at_the_origin(
