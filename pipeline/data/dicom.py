@@ -1,7 +1,7 @@
 """DICOM: what a file is (``not_an_image``, ``number_of_frames``), header values read as vendors write them
-(``header_number``, ``float_list``, ``pixel_spacing``, ``dicom_spacing``), and one series folder read as a 3D
-``Volume`` (``read_dicom_series``). Used by ``bmtl prepare --source dicom`` and by ``bmtl predict``'s discovery and
-readers.
+(``header_number``, ``float_list``, ``pixel_spacing``, ``dicom_spacing``), pixel values (``modality_values``) and the
+DICOM files of a folder; ``dicom_series.py`` reads one series folder as a 3D volume with them. Used by ``bmtl prepare
+--source dicom`` and by ``bmtl predict``'s discovery and readers.
 
 Header values: pydicom keeps a value it cannot convert (e.g. ``"0,5"`` in a DS, ``"2.5"`` in an IS) as text; the
 lenient readers here give None for it (a spacing then stays unknown, never 1 mm by default), and the strict
@@ -11,14 +11,13 @@ lenient readers here give None for it (a spacing then stays unknown, never 1 mm 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.data.io import DataError
-from pipeline.data.volume import Volume, check_affine, check_finite, check_size
+from pipeline.data.volume import check_size
 
 __all__ = [
     "MEDIA_STORAGE_DIRECTORY",
@@ -35,7 +34,6 @@ __all__ = [
     "dicom_spacing",
     "check_frame_size",
     "dicom_files",
-    "read_dicom_series",
 ]
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files, not an image
@@ -265,166 +263,3 @@ def dicom_files(folder: Path) -> list[tuple[Path, Any]]:
     if not found:
         raise DataError(folder, f"no DICOM file in the series folder ({not_dicom} file(s) that are not DICOM)")
     return found
-
-
-def read_dicom_series(folder: str | os.PathLike, what: str = "image") -> Volume:
-    """Read one DICOM series (a folder, searched recursively) as a 3D volume with its RAS+ affine.
-
-    Slices are sorted by ``ImagePositionPatient`` projected on the slice normal (the cross product of the two
-    ``ImageOrientationPatient`` directions; in descending order when ``InstanceNumber`` runs that way, so the array
-    keeps the acquisition order), or by ``InstanceNumber`` when any slice lacks position or orientation
-    (then the orientation of the first slice, or the identity, and ``SpacingBetweenSlices``/``SliceThickness`` give the
-    geometry). In each slice the DICOM column index becomes array axis 0 and the row index axis 1 (``(Columns, Rows,
-    slices)``), so the affine's columns are the row direction times the column spacing, the column direction times the
-    row spacing, and the step from one slice to the next. The Modality LUT or ``RescaleSlope``/``RescaleIntercept``
-    apply per slice (pydicom's ``apply_modality_lut``, as for a 2D DICOM), and a MONOCHROME1 image series is inverted
-    over the whole volume. Files that are not DICOM and DICOMDIR files are ignored.
-
-    Returns:
-        a ``Volume`` (float32 for images, float64 otherwise) with ``meta`` holding ``SeriesDescription``,
-        ``PatientID``, ``SeriesInstanceUID``, ``n_files`` and ``spacing_known`` (False when ``PixelSpacing`` or the
-        slice spacing is absent or unreadable: the affine then assumes 1 mm, which must not be reported as mm).
-
-    Raises:
-        DataError: no DICOM file, several series, files without pixel data, multi-frame or colour images, mixed slice
-            sizes or orientations, several slices at one position (several volumes in one folder), uneven slice
-            spacing, undecodable pixel data, a malformed NumberOfFrames or rescale value, NaN/inf values.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(folder, "DICOM series folder not found")
-    found = dicom_files(folder)
-    series = Counter(str(ds.get("SeriesInstanceUID", "")) for _, ds in found)
-    if len(series) > 1:
-        descriptions = sorted({str(ds.get("SeriesDescription", "?")) for _, ds in found})
-        raise DataError(folder, f"folder holds {len(series)} DICOM series ({'; '.join(descriptions[:5])}): put one "
-                                "series per folder")
-    pixel_keys = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-    no_pixels = [p for p, ds in found if not any(k in ds for k in pixel_keys)]
-    if no_pixels:
-        raise DataError(folder, f"DICOM series without pixel data: {len(no_pixels)} of {len(found)} file(s) have no "
-                                f"PixelData (e.g. {no_pixels[0].name})")
-    frames = []
-    for path, ds in found:
-        try:
-            frames.append(number_of_frames(ds))
-        except ValueError as e:
-            raise DataError(path, f"malformed DICOM header: {e}") from None
-    if max(frames) > 1:
-        raise DataError(folder, f"multi-frame (enhanced) DICOM ({max(frames)} frames in one file) is not supported: "
-                                "convert the series to NIfTI (e.g. with dcm2niix) and use the NIfTI layout")
-    for path, ds in found:
-        check_frame_size(ds, path)
-    if any(int(ds.get("SamplesPerPixel", 1) or 1) != 1 for _, ds in found):
-        raise DataError(folder, "colour DICOM images (SamplesPerPixel > 1) are not supported: expected grey MR slices")
-    sizes = Counter((int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in found)
-    if len(sizes) > 1:
-        shown = ", ".join(f"{c}x{r} ({n} file{'s' if n > 1 else ''})" for (r, c), n in sizes.most_common())
-        raise DataError(folder, f"mixed slice sizes in the series (columns x rows): {shown}; expected one size")
-
-    for path, ds in found:   # a position read as absent would place the volume at the origin, silently
-        problem = geometry_problem(ds)
-        if problem:
-            raise DataError(path, f"malformed DICOM header: {problem}; the slices cannot be placed in the patient")
-    geometry = [(float_list(ds, "ImagePositionPatient"), float_list(ds, "ImageOrientationPatient"))
-                for _, ds in found]
-    first = found[0][1]
-    # a PixelSpacing that is absent or cannot be read (e.g. a decimal comma) leaves the spacing unknown: the affine
-    # needs one (1 mm), but meta["spacing_known"] says not to report millimetres
-    spacings = {tuple(round(v, 4) for v in s) if s else None for s in (pixel_spacing(ds) for _, ds in found)}
-    spacing_rc = pixel_spacing(first)
-    spacing_known = spacing_rc is not None
-    spacing_rc = spacing_rc or (1.0, 1.0)
-    if len(spacings) > 1:
-        raise DataError(folder, "mixed pixel spacings in the series "
-                                f"({', '.join(sorted(str(s or 'unreadable') for s in spacings))}): not one volume")
-    if all(pos is not None and len(pos) == 3 and iop is not None and len(iop) == 6 for pos, iop in geometry):
-        iops = np.array([iop for _, iop in geometry])
-        if not np.allclose(iops, iops[0], atol=1e-4):
-            raise DataError(folder, "slices have different orientations (ImageOrientationPatient): not one volume")
-        row_dir, col_dir = iops[0, :3], iops[0, 3:]
-        row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
-        normal = np.cross(row_dir, col_dir)
-        positions = np.array([pos for pos, _ in geometry])
-        along = positions @ normal
-        order = np.argsort(along, kind="stable")
-        steps = np.diff(along[order])
-        numbers = [ds.get("InstanceNumber") for _, ds in found]
-        if len(order) > 1 and all(isinstance(n, int) for n in numbers):
-            ranks = np.array(numbers)[order]
-            if np.all(np.diff(ranks) < 0):  # keep the acquisition order when it runs against the normal
-                order = order[::-1]
-        if steps.size and steps.min() < 1e-3:
-            n_dup = int((steps < 1e-3).sum())
-            raise DataError(folder, f"{n_dup + 1} or more slices share a position: the folder holds several volumes "
-                                    "(e.g. DCE phases, echoes or repeats); put one volume per folder")
-        if steps.size > 1 and steps.max() - steps.min() > 0.05 * steps.mean():
-            raise DataError(folder, f"uneven slice spacing ({steps.min():.3g} to {steps.max():.3g} mm between "
-                                    "neighbours): missing slices or a gap; a volume needs evenly spaced slices")
-        origin = positions[order[0]]
-        if len(order) > 1:
-            step = (positions[order[-1]] - positions[order[0]]) / (len(order) - 1)
-        else:
-            thickness = slice_spacing(first)
-            spacing_known = spacing_known and thickness is not None
-            step = normal * (thickness or 1.0)
-        sorted_by = "position"
-    else:
-        numbers = [ds.get("InstanceNumber") for _, ds in found]
-        if any(n is None or n == "" for n in numbers):
-            raise DataError(folder, "cannot order the slices: some have no ImagePositionPatient/"
-                                    "ImageOrientationPatient and no InstanceNumber")
-        try:
-            numbers = [int(n) for n in numbers]
-        except (TypeError, ValueError):   # a malformed IS value is this series' error, not the whole run's
-            shown = ", ".join(repr(str(n)) for n in numbers[:5])
-            raise DataError(folder, f"cannot order the slices: InstanceNumber values ({shown}) are not all integers "
-                                    "and the slices have no ImagePositionPatient/ImageOrientationPatient") from None
-        if len(set(numbers)) != len(numbers):
-            raise DataError(folder, "cannot order the slices: repeated InstanceNumber and no slice positions")
-        order = np.argsort(numbers, kind="stable")
-        pos0, iop0 = geometry[order[0]]
-        iop0 = iop0 if iop0 is not None and len(iop0) == 6 else [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        row_dir, col_dir = np.array(iop0[:3]), np.array(iop0[3:])
-        row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
-        normal = np.cross(row_dir, col_dir)
-        origin = np.array(pos0 if pos0 is not None and len(pos0) == 3 else [0.0, 0.0, 0.0])
-        thickness = slice_spacing(first)
-        spacing_known = spacing_known and thickness is not None
-        step = normal * (thickness or 1.0)
-        sorted_by = "InstanceNumber"
-
-    planes = []
-    for index in order:
-        path, ds = found[index]
-        try:
-            pixels = np.asarray(ds.pixel_array, dtype=np.float64)
-        except Exception as e:
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-            raise DataError(path, f"cannot decode the pixel data (transfer syntax {syntax}; {type(e).__name__}: {e}); "
-                                  f"{DECODER_HINT}") from None
-        planes.append(modality_values(pixels, ds, path).T)  # (Columns, Rows)
-    data = np.stack(planes, axis=-1)
-    if what == "image" and any(str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1" for _, ds in found):
-        data = data.max() + data.min() - data   # bright = low values: inverted over the volume, as one image
-    data = data.astype(np.float32) if what == "image" else data
-    check_finite(data, folder, what)
-
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * spacing_rc[1]  # along a row: the column index grows, spacing between columns
-    lps[:3, 1] = col_dir * spacing_rc[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = origin
-    affine = LPS_TO_RAS @ lps
-    check_affine(affine, folder)
-    meta = {
-        "SeriesDescription": str(first.get("SeriesDescription", "")),
-        "PatientID": str(first.get("PatientID", "")),
-        "SeriesInstanceUID": str(first.get("SeriesInstanceUID", "")),
-        "n_files": len(found),
-        "sorted_by": sorted_by,
-        "spacing_known": spacing_known,
-    }
-    if not spacing_known:
-        meta["spacing_problem"] = spacing_problem(first)
-    return Volume(data, affine, folder, meta)

@@ -62,7 +62,7 @@ def write_dicom_series(
     ``k + 1``; in each slice ``i`` is the column index and ``j`` the row index (``Columns = shape[0]``, ``Rows =
     shape[1]``), so ``ImageOrientationPatient`` holds the directions of the ``i`` and ``j`` axes,
     ``ImagePositionPatient`` the world position of voxel ``(0, 0, k)``, ``PixelSpacing`` ``[spacing_j, spacing_i]``.
-    Reading the series back with its geometry (``pipeline.data.dicom.read_dicom_series``) gives the same
+    Reading the series back with its geometry (``pipeline.data.dicom_series.read_dicom_series``) gives the same
     world coordinates as the NIfTI written with the same affine.
 
     Pixels are stored as uint16: integer volumes within 0..65535 as they are, other integer volumes with a

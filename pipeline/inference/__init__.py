@@ -32,7 +32,7 @@ lesion and class probabilities; ``tta="flip"`` averages the left-right flipped i
 Inputs: PNG/JPEG/BMP/TIFF; DICOM single files (ultrasound, often RGB or YBR, JPEG/RLE-compressed as pydicom's pixel-data
 plugins decode them; MONOCHROME1 inverted; a multi-frame file such as a cine loop is one input per frame, ``frame``
 column, ``<name>_frameNNN_mask.png``) and series folders (one series per folder, read by
-``pipeline.data.dicom.read_dicom_series``); NIfTI ``.nii``/``.nii.gz``, 2D or 3D (4D is refused); 3D NRRD
+``pipeline.data.dicom_series.read_dicom_series``); NIfTI ``.nii``/``.nii.gz``, 2D or 3D (4D is refused); 3D NRRD
 ``.nrrd``/``.nhdr`` (``pipeline.data.volume.read_nrrd_volume``; masks written as NRRD with the input's space, directions
 and origin); 3D MetaImage ``.mha``/``.mhd`` (``read_metaimage_volume``, the ``itk`` extra; masks written as ``.mha`` by
 MONAI's ``ITKWriter`` with the input's geometry). A 3D volume is brought to its closest RAS orientation, normalised per

@@ -3,7 +3,7 @@ bundle's transforms), the grey images to display and the writer that puts the ma
 
 2D rasters are read as ``bmtl prepare`` reads them (``pipeline.data.io.read_grey_uint8``); DICOM files with
 pydicom (modality LUT, MONOCHROME1 inverted, colour to grey); NIfTI with nibabel; DICOM series with
-``pipeline.data.dicom.read_dicom_series``. Volumes are sliced in their closest RAS orientation.
+``pipeline.data.dicom_series.read_dicom_series``. Volumes are sliced in their closest RAS orientation.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def load_metaimage(item: InputItem, axis: int, normalise: bool) -> Case:
 def load_dicom_series(item: InputItem, axis: int, normalise: bool) -> Case:
     import nibabel as nib
 
-    from pipeline.data.dicom import read_dicom_series
+    from pipeline.data.dicom_series import read_dicom_series
 
     volume = read_dicom_series(item.path, "image")
 

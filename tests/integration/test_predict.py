@@ -228,7 +228,7 @@ def test_mixed_folder_masks_keep_the_input_geometry(us_fake, mixed_folder, tmp_p
     assert int(row.n_slices) > 1 and int(row.lesion_voxels) > 0 and float(row.lesion_volume_mm3) > 0
 
     # DICOM series: NIfTI in the series' geometry, array axes (columns, rows, slices)
-    from pipeline.data.dicom import read_dicom_series
+    from pipeline.data.dicom_series import read_dicom_series
 
     series = read_dicom_series(mixed_folder["root"] / "series_01")
     mask = nib.load(str(out / "masks" / "series_01_mask.nii.gz"))

@@ -21,7 +21,8 @@ import torch
 from pydicom.data import get_testdata_file
 
 from pipeline.cli import main
-from pipeline.data.dicom import dicom_spacing, read_dicom_series
+from pipeline.data.dicom import dicom_spacing
+from pipeline.data.dicom_series import read_dicom_series
 from pipeline.data.io import DataError
 from pipeline.data.synthetic_dicom import write_dicom_series
 from pipeline.transforms import ToGreyd

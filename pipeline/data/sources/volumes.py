@@ -87,7 +87,7 @@ import numpy as np
 
 from pipeline.atomic import atomic_path
 from pipeline.data.datalist import PreparedDataset, SkipLog
-from pipeline.data.dicom import read_dicom_series
+from pipeline.data.dicom_series import read_dicom_series
 from pipeline.data.io import DataError
 from pipeline.data.volume import (
     Volume,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.datalist import SkipLog
-from pipeline.data.dicom import read_dicom_series
+from pipeline.data.dicom_series import read_dicom_series
 from pipeline.data.sources.volumes import convert_dicom
 from pipeline.data.synthetic import make_mr_dataset as reexported
 from pipeline.data.dicom import LPS_TO_RAS

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.datalist import SkipLog, load_datalist
-from pipeline.data.dicom import read_dicom_series
+from pipeline.data.dicom_series import read_dicom_series
 from pipeline.data.io import DataError
 from pipeline.data.prepare import prepare
 from pipeline.data.sources.volumes import choose_negative_slices, convert_dicom, convert_nifti
