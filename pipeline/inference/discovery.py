@@ -140,6 +140,52 @@ def _frames_or_unknown(ds: Any) -> int:
         return -1   # not a series slice: _dicom_items names the problem
 
 
+def _other_file(p: Path, name: str, frame: int | None, in_folder: bool) -> list[InputItem] | None:
+    """The inputs of a file that is no raster, NIfTI, NRRD or MetaImage file: a DICOM image (one input per frame of
+    a multi-frame file), none for a DICOMDIR index, an ``unsupported`` item (a non-image DICOM object, an unknown
+    type); None for a slice of a DICOM series in a folder (the series is one input)."""
+    suffix = p.suffix.lower()
+    maybe_dicom = suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
+    ds = _dicom_header(p) if maybe_dicom else None
+    if ds is None and suffix in DICOM_SUFFIXES:
+        # a data set written without the 128-byte preamble and file meta (as some RT systems do): read forcibly
+        # only to recognise an object that is not an image; anything else is the reader's to name
+        forced = _dicom_header(p, force=True)
+        if forced is not None and (problem := not_an_image(forced)) is not None:
+            return [InputItem(p, "unsupported", name, problem)]
+    if ds is None:
+        if suffix in DICOM_SUFFIXES:
+            return [InputItem(p, "dicom", name)]  # the reader names the problem
+        what = f"'{p.suffix}'" if p.suffix else "without extension (and not DICOM)"
+        return [InputItem(p, "unsupported", name, f"unsupported file type {what}: expected PNG, JPEG, BMP, TIFF, "
+                                                  "DICOM, NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage "
+                                                  "(.mha, .mhd)")]
+    if str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
+        return []  # an index of the files, not an image
+    if (problem := not_an_image(ds)) is not None:
+        return [InputItem(p, "unsupported", name, problem)]
+    if in_folder and _is_volume_slice(ds, _frames_or_unknown(ds)):
+        return None
+    return _dicom_items(p, name, ds, frame)
+
+
+def _name_outputs(items: list[InputItem], base: Path) -> None:
+    """Give every input a unique output name (``a.png`` and ``a.jpg`` side by side keep both outputs) and its path
+    relative to ``base`` (the CSV's ``file`` column)."""
+    used: set[str] = set()
+    for item in items:
+        name = item.name
+        if name in used:
+            name = f"{name}_{item.path.name.split('.', 1)[-1].replace('.', '_')}"
+        k = 2
+        while name in used:
+            name, k = f"{item.name}_{k}", k + 1
+        used.add(name)
+        item.name = name
+        relative = item.path.relative_to(base)
+        item.relative = str(relative) if str(relative) != "." else item.path.name
+
+
 def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None = None,
                     frame: int | None = None) -> list[InputItem]:
     """The inputs under ``path``: the file itself, or every file of a folder (recursive; hidden files and anything
@@ -195,32 +241,11 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
         elif root.is_dir() and p.name.lower().endswith(DETACHED_DATA_EXTENSIONS) and _has_detached_header(p):
             continue
         else:
-            maybe_dicom = suffix in DICOM_SUFFIXES or not suffix or suffix[1:].isdigit()
-            ds = _dicom_header(p) if maybe_dicom else None
-            if ds is None and suffix in DICOM_SUFFIXES:
-                # a data set written without the 128-byte preamble and file meta (as some RT systems do): read
-                # forcibly only to recognise an object that is not an image; anything else is the reader's to name
-                forced = _dicom_header(p, force=True)
-                if forced is not None and (problem := not_an_image(forced)) is not None:
-                    items.append(InputItem(p, "unsupported", _stem(rel), problem))
-                    continue
-            if ds is None:
-                if suffix in DICOM_SUFFIXES:
-                    items.append(InputItem(p, "dicom", _stem(rel)))  # the reader names the problem
-                else:
-                    what = f"'{p.suffix}'" if p.suffix else "without extension (and not DICOM)"
-                    items.append(InputItem(p, "unsupported", _stem(rel),
-                                           f"unsupported file type {what}: expected PNG, JPEG, BMP, TIFF, DICOM, "
-                                           "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, "
-                                           ".mhd)"))
-            elif str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or p.name.upper() == "DICOMDIR":
-                continue  # an index of the files, not an image
-            elif (problem := not_an_image(ds)) is not None:
-                items.append(InputItem(p, "unsupported", _stem(rel), problem))
-            elif root.is_dir() and _is_volume_slice(ds, _frames_or_unknown(ds)):
+            found = _other_file(p, _stem(rel), frame, in_folder=root.is_dir())
+            if found is None:
                 series.setdefault(p.parent, []).append(p)  # read_dicom_series refuses a folder of several series
             else:
-                items.extend(_dicom_items(p, _stem(rel), ds, frame))
+                items.extend(found)
     for folder, members in series.items():
         if len(members) == 1:
             items.append(InputItem(members[0], "dicom", _stem(members[0].relative_to(base))))
@@ -228,18 +253,7 @@ def discover_inputs(path: str | os.PathLike, exclude: str | os.PathLike | None =
             rel = folder.relative_to(base) if folder != base else Path(folder.name)
             items.append(InputItem(folder, "dicom_series", str(rel)))
     items.sort(key=lambda i: (str(i.path), -1 if i.frame is None else i.frame))
-    used: set[str] = set()
-    for item in items:  # a.png and a.jpg side by side: keep both outputs
-        name = item.name
-        if name in used:
-            name = f"{name}_{item.path.name.split('.', 1)[-1].replace('.', '_')}"
-        k = 2
-        while name in used:
-            name, k = f"{item.name}_{k}", k + 1
-        used.add(name)
-        item.name = name
-        relative = item.path.relative_to(base)
-        item.relative = str(relative) if str(relative) != "." else item.path.name
+    _name_outputs(items, base)
     return items
 
 
