@@ -110,18 +110,7 @@ def run_dedup(
     input = Path(input)
     if curate is not None and curate not in CURATE_MODES:
         raise ValueError(f"curate must be one of {', '.join(CURATE_MODES)} or None, got {curate!r}")
-    if input.is_dir():
-        if curate is not None:
-            raise ValueError(f"curate={curate!r} needs a datalist.json input; {input} is a folder")
-        datalist = None
-        entries = _folder_entries(input)
-        out = Path(output) if output is not None else input.parent / f"{input.name}_dedup"
-    elif input.is_file():
-        datalist = load_datalist(input)
-        entries = _datalist_entries(datalist, input.parent)
-        out = Path(output) if output is not None else input.parent
-    else:
-        raise DataError(input, "input not found: give an image folder or a datalist.json")
+    datalist, entries, out = _entries_and_output(input, output, curate)
     out.mkdir(parents=True, exist_ok=True)
 
     # members of a cluster are ordered by their shown path, so "first" does not depend on the datalist order
@@ -130,32 +119,7 @@ def run_dedup(
     scan = scan_duplicates([e.path for e in entries], threshold=threshold)
     clusters = [sorted(members, key=lambda k: entries[k].shown) for members in scan.clusters]
     clusters.sort(key=lambda m: entries[m[0]].shown)
-
-    dup_rows, conflict_rows = [], []
-    conflicting: set[int] = set()
-    for c, members in enumerate(clusters):
-        first = members[0]
-        for k in members:
-            dup_rows.append(
-                {
-                    "cluster": c,
-                    "path": entries[k].shown,
-                    "class": entries[k].cls,
-                    "ssim_to_first": f"{scan.pair_ssim(first, k):.4f}",
-                    "kind": "exact" if scan.has_exact_copy(k, members) else "near",
-                }
-            )
-        counts = Counter(entries[k].cls for k in members if entries[k].cls)
-        if len(counts) > 1:
-            conflicting.add(c)
-            conflict_rows.append(
-                {
-                    "cluster": c,
-                    "n_images": len(members),
-                    "classes": ";".join(f"{name}:{counts[name]}" for name in sorted(counts)),
-                    "paths": ";".join(entries[k].shown for k in members),
-                }
-            )
+    dup_rows, conflict_rows, conflicting = _cluster_rows(entries, scan, clusters)
     paths = {
         "duplicates": _write_csv(out / "duplicates.csv", DUPLICATES_COLUMNS, dup_rows),
         "conflicts": _write_csv(out / "conflicts.csv", CONFLICTS_COLUMNS, conflict_rows),
@@ -167,8 +131,61 @@ def run_dedup(
     }
     if curate is None:
         return paths
-
     assert datalist is not None
+    curated, dropped = _curated_datalist(datalist, entries, clusters, conflicting, curate, input.parent, out)
+    curated["curation"] = {
+        "mode": curate,
+        "threshold": scan.threshold,
+        "clusters": len(clusters),
+        "conflicting_clusters": len(conflicting),
+        "dropped": dropped,
+        "source": str(input),
+    }
+    validate_datalist(curated, source="datalist_curated.json")
+    paths["datalist"] = out / "datalist_curated.json"
+    write_json_atomic(paths["datalist"], curated, default=None)
+    return paths
+
+
+def _entries_and_output(input: Path, output: str | os.PathLike | None,
+                        curate: str | None) -> tuple[dict[str, Any] | None, list[Any], Path]:
+    """The datalist (None for a folder), the images to scan and the report folder of ``run_dedup``."""
+    if input.is_dir():
+        if curate is not None:
+            raise ValueError(f"curate={curate!r} needs a datalist.json input; {input} is a folder")
+        out = Path(output) if output is not None else input.parent / f"{input.name}_dedup"
+        return None, _folder_entries(input), out
+    if input.is_file():
+        datalist = load_datalist(input)
+        return datalist, _datalist_entries(datalist, input.parent), Path(output) if output is not None else input.parent
+    raise DataError(input, "input not found: give an image folder or a datalist.json")
+
+
+def _cluster_rows(entries: list[Any], scan: Any,
+                  clusters: list[list[int]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
+    """``duplicates.csv``'s rows (one per image in a cluster), ``conflicts.csv``'s (one per cluster whose members
+    disagree on class) and the indices of those clusters."""
+    dup_rows, conflict_rows = [], []
+    conflicting: set[int] = set()
+    for c, members in enumerate(clusters):
+        first = members[0]
+        for k in members:
+            dup_rows.append({"cluster": c, "path": entries[k].shown, "class": entries[k].cls,
+                             "ssim_to_first": f"{scan.pair_ssim(first, k):.4f}",
+                             "kind": "exact" if scan.has_exact_copy(k, members) else "near"})
+        counts = Counter(entries[k].cls for k in members if entries[k].cls)
+        if len(counts) > 1:
+            conflicting.add(c)
+            conflict_rows.append({"cluster": c, "n_images": len(members),
+                                  "classes": ";".join(f"{name}:{counts[name]}" for name in sorted(counts)),
+                                  "paths": ";".join(entries[k].shown for k in members)})
+    return dup_rows, conflict_rows, conflicting
+
+
+def _curated_datalist(datalist: dict[str, Any], entries: list[Any], clusters: list[list[int]], conflicting: set[int],
+                      curate: str, source_dir: Path, out: Path) -> tuple[dict[str, Any], int]:
+    """The datalist without the dropped duplicates (``curate`` mode), paths rebased to ``out`` (items without a
+    patient id get their duplicate cluster as group), and how many were dropped."""
     drop: set[int] = set()
     cluster_of: dict[int, int] = {}
     for c, members in enumerate(clusters):
@@ -181,11 +198,10 @@ def run_dedup(
         if k not in cluster_of:
             cluster_of[k] = next_id
             next_id += 1
-
     curated: dict[str, Any] = {key: value for key, value in datalist.items() if key not in ("training", "test")}
-    kept_by_section: dict[str, list[dict[str, Any]]] = {"training": [], "test": []}
     keep_index = {id(e.item): k for k, e in enumerate(entries)}
     for section in ("training", "test"):
+        kept = []
         for item in datalist.get(section, []):  # original order
             k = keep_index[id(item)]
             if k in drop:
@@ -193,21 +209,9 @@ def run_dedup(
             item = dict(item)
             for key in ("image", "label"):
                 if item.get(key):
-                    item[key] = _rebase(str(item[key]), input.parent, out)
+                    item[key] = _rebase(str(item[key]), source_dir, out)
             if not _has_patient_id(item):
                 item["group"] = f"cluster_{cluster_of[k]:05d}"
-            kept_by_section[section].append(item)
-    curated["training"] = kept_by_section["training"]
-    curated["test"] = kept_by_section["test"]
-    curated["curation"] = {
-        "mode": curate,
-        "threshold": scan.threshold,
-        "clusters": len(clusters),
-        "conflicting_clusters": len(conflicting),
-        "dropped": len(drop),
-        "source": str(input),
-    }
-    validate_datalist(curated, source="datalist_curated.json")
-    paths["datalist"] = out / "datalist_curated.json"
-    write_json_atomic(paths["datalist"], curated, default=None)
-    return paths
+            kept.append(item)
+        curated[section] = kept
+    return curated, len(drop)
