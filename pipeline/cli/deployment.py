@@ -130,52 +130,8 @@ def _cmd_log_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the sub-commands of this module on ``sub``."""
-    p = sub.add_parser(
-        "export",
-        help="export a trained run as a self-contained bundle (TorchScript + ONNX, parity-checked)",
-        description="Copy the bundle's configs, pin the run (configs/deploy.yaml), fill metadata.json, and export the "
-        "network through the (seg, cls) wrapper to TorchScript and/or ONNX (one file). Each export must match the "
-        "eager network within --atol on random and synthetic inputs, else nothing is written (exit 1). "
-        "Layout: docs/README.md of the bundle.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: bmtl export --bundle bundles/breast_us_mtl --run runs/segresnet_effnet_fold0 "
-        "--output exported/breast_us_mtl --format torchscript onnx --log-model\n"
-        "exit codes: 0 exported, 1 parity check failed, 2 usage error (missing run, output not empty, ...)",
-    )
-    p.add_argument("--bundle", required=True, type=Path, help="source bundle folder (bundles/breast_us_mtl, ...)")
-    p.add_argument("--run", required=True, type=Path, help="training run folder (run_config.json, models/model.pt)")
-    p.add_argument("--output", required=True, type=Path, help="exported bundle folder to create")
-    p.add_argument("--format", nargs="+", choices=["torchscript", "onnx"], default=["torchscript", "onnx"],
-                   help="model formats besides models/model.pt (default: both)")
-    p.add_argument("--checkpoint", default="model.pt", help="checkpoint in RUN/models (default model.pt, the best)")
-    p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance on both heads' logits (default 1e-4)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--log-model", action="store_true",
-                   help="also log the exported model as an MLflow pyfunc model into the run's own MLflow run "
-                   "(runs:/<training run>/model, servable with `mlflow models serve`)")
-    p.add_argument("--register-model", default=None, metavar="NAME",
-                   help="log it (implies --log-model) and register it in the model registry under NAME")
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser(
-        "verify",
-        help="check a bundle's metadata (shipped schema) and both output heads of its network and exported models",
-        description="Validate configs/metadata.json against the schema shipped in the package (no download), build "
-        "the network from the configs, and run an input of the metadata's shape through the eager network and every "
-        "exported model: the seg and cls heads must have the metadata's shapes and dtypes. A dict-aware "
-        "replacement for MONAI's verify_net_in_out (which assumes one output).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: bmtl verify --bundle exported/breast_us_mtl\n"
-        "exit codes: 0 every check passed, 1 a check failed, 2 usage error",
-    )
-    p.add_argument("--bundle", required=True, type=Path, help="bundle folder (exported, or a source bundle)")
-    p.add_argument("--runtime", nargs="+", choices=["torch", "torchscript", "onnx"], default=None,
-                   help="check only these (default: every model present)")
-    p.add_argument("--device", default="cpu", help="device to run on (default cpu)")
-    p.set_defaults(func=_cmd_verify)
-
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """``bmtl predict`` and its options."""
     p = sub.add_parser(
         "predict",
         help="segment and classify new images with an exported bundle",
@@ -232,6 +188,55 @@ def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
                        help="finish an interrupted run in --output: inputs it predicted are not predicted again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
+
+
+def add_deployment_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the sub-commands of this module on ``sub``."""
+    p = sub.add_parser(
+        "export",
+        help="export a trained run as a self-contained bundle (TorchScript + ONNX, parity-checked)",
+        description="Copy the bundle's configs, pin the run (configs/deploy.yaml), fill metadata.json, and export the "
+        "network through the (seg, cls) wrapper to TorchScript and/or ONNX (one file). Each export must match the "
+        "eager network within --atol on random and synthetic inputs, else nothing is written (exit 1). "
+        "Layout: docs/README.md of the bundle.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl export --bundle bundles/breast_us_mtl --run runs/segresnet_effnet_fold0 "
+        "--output exported/breast_us_mtl --format torchscript onnx --log-model\n"
+        "exit codes: 0 exported, 1 parity check failed, 2 usage error (missing run, output not empty, ...)",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="source bundle folder (bundles/breast_us_mtl, ...)")
+    p.add_argument("--run", required=True, type=Path, help="training run folder (run_config.json, models/model.pt)")
+    p.add_argument("--output", required=True, type=Path, help="exported bundle folder to create")
+    p.add_argument("--format", nargs="+", choices=["torchscript", "onnx"], default=["torchscript", "onnx"],
+                   help="model formats besides models/model.pt (default: both)")
+    p.add_argument("--checkpoint", default="model.pt", help="checkpoint in RUN/models (default model.pt, the best)")
+    p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance on both heads' logits (default 1e-4)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--log-model", action="store_true",
+                   help="also log the exported model as an MLflow pyfunc model into the run's own MLflow run "
+                   "(runs:/<training run>/model, servable with `mlflow models serve`)")
+    p.add_argument("--register-model", default=None, metavar="NAME",
+                   help="log it (implies --log-model) and register it in the model registry under NAME")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a bundle's metadata (shipped schema) and both output heads of its network and exported models",
+        description="Validate configs/metadata.json against the schema shipped in the package (no download), build "
+        "the network from the configs, and run an input of the metadata's shape through the eager network and every "
+        "exported model: the seg and cls heads must have the metadata's shapes and dtypes. A dict-aware "
+        "replacement for MONAI's verify_net_in_out (which assumes one output).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl verify --bundle exported/breast_us_mtl\n"
+        "exit codes: 0 every check passed, 1 a check failed, 2 usage error",
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="bundle folder (exported, or a source bundle)")
+    p.add_argument("--runtime", nargs="+", choices=["torch", "torchscript", "onnx"], default=None,
+                   help="check only these (default: every model present)")
+    p.add_argument("--device", default="cpu", help="device to run on (default cpu)")
+    p.set_defaults(func=_cmd_verify)
+
+    _add_predict_parser(sub)
 
     p = sub.add_parser(
         "log-model",

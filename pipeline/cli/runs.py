@@ -111,6 +111,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.output, seed=args.seed, epochs=args.epochs, preset=args.network)
 
 
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """``bmtl evaluate`` and its options."""
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained run or an exported bundle (python -m monai.bundle run evaluating): metrics with CIs, "
+        "plots, per-image CSV",
+        description="Evaluate a run's best checkpoint (models/model.pt) on its validation fold, the test split or a "
+        "whole datalist, with the run's own values (RUN/train_args.json or run_config.json); or an exported bundle "
+        "(--bundle, `bmtl export`) with its pinned values on any prepared datalist (external validation). Classes are "
+        "matched by name; masks are scored at each image's own size; summary.json holds bootstrap 95% CIs. Log: "
+        "RUN/evaluate.log (OUTPUT/evaluate_<evaluation>.log for a bundle).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: bmtl evaluate --run runs/busbra_fold0 --split test\n"
+        "         bmtl evaluate --bundle exported/breast_us_mtl --datalist other/datalist.json --output eval_other",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="a training run folder (made by `bmtl train`)")
+    which.add_argument("--bundle", type=Path, help="an exported bundle folder (made by `bmtl export`); needs "
+                       "--datalist and --output")
+    p.add_argument("--split", choices=["val", "test", "all"], default=None,
+                   help="val: the run's validation fold (default for --run); test: the datalist's test split; all: "
+                   "every item (default for --bundle)")
+    p.add_argument("--datalist", type=Path, action="append", default=None,
+                   help="another prepared datalist (default: the run's); repeat it for one table over several "
+                   "datasets (RUN/datasets_<split>.md and .csv); classes are matched by name")
+    p.add_argument("--output", type=Path, default=None,
+                   help="evaluation folder (default RUN/eval_<split>; one datalist only); with --bundle: the folder "
+                   "for every evaluation (OUTPUT/eval_external_<dataset>_<split>) and their table")
+    p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
+    p.add_argument("--verbose", action="store_true", help="stream the evaluation output")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 def add_runs_commands(sub: argparse._SubParsersAction) -> None:
     """Register the sub-commands of this module on ``sub``."""
     p = sub.add_parser(
@@ -148,35 +181,7 @@ def add_runs_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="write the training output to RUN/train.log only")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser(
-        "evaluate",
-        help="score a trained run or an exported bundle (python -m monai.bundle run evaluating): metrics with CIs, "
-        "plots, per-image CSV",
-        description="Evaluate a run's best checkpoint (models/model.pt) on its validation fold, the test split or a "
-        "whole datalist, with the run's own values (RUN/train_args.json or run_config.json); or an exported bundle "
-        "(--bundle, `bmtl export`) with its pinned values on any prepared datalist (external validation). Classes are "
-        "matched by name; masks are scored at each image's own size; summary.json holds bootstrap 95% CIs. Log: "
-        "RUN/evaluate.log (OUTPUT/evaluate_<evaluation>.log for a bundle).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: bmtl evaluate --run runs/busbra_fold0 --split test\n"
-        "         bmtl evaluate --bundle exported/breast_us_mtl --datalist other/datalist.json --output eval_other",
-    )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", type=Path, help="a training run folder (made by `bmtl train`)")
-    which.add_argument("--bundle", type=Path, help="an exported bundle folder (made by `bmtl export`); needs "
-                       "--datalist and --output")
-    p.add_argument("--split", choices=["val", "test", "all"], default=None,
-                   help="val: the run's validation fold (default for --run); test: the datalist's test split; all: "
-                   "every item (default for --bundle)")
-    p.add_argument("--datalist", type=Path, action="append", default=None,
-                   help="another prepared datalist (default: the run's); repeat it for one table over several "
-                   "datasets (RUN/datasets_<split>.md and .csv); classes are matched by name")
-    p.add_argument("--output", type=Path, default=None,
-                   help="evaluation folder (default RUN/eval_<split>; one datalist only); with --bundle: the folder "
-                   "for every evaluation (OUTPUT/eval_external_<dataset>_<split>) and their table")
-    p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
-    p.add_argument("--verbose", action="store_true", help="stream the evaluation output")
-    p.set_defaults(func=_cmd_evaluate)
+    _add_evaluate_parser(sub)
 
     p = sub.add_parser(
         "cv",
