@@ -15,7 +15,8 @@ import torch
 from pipeline.keys import Head
 from pipeline.networks.utils import lesion_probability
 
-__all__ = ["ENSEMBLE_KEYS", "ensemble_value", "check_ensemble_member", "ensemble_threshold", "average_probabilities"]
+__all__ = ["ENSEMBLE_KEYS", "ensemble_value", "check_ensemble_member", "bundle_cls_threshold", "ensemble_threshold",
+           "average_probabilities"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,19 @@ def check_ensemble_member(first_root: Path, first: Any, root: Path, parser: Any)
         if expected != other:
             raise ValueError(f"{root} cannot be averaged with {first_root}: its {key} is {other}, not {expected} "
                              "(an ensemble needs bundles trained on the same classes with the same preprocessing)")
+
+
+def bundle_cls_threshold(value: Any, root: Path) -> float | None:
+    """A bundle's ``cls_threshold`` (deploy.yaml) as a number in (0, 1), or None (argmax).
+
+    Raises:
+        ValueError: a number outside (0, 1) (the message names the bundle's deploy.yaml).
+    """
+    if value in (None, "", "null", "None"):
+        return None
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"cls_threshold of {root / 'configs' / 'deploy.yaml'} must be in (0, 1), got {value}")
+    return float(value)
 
 
 def ensemble_threshold(thresholds: Sequence[float | None]) -> float | None:

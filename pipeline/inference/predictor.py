@@ -16,7 +16,12 @@ import torch
 
 from pipeline.data.io import DataError
 from pipeline.inference.discovery import InputItem, discover_inputs
-from pipeline.inference.ensemble import average_probabilities, check_ensemble_member, ensemble_threshold
+from pipeline.inference.ensemble import (
+    average_probabilities,
+    bundle_cls_threshold,
+    check_ensemble_member,
+    ensemble_threshold,
+)
 from pipeline.inference.explain import GradCAMExplainer
 from pipeline.inference.loaders import Case, check_pixel_limit, load_case
 from pipeline.inference.outputs import capped_size, resize_to, text, write_case_files
@@ -28,14 +33,7 @@ from pipeline.inference.runtimes import (
     resolve_device,
     resolve_runtime,
 )
-from pipeline.inference.table import (
-    CaseSummary,
-    PredictionResult,
-    base_row,
-    case_row,
-    error_row,
-    write_table,
-)
+from pipeline.inference.table import CaseSummary, PredictionResult, base_row, case_row, error_row, write_table
 from pipeline.prediction_journal import PredictionJournal, check_output_folder
 from pipeline.switches import auto_switch
 
@@ -143,8 +141,7 @@ class Predictor:
         self.batch_size = int(batch_size if batch_size is not None else get("inference_batch_size", 8))
         self.threshold = float(threshold if threshold is not None else get("seg_threshold", 0.5))
         # the operating threshold of the positive class chosen on the validation fold (deploy.yaml); None: argmax
-        cls_threshold = get("cls_threshold", None)
-        self.cls_threshold = None if cls_threshold in (None, "", "null", "None") else float(cls_threshold)
+        self.cls_threshold = bundle_cls_threshold(get("cls_threshold", None), self.root)
         self.normal_index = self.classes.index("normal") if "normal" in self.classes else None
         self.refine = auto_switch("refine", refine if refine is not None else get("refine", "auto"),
                                   self.normal_index is not None)
@@ -170,39 +167,14 @@ class Predictor:
         from monai.transforms import AsDiscreted
 
         self.mask_cleaning = [t for t in get("mask_postprocessing", []) if not isinstance(t, AsDiscreted)]
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.cls_threshold is not None and not 0.0 < self.cls_threshold < 1.0:
-            raise ValueError(f"cls_threshold of {self.root / 'configs' / 'deploy.yaml'} must be in (0, 1), got "
-                             f"{self.cls_threshold}")
-        if self.slice_axis not in (0, 1, 2):
-            raise ValueError(f"slice axis must be 0, 1 or 2, got {self.slice_axis}")
-        if self.normalisation not in ("none", "percentile"):
-            raise ValueError(f"input_normalisation must be 'none' or 'percentile', got {self.normalisation!r}")
-        if not 0.0 <= self.confidence_margin < 0.5:
-            raise ValueError(f"confidence_margin must be in [0, 0.5), got {self.confidence_margin}")
+        self._check_options()
         self.device = resolve_device(device)
         self._eager: torch.nn.Module | None = None
         self.runtime = resolve_runtime(self.root / "models", runtime)
         self.models = [load_model(self.root / "models", self.runtime, self.device, self._eager_network)]
         self.roots = [self.root]
-        thresholds = [self.cls_threshold]
-        for other in bundles[1:]:   # a fold ensemble: the same preprocessing and classes, probabilities averaged
-            root, parser = open_exported_bundle(other)
-            check_ensemble_member(self.root, self.parser, root, parser)
-            models = root / "models"
-            self.models.append(load_model(models, resolve_runtime(models, runtime), self.device,
-                                          functools.partial(load_eager_network, parser, models, self.device)))
-            self.roots.append(root)
-            value = parser.get_parsed_content("cls_threshold") if "cls_threshold" in parser else None
-            thresholds.append(None if value in (None, "", "null", "None") else float(value))
-            if thresholds[-1] is not None and not 0.0 < thresholds[-1] < 1.0:
-                raise ValueError(f"cls_threshold of {root / 'configs' / 'deploy.yaml'} must be in (0, 1), got "
-                                 f"{thresholds[-1]}")
-        if len(self.models) > 1:
-            self.cls_threshold = ensemble_threshold(thresholds)
+        if len(bundles) > 1:
+            self._add_ensemble_members(bundles[1:], runtime)
         self.explainer = GradCAMExplainer(self._eager_network, self.device, self.cam_layer)
         self.inferer = MultiTaskInferer(roi_size=self.image_size, sw_batch_size=self.batch_size,
                                         flip_tta=self.flip_tta)
@@ -211,6 +183,33 @@ class Predictor:
         self.transforms = self._preprocessing()
 
     # --- configuration
+    def _check_options(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice axis must be 0, 1 or 2, got {self.slice_axis}")
+        if self.normalisation not in ("none", "percentile"):
+            raise ValueError(f"input_normalisation must be 'none' or 'percentile', got {self.normalisation!r}")
+        if not 0.0 <= self.confidence_margin < 0.5:
+            raise ValueError(f"confidence_margin must be in [0, 0.5), got {self.confidence_margin}")
+
+    def _add_ensemble_members(self, others: Sequence[str | os.PathLike], runtime: str) -> None:
+        """The other bundles of a fold ensemble (the same preprocessing and classes: their probabilities are
+        averaged); the class threshold becomes the ensemble's (``ensemble_threshold``)."""
+        thresholds = [self.cls_threshold]
+        for other in others:
+            root, parser = open_exported_bundle(other)
+            check_ensemble_member(self.root, self.parser, root, parser)
+            models = root / "models"
+            self.models.append(load_model(models, resolve_runtime(models, runtime), self.device,
+                                          functools.partial(load_eager_network, parser, models, self.device)))
+            self.roots.append(root)
+            value = parser.get_parsed_content("cls_threshold") if "cls_threshold" in parser else None
+            thresholds.append(bundle_cls_threshold(value, root))
+        self.cls_threshold = ensemble_threshold(thresholds)
+
     def _get(self, key: str, default: Any = None) -> Any:
         if key not in self.parser:
             return default
