@@ -295,11 +295,12 @@ def _copy_atomic(source: Path, target: Path) -> None:
         shutil.copy2(source, tmp)
 
 
-def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: Path, formats: list[str],
-                 atol: float, validate_metadata) -> dict[str, Any]:
-    configs, models = output / "configs", output / "models"
+def _write_configs(bundle: Path, run: Path, run_config: dict, ckpt: Path,
+                   output: Path) -> tuple[float | None, dict[str, Any]]:
+    """The exported bundle's configs (the copied ones, ``preset.yaml``, ``deploy.yaml`` pinning the run, the merged
+    ``inference.json``), docs and model card; returns the operating threshold pinned and the metadata template."""
+    configs = output / "configs"
     configs.mkdir(parents=True, exist_ok=True)
-    models.mkdir(parents=True, exist_ok=True)
     for name in COPIED_CONFIGS:
         source = bundle / "configs" / name
         if not source.is_file():
@@ -326,6 +327,32 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
     template = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     write_text_atomic(output / "docs" / "model_card.md",
                       build_model_card(run, run_config, cls_threshold, bundle_name=str(template.get("name", ""))))
+    return cls_threshold, template
+
+
+def _exported_metadata(template: dict[str, Any], run: Path, run_config: dict, seg_channels: int, onnx: bool,
+                       cls_threshold: float | None) -> dict[str, Any]:
+    """``metadata.json`` of the exported bundle: ``fill_metadata``, the run's numeric ``eval_metrics`` and what the
+    model was trained on."""
+    meta = fill_metadata(template, run_config, seg_channels=seg_channels, onnx=onnx, cls_threshold=cls_threshold)
+    # the model zoo's numeric eval_metrics, from the run's evaluations (the template's descriptions otherwise)
+    meta["eval_metrics"] = eval_metrics(run) or meta.get("eval_metrics", {})
+    # what this model was trained on, not the template's list of what the bundle can train on
+    data = training_data(run_config)
+    if data:
+        meta["training_data"] = data
+    if data.get("synthetic"):
+        meta["data_source"] = (f"synthetic images made by `bmtl synth` (dataset {data['name']!r}): no patient data; "
+                               "the model demonstrates the pipeline and says nothing about real images")
+        meta["references"] = []   # the real datasets' citations do not describe synthetic data
+    return meta
+
+
+def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: Path, formats: list[str],
+                 atol: float, validate_metadata) -> dict[str, Any]:
+    configs, models = output / "configs", output / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    cls_threshold, template = _write_configs(bundle, run, run_config, ckpt, output)
 
     # the network from the exported configs alone, with the checkpoint loaded into the export wrapper
     state = load_state_dict(ckpt)
@@ -342,18 +369,7 @@ def _export_into(bundle: Path, run: Path, run_config: dict, ckpt: Path, output: 
     with torch.no_grad():
         seg, _ = wrapper(next(iter(inputs.values())))
 
-    meta = fill_metadata(template, run_config, seg_channels=int(seg.shape[1]), onnx="onnx" in formats,
-                         cls_threshold=cls_threshold)
-    # the model zoo's numeric eval_metrics, from the run's evaluations (the template's descriptions otherwise)
-    meta["eval_metrics"] = eval_metrics(run) or meta.get("eval_metrics", {})
-    # what this model was trained on, not the template's list of what the bundle can train on
-    data = training_data(run_config)
-    if data:
-        meta["training_data"] = data
-    if data.get("synthetic"):
-        meta["data_source"] = (f"synthetic images made by `bmtl synth` (dataset {data['name']!r}): no patient data; "
-                               "the model demonstrates the pipeline and says nothing about real images")
-        meta["references"] = []   # the real datasets' citations do not describe synthetic data
+    meta = _exported_metadata(template, run, run_config, int(seg.shape[1]), "onnx" in formats, cls_threshold)
     validate_metadata(meta)
     write_json_atomic(configs / "metadata.json", meta, indent=4, default=None)
 

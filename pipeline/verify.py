@@ -69,21 +69,9 @@ def verify_bundle(bundle: str | os.PathLike, runtimes: Sequence[str] | None = No
         the check rows (``all(r.ok for r in rows)`` is the verdict); a failing step adds a failed row and stops
         only what depends on it.
     """
-    from pipeline.schemas import metadata_errors
-
     root = Path(bundle).resolve()
-    rows: list[CheckRow] = []
-    meta_path = root / "configs" / "metadata.json"
-    if not meta_path.is_file():
-        return [CheckRow("metadata.json", "present", "missing", False, str(meta_path))]
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        return [CheckRow("metadata.json", "valid JSON", "invalid", False, str(e))]
-    errors = metadata_errors(meta)
-    rows.append(CheckRow("metadata schema", "meta_schema.json", "valid" if not errors else f"{len(errors)} error(s)",
-                         not errors, "; ".join(errors)))
-    if errors:
+    meta, rows = _metadata(root)
+    if meta is None:
         return rows
 
     fmt = meta["network_data_format"]
@@ -122,28 +110,51 @@ def verify_bundle(bundle: str | os.PathLike, runtimes: Sequence[str] | None = No
 
     x = torch.rand(shape_in, generator=torch.Generator().manual_seed(0)).to(device)
     for runtime in wanted:
+        if runtime != "torch" and not available.get(runtime, False):
+            rows.append(CheckRow(f"{runtime}: model file", f"models/{MODEL_FILES[runtime]}", "missing", False))
+            continue
         try:
-            if runtime == "torch":
-                model = wrapper
-            elif not available.get(runtime, False):
-                rows.append(CheckRow(f"{runtime}: model file", f"models/{MODEL_FILES[runtime]}", "missing", False))
-                continue
-            elif runtime == "torchscript":
-                model = load_torchscript(root / "models" / MODEL_FILES["torchscript"], device)
-            else:
-                model = OnnxModel(root / "models" / MODEL_FILES["onnx"], device)
+            model = wrapper if runtime == "torch" else (
+                load_torchscript(root / "models" / MODEL_FILES["torchscript"], device) if runtime == "torchscript"
+                else OnnxModel(root / "models" / MODEL_FILES["onnx"], device))
             with torch.no_grad():
                 seg, cls = model(x)
         except Exception as e:
             rows.append(CheckRow(f"{runtime}: forward {list(shape_in)}", "runs", "error", False,
                                  f"{type(e).__name__}: {e}"))
             continue
-        for head, out, shape, head_meta in ((Head.SEG.value, seg, seg_shape, seg_meta),
-                                            (Head.CLS.value, cls, cls_shape, cls_meta)):
-            rows.append(CheckRow(f"{runtime}: {head} shape", str(list(shape)), str(list(out.shape)),
-                                 tuple(out.shape) == shape))
-            dtype = str(out.dtype).replace("torch.", "")
-            rows.append(CheckRow(f"{runtime}: {head} dtype", head_meta["dtype"], dtype, dtype == head_meta["dtype"]))
-            finite = bool(torch.isfinite(out).all())
-            rows.append(CheckRow(f"{runtime}: {head} finite", "all finite", "yes" if finite else "no", finite))
+        rows += _output_rows(runtime, ((Head.SEG.value, seg, seg_shape, seg_meta),
+                                       (Head.CLS.value, cls, cls_shape, cls_meta)))
+    return rows
+
+
+def _metadata(root: Path) -> tuple[dict[str, Any] | None, list[CheckRow]]:
+    """The bundle's ``metadata.json`` and its check rows; None (and a failed row) when it is missing, not JSON or
+    not valid per the shipped schema."""
+    from pipeline.schemas import metadata_errors
+
+    meta_path = root / "configs" / "metadata.json"
+    if not meta_path.is_file():
+        return None, [CheckRow("metadata.json", "present", "missing", False, str(meta_path))]
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return None, [CheckRow("metadata.json", "valid JSON", "invalid", False, str(e))]
+    errors = metadata_errors(meta)
+    row = CheckRow("metadata schema", "meta_schema.json", "valid" if not errors else f"{len(errors)} error(s)",
+                   not errors, "; ".join(errors))
+    return (None if errors else meta), [row]
+
+
+def _output_rows(runtime: str, heads: Sequence[tuple[str, torch.Tensor, tuple[int, ...], dict[str, Any]]]
+                 ) -> list[CheckRow]:
+    """Shape, dtype and finiteness of each head's output (``(head, output, expected shape, head metadata)``)."""
+    rows = []
+    for head, out, shape, head_meta in heads:
+        rows.append(CheckRow(f"{runtime}: {head} shape", str(list(shape)), str(list(out.shape)),
+                             tuple(out.shape) == shape))
+        dtype = str(out.dtype).replace("torch.", "")
+        rows.append(CheckRow(f"{runtime}: {head} dtype", head_meta["dtype"], dtype, dtype == head_meta["dtype"]))
+        finite = bool(torch.isfinite(out).all())
+        rows.append(CheckRow(f"{runtime}: {head} finite", "all finite", "yes" if finite else "no", finite))
     return rows

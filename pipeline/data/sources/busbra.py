@@ -82,6 +82,52 @@ def _read_folds(path: Path, log: SkipLog) -> dict[str, int]:
     return folds
 
 
+def _release(input_dir: Path) -> tuple[Path, Any, Path, Path | None]:
+    """The label table (its path and rows), the image folder and the mask folder of a BUS-BRA release."""
+    check_not_empty(input_dir)
+    table_path = find_child(input_dir, TABLE, want_dir=False)
+    if table_path is None:
+        raise DataError(input_dir / TABLE, "label table not found: a BUS-BRA release holds bus_data.csv beside "
+                                           "Images/ and Masks/")
+    table = read_table(table_path, {"ID": ("image", "name"), "Case": ("patient",), "Pathology": ("class", "type")},
+                       optional={"Device": ("scanner",)})
+    images_dir = find_child(input_dir, "Images", want_dir=True)
+    if images_dir is None:
+        raise DataError(input_dir / "Images", "image folder not found: a BUS-BRA release holds Images/ and Masks/")
+    return table_path, table, images_dir, find_child(input_dir, "Masks", want_dir=True)
+
+
+def _check_image(images: dict[str, list[Path]], key: str, expected: Path, listed_in: str) -> None:
+    """The row's image exists, once."""
+    if key not in images:
+        raise DataError(expected, f"image listed in {listed_in} not found")
+    if len(images[key]) > 1:
+        raise DataError(images[key][0], f"several images share the name stem {expected.stem!r}")
+
+
+def _official_fold(folds: dict[str, int] | None, key: str, image: Path, folds_path: Path | None) -> int | None:
+    """The image's official fold (None without official folds)."""
+    if folds is None:
+        return None
+    if key not in folds:
+        raise DataError(image, f"no official fold: {image.stem!r} has no valid row in {folds_path.name}")
+    return folds[key]
+
+
+def _skip_unlisted(images: dict[str, list[Path]], masks: dict[str, list[Path]], listed: set[str],
+                   used_masks: set[str], table_name: str, log: SkipLog) -> None:
+    """Images without a row (class and patient unknown) and masks without an image are listed as skipped."""
+    for key, paths in images.items():
+        if key not in listed:
+            for path in paths:
+                log.skip(DataError(path, f"image has no row in {table_name}: its class and patient are unknown"))
+    image_mask_keys = {_mask_stem(key) for key in images}
+    for key, paths in masks.items():
+        if key not in used_masks and key not in image_mask_keys:
+            for path in paths:
+                log.skip(DataError(path, f"orphan mask: no matching image in Images/ nor row in {table_name}"))
+
+
 def convert(input_dir: Path, output_dir: Path, log: SkipLog, **options: Any) -> PreparedDataset:
     """Convert a BUS-BRA release into ``output_dir`` (``images/<id>.png``, ``masks/<id>.png``); ids are the ``ID``s.
 
@@ -100,17 +146,7 @@ def convert(input_dir: Path, output_dir: Path, log: SkipLog, **options: Any) -> 
     if unknown:
         raise ValueError(f"busbra: unknown option(s) {', '.join(sorted(unknown))}; accepted: official_folds")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    check_not_empty(input_dir)
-    table_path = find_child(input_dir, TABLE, want_dir=False)
-    if table_path is None:
-        raise DataError(input_dir / TABLE, "label table not found: a BUS-BRA release holds bus_data.csv beside "
-                                           "Images/ and Masks/")
-    table = read_table(table_path, {"ID": ("image", "name"), "Case": ("patient",), "Pathology": ("class", "type")},
-                       optional={"Device": ("scanner",)})
-    images_dir = find_child(input_dir, "Images", want_dir=True)
-    masks_dir = find_child(input_dir, "Masks", want_dir=True)
-    if images_dir is None:
-        raise DataError(input_dir / "Images", "image folder not found: a BUS-BRA release holds Images/ and Masks/")
+    table_path, table, images_dir, masks_dir = _release(input_dir)
     images, masks = _index(images_dir), _index(masks_dir)
 
     folds: dict[str, int] | None = None
@@ -136,19 +172,11 @@ def convert(input_dir: Path, output_dir: Path, log: SkipLog, **options: Any) -> 
             seen.add(key)
             used_masks.add(_mask_stem(key))
             class_name = parse_class(record["Pathology"], CLASSES, table_path, where, "Pathology")
-            if key not in images:
-                raise DataError(images_dir / f"{image_id}.png", f"image listed in {table_path.name} {where} not found")
-            if len(images[key]) > 1:
-                raise DataError(images[key][0], f"several images share the name stem {image_id!r}")
+            _check_image(images, key, images_dir / f"{image_id}.png", f"{table_path.name} {where}")
             used_images.add(key)
             mask_key = _mask_stem(key)
             mask_paths = masks.get(mask_key, [])
-            fold = None
-            if folds is not None:
-                if key not in folds:
-                    raise DataError(images[key][0], f"no official fold: {image_id!r} has no valid row in "
-                                                    f"{folds_path.name}")
-                fold = folds[key]
+            fold = _official_fold(folds, key, images[key][0], folds_path)
         except DataError as e:
             log.skip(e)
             continue
@@ -170,27 +198,10 @@ def convert(input_dir: Path, output_dir: Path, log: SkipLog, **options: Any) -> 
         if item is not None:
             items.append(item)
 
-    for key, paths in images.items():
-        if key not in used_images and key not in seen:
-            for path in paths:
-                log.skip(DataError(path, f"image has no row in {table_path.name}: its class and patient are unknown"))
-    image_mask_keys = {_mask_stem(key) for key in images}
-    for key, paths in masks.items():
-        if key not in used_masks and key not in image_mask_keys:
-            for path in paths:
-                log.skip(DataError(path, f"orphan mask: no matching image in Images/ nor row in {table_path.name}"))
+    _skip_unlisted(images, masks, used_images | seen, used_masks, table_path.name, log)
     if not images and not items:
         raise DataError(images_dir, "no images found: nothing usable to convert")
 
     extra_info = {"official_folds": folds_path.name} if folds is not None else {}
-    return PreparedDataset(
-        name="busbra",
-        modality="US",
-        classes=list(CLASSES),
-        items=items,
-        skipped=log,
-        description=DESCRIPTION,
-        license=LICENSE,
-        citation=CITATION,
-        extra=extra_info,
-    )
+    return PreparedDataset(name="busbra", modality="US", classes=list(CLASSES), items=items, skipped=log,
+                           description=DESCRIPTION, license=LICENSE, citation=CITATION, extra=extra_info)
