@@ -96,8 +96,9 @@ class Predictor:
             default (None): the bundle's ``flip_tta``.
         frame: of a multi-frame DICOM file (a cine loop), predict only this frame (0-based); default: every frame,
             one row each (``frame`` column).
-        max_pixels: an input of more pixels (voxels for a volume) gets an error row naming the limit, checked from
-            its header before it is read where possible (peak memory grows with the input's size); None: no limit.
+        max_pixels: an input whose images (a volume's slices) have more pixels gets an error row naming the limit,
+            checked from its header before it is read where possible (peak memory grows with the image's size);
+            None: no limit.
         progress: show a tqdm progress bar.
 
     Raises:
@@ -426,8 +427,8 @@ def predict(
     and write masks, overlays, heatmaps and
     ``predictions.csv`` into ``output_dir`` (see the module docstring and ``Predictor`` for the options).
     ``output_dir`` holding an earlier run is refused unless ``overwrite`` (start again) or ``resume`` (finish an
-    interrupted run, skipping the inputs it predicted). An input of more than ``max_pixels`` pixels (voxels for a
-    volume; None: no limit) gets an error row naming the limit.
+    interrupted run, skipping the inputs it predicted). An input whose images (a volume's slices) have more than
+    ``max_pixels`` pixels (None: no limit) gets an error row naming the limit.
 
     Returns:
         a ``PredictionResult``; its ``exit_code``: 0 when every input was predicted, 3 when some failed, 1 when
