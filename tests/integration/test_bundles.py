@@ -209,11 +209,10 @@ def test_two_process_gloo_ddp_training(us_datalist, tmp_path):
 
 def test_cv_two_folds_and_compare(us_datalist, tmp_path, capsys, monkeypatch):
     """`bmtl cv` trains and evaluates each fold in a child process, aggregates, and logs an MLflow parent run."""
+    import tqdm.auto
     from mlflow.tracking import MlflowClient
 
     from pipeline.cli import main
-
-    import tqdm.auto
 
     bars, real = [], tqdm.auto.tqdm
     monkeypatch.setattr(tqdm.auto, "tqdm", lambda iterable, **kw: bars.append((kw["desc"], kw["unit"])) or real(
