@@ -321,8 +321,9 @@ def write_datasets_table(folder: Path, title: str, evaluations: Sequence[tuple[s
         row["ece"], row["cls_threshold"] = cls.get("ece"), cls.get("operating_threshold")
         rows.append(row)
     table = folder / f"datasets_{split}.md"
-    write_csv_atomic(table.with_suffix(".csv"), pd.DataFrame(rows))
-    write_datasets_report(folder, title, pd.DataFrame(rows), split)
+    frame = pd.DataFrame(rows)
+    write_csv_atomic(table.with_suffix(".csv"), frame)
+    write_datasets_report(folder, title, frame, split)
     write_text_atomic(table, f"# {title}: evaluation on {len(evaluations)} datasets ({split})\n\n"
                       + "\n".join(evaluation_table(evaluations)) + "\n")
     return table
