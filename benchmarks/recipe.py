@@ -121,6 +121,9 @@ ROWS: dict[str, Row] = {
                                 train={**OLD_DEFAULT, "zoom_augmentation": False, "intensity_augmentation": False}),
     "default_keep_aspect": Row("bundle", "default with the aspect ratio kept (longest side to 128, zero-padded) "
                                "instead of squashing to 128x128", train={"keep_aspect": True}, same_cost_as="default"),
+    "default_birads": Row("bundle", "default with BI-RADS (2-5, the radiologist's category) as an auxiliary "
+                          "classification target in training, weight 0.5 (the head is negligible in the step)",
+                          train={"aux_targets": {"birads": ["2", "3", "4", "5"]}}, same_cost_as="default"),
     "default_res160": Row("bundle", "default at 160x160 input instead of 128x128 (fewer epochs in the budget)",
                           train={"image_size": [160, 160]}),
     # the classifier's input (the head is a negligible share of the step: the default's calibration holds)

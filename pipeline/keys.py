@@ -30,3 +30,4 @@ class BatchKey(StrEnum):
     FOLD = "fold"
     SOURCE = "source"
     ID = "id"
+    AUX = "aux"  # {target name: category index} of the auxiliary classification targets (``add_aux_targets``)

@@ -85,7 +85,9 @@ class MultiTaskLoss(nn.Module):
 
     Auxiliary outputs are scored against the lesion mask, resized (nearest) to their size:
     ``Head.DEEP_SUPERVISION`` (a list of seg logits: the mean of ``seg_loss`` over the list),
-    ``Head.OBJECT_REGIONS`` (``(B, 2, h, w)`` background/lesion region logits: cross-entropy), and any other key whose
+    ``Head.OBJECT_REGIONS`` (``(B, 2, h, w)`` background/lesion region logits: cross-entropy), an output whose name is
+    also a key of the target dict (an auxiliary classification target such as BI-RADS, ``(B, n)`` logits against
+    ``(B,)`` category indices: cross-entropy over the items that have one, index -1 left out), and any other key whose
     value is a tensor of seg logits (e.g. the first pass of circle training): ``seg_loss``. Outputs without a weight
     are ignored; a weighted output that the network did not return is an error.
 
@@ -139,13 +141,19 @@ class MultiTaskLoss(nn.Module):
                 continue
             if key not in pred:
                 raise KeyError(f"MultiTaskLoss: aux weight given for {key!r} but the network returned {list(pred)}")
-            aux = self._aux_loss(key, pred[key], mask)
+            aux = self._aux_loss(key, pred[key], mask, target.get(key))
             terms[key] = aux
             total = total + weight * aux
         self.terms = {k: float(v.detach()) for k, v in terms.items()}
         return total
 
-    def _aux_loss(self, key: str, value: object, mask: torch.Tensor) -> torch.Tensor:
+    def _aux_loss(self, key: str, value: object, mask: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is not None:  # an auxiliary classification target
+            logits, labels = torch.as_tensor(value).float(), labels.long().view(-1)
+            # the mean over the items that have a value; a batch without any gives 0, not cross_entropy's 0/0 NaN
+            valid = labels >= 0
+            per_item = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+            return (per_item * valid).sum() / valid.sum().clamp(min=1)
         if key == Head.OBJECT_REGIONS:
             regions = torch.as_tensor(value)
             return F.cross_entropy(regions, _resize(mask, regions.shape[-2:])[:, 0].long())

@@ -29,6 +29,9 @@ class MultiTaskPrepareBatch(PrepareBatch):
             convolution convert formats (measured in BENCHMARKS.md, "recipe").
         targets: ``False`` for unlabelled images (inference): ``(image, None)``, no mask or class needed.
 
+    A batch with auxiliary targets (``batch["aux"]``, from ``pipeline.data.auxiliary.add_aux_targets``) adds each of
+    them to the target dict under its name, as ``(B,)`` category indices (-1: no value).
+
     Raises:
         KeyError: the batch lacks one of the keys (the message lists the batch's keys).
     """
@@ -71,4 +74,7 @@ class MultiTaskPrepareBatch(PrepareBatch):
             return image, None
         mask = self._tensor(batchdata[self.mask_key]).to(**to).float()
         label = self._tensor(batchdata[self.cls_key]).to(**to).long().view(-1)
-        return image, {Head.SEG.value: mask, Head.CLS.value: label}
+        target = {Head.SEG.value: mask, Head.CLS.value: label}
+        for name, value in batchdata.get(BatchKey.AUX.value, {}).items():
+            target[name] = self._tensor(value).to(**to).long().view(-1)
+        return image, target

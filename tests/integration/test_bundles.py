@@ -412,6 +412,32 @@ def test_training_options(option, us_datalist, tmp_path):
         assert inferer.enabled is (option["cpu_bf16"] and cpu_has_fast_bf16())
 
 
+def test_auxiliary_target_trains_and_the_exported_bundle_loads_it(us_datalist, tmp_path):
+    """BI-RADS as an auxiliary target: a datalist field, a head of its own in training, pinned for export."""
+    from pipeline.deploy import export_bundle
+    from pipeline.verify import verify_bundle
+
+    data = json.loads(Path(us_datalist).read_text())
+    for i, item in enumerate(data["training"]):   # a field like BUS-BRA's, one item without a value
+        item["birads"] = None if i == 0 else str(2 + (i + item["cls"]) % 4)
+    datalist = Path(us_datalist).parent / "datalist_birads.json"
+    datalist.write_text(json.dumps(data))
+    out = tmp_path / "run"
+    aux = {"birads": ["2", "3", "4", "5"]}
+    wf = run_workflow(US_BUNDLE, "training", epochs=1, datalist=str(datalist), preset=str(tiny_preset(
+        tmp_path / "preset.yaml")), output_dir=str(out), use_mlflow=False, aux_targets=aux)
+    assert wf.parser.get_parsed_content("loss").aux_weights == {"birads": 0.5}
+    assert "birads" in wf.parser.get_parsed_content("loss").terms   # the last training step scored the head
+    assert math.isfinite(pd.read_csv(out / "history.csv")["train_loss"].iloc[0])
+    assert "heads.birads.weight" in torch.load(out / "models" / "model.pt", map_location="cpu")
+    assert json.loads((out / "run_config.json").read_text())["aux_targets"] == aux
+    exported = tmp_path / "exported"
+    export_bundle(US_BUNDLE, out, exported, formats=["torchscript"])
+    assert yaml.safe_load((exported / "configs" / "deploy.yaml").read_text())["aux_targets"] == aux
+    rows = verify_bundle(exported)
+    assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+
+
 def test_native_resolution_sliding_window_evaluation_with_refinement(us_datalist, tmp_path):
     """--eval_resize false: native-size images (64²) larger than the training size (32²), so the segmentation is
     tiled by the sliding window; --refine on 3 classes."""

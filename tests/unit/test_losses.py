@@ -57,6 +57,24 @@ def test_aux_outputs_add_weighted_terms():
     assert set(loss.terms) == {"seg", "cls", "deep_supervision", "object_regions", "first_pass_seg"}
 
 
+def test_auxiliary_classification_target_is_cross_entropy_over_the_items_that_have_one():
+    pred, target = _pred(b=3), _target(b=2)
+    target = {"seg": torch.cat([target["seg"], target["seg"][:1]]), "cls": torch.tensor([0, 1, 1])}
+    pred["birads"] = torch.randn(3, 4, requires_grad=True)
+    target["birads"] = torch.tensor([2, -1, 0])  # the second item has no category
+    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss(), aux_weights={"birads": 0.5})
+    value = loss(pred, target)
+    expected = torch.nn.functional.cross_entropy(pred["birads"][[0, 2]], torch.tensor([2, 0]))
+    assert loss.terms["birads"] == pytest.approx(expected.item(), rel=1e-5)
+    base = MultiTaskLoss(make_seg_loss(), make_cls_loss())(pred, target)
+    assert value.item() == pytest.approx(base.item() + 0.5 * expected.item(), rel=1e-5)
+    value.backward()
+    assert pred["birads"].grad[1].abs().sum() == 0 and pred["birads"].grad[0].abs().sum() > 0
+    # a batch without any category: the term is 0 (not NaN) and the loss stays finite
+    target["birads"] = torch.full((3,), -1)
+    assert loss(pred, target).isfinite() and loss.terms["birads"] == 0.0
+
+
 def test_missing_keys_and_bad_arguments():
     loss = MultiTaskLoss(make_seg_loss(), make_cls_loss(), aux_weights={"object_regions": 0.4})
     with pytest.raises(KeyError, match="no 'cls' key"):

@@ -2,8 +2,9 @@
 
 ``Images/bus_XXXX-s.png`` (grey), ``Masks/mask_XXXX-s.png`` (1-bit), ``bus_data.csv`` (``ID``, ``Case`` = patient,
 ``Pathology`` = benign/malignant, ``Device``, ...) and the official ``5-fold-cv.csv`` (``ID``, ``kFold`` = 1..5),
-whose folds are kept (0-based) when it is present. ``Case`` becomes the item's ``group`` and ``Device`` its
-``device`` (for per-scanner analysis).
+whose folds are kept (0-based) when it is present. ``Case`` becomes the item's ``group``, ``Device`` its
+``device`` (for per-scanner analysis) and ``BIRADS`` its ``birads`` (the radiologist's category as written, e.g.
+``"4"``; an auxiliary training target, see the bundle's ``aux_targets``).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _release(input_dir: Path) -> tuple[Path, Any, Path, Path | None]:
         raise DataError(input_dir / TABLE, "label table not found: a BUS-BRA release holds bus_data.csv beside "
                                            "Images/ and Masks/")
     table = read_table(table_path, {"ID": ("image", "name"), "Case": ("patient",), "Pathology": ("class", "type")},
-                       optional={"Device": ("scanner",)})
+                       optional={"Device": ("scanner",), "BIRADS": ("bi-rads", "birads category")})
     images_dir = find_child(input_dir, "Images", want_dir=True)
     if images_dir is None:
         raise DataError(input_dir / "Images", "image folder not found: a BUS-BRA release holds Images/ and Masks/")
@@ -181,6 +182,8 @@ def convert(input_dir: Path, output_dir: Path, log: SkipLog, **options: Any) -> 
             log.skip(e)
             continue
         extra = {"device": record["Device"] or None} if "Device" in record else {}
+        if "BIRADS" in record:
+            extra["birads"] = record["BIRADS"] or None
         item = convert_pair(
             log=log,
             output_dir=output_dir,

@@ -92,8 +92,9 @@ def make_busbra(root: Path, folds: bool = True) -> Path:
     with open(root / "bus_data.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["ID", "Case", "Histology", "Pathology", "BIRADS", "Device", "Width", "Height"])
+        birads = {"bus_0001-l": "5", "bus_0002-l": "2", "bus_0003-s": ""}  # one row without a category
         for image_id, case, pathology, device, _ in rows:
-            writer.writerow([image_id, case, "x", pathology, 4, device, W, H])
+            writer.writerow([image_id, case, "x", pathology, birads.get(image_id, "4"), device, W, H])
     if folds:
         with open(root / "5-fold-cv.csv", "w", newline="") as f:
             writer = csv.writer(f)
@@ -284,6 +285,9 @@ class TestBusbra(unittest.TestCase):
         self.assertEqual(by_id["bus_0001-l"]["cls"], 1)
         self.assertEqual(by_id["bus_0003-s"]["cls"], 0)  # "Benign": case-insensitive
         self.assertEqual(by_id["bus_0002-l"]["device"], "GE Logiq 5")
+        self.assertEqual({i: it["birads"] for i, it in by_id.items()},
+                         {"bus_0001-l": "5", "bus_0001-r": "4", "bus_0002-l": "2", "bus_0003-l": "4", "bus_0003-r": "4",
+                          "bus_0003-s": None})
         self.assertEqual(by_id["bus_0003-s"]["original"], str(root / "Images" / "bus_0003-s.png"))
         check_written(self, out, ds.items)
         self.assertEqual(read_back(out / "images/bus_0003-s.png")[1].shape, (H + 5, W))

@@ -31,6 +31,14 @@ def test_prepare_batch_builds_the_target_dict():
         MultiTaskPrepareBatch()({"image": image, "label": image}, device="cpu")
 
 
+def test_prepare_batch_adds_the_auxiliary_targets():
+    batch = {"image": torch.rand(2, 1, 8, 8), "label": torch.ones(2, 1, 8, 8), "cls": torch.tensor([1, 0]),
+             "aux": {"birads": torch.tensor([3, -1])}}
+    _, target = MultiTaskPrepareBatch()(batch, device="cpu")
+    assert set(target) == {"seg", "cls", "birads"}
+    assert target["birads"].dtype == torch.long and target["birads"].tolist() == [3, -1]
+
+
 def test_prepare_batch_hands_the_network_plain_tensors_unless_asked():
     from monai.data import MetaTensor
 
