@@ -18,6 +18,21 @@ __all__ = ["write_dicom_series", "MR_IMAGE_STORAGE"]
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
+# every slice's constant attributes: a synthetic fat-suppressed 3D gradient-echo breast series, 16-bit grey
+_SERIES_DEFAULTS: dict[str, Any] = {
+    "SpecificCharacterSet": "ISO_IR 100", "ImageType": ["DERIVED", "SECONDARY", "OTHER"],
+    "SOPClassUID": MR_IMAGE_STORAGE, "Modality": "MR", "Manufacturer": "breast-mtl synthetic",
+    "StudyDate": "20240101", "SeriesDate": "20240101", "ContentDate": "20240101",
+    "StudyTime": "120000", "SeriesTime": "120000", "ContentTime": "120000",
+    "AccessionNumber": "", "ReferringPhysicianName": "", "StudyDescription": "Breast MRI (synthetic)",
+    "PatientBirthDate": "", "PatientSex": "F", "PatientPosition": "HFP", "BodyPartExamined": "BREAST",
+    "ScanningSequence": "GR", "SequenceVariant": "SP", "ScanOptions": "FS", "MRAcquisitionType": "3D",
+    "RepetitionTime": "4.5", "EchoTime": "2.0", "EchoTrainLength": 1, "FlipAngle": "10",
+    "PositionReferenceIndicator": "", "StudyID": "1", "SeriesNumber": 1,
+    "SamplesPerPixel": 1, "PhotometricInterpretation": "MONOCHROME2",
+    "BitsAllocated": 16, "BitsStored": 16, "HighBit": 15, "PixelRepresentation": 0,
+}
+
 
 def _ds(value: float) -> str:
     """A decimal string that fits DICOM's 16-character DS limit."""
@@ -85,9 +100,51 @@ def write_dicom_series(
     Raises:
         ValueError: not a finite 3D volume, a bad affine, or an unknown DICOM keyword in ``kw``.
     """
+    from pydicom.uid import generate_uid
+
+    data, affine = _checked_volume(volume, affine, spacing, kw)
+    geometry = _SliceGeometry(affine)
+    stored, slope, intercept = _to_uint16(data)
+    patient = str(kw.get("PatientID", "ANONYMOUS"))
+    digest = hashlib.sha1(data.tobytes() + affine.tobytes() + series_description.encode()).hexdigest()
+    series_uid = generate_uid(entropy_srcs=["series", patient, series_description, digest])
+    series = {
+        **_SERIES_DEFAULTS,
+        "StudyInstanceUID": generate_uid(entropy_srcs=["study", patient]),
+        "FrameOfReferenceUID": generate_uid(entropy_srcs=["frame", patient]),
+        "SeriesInstanceUID": series_uid,
+        "SeriesDescription": series_description,
+        "PatientName": patient,
+        "PatientID": patient,
+        "ImageOrientationPatient": [_ds(v) for v in (*geometry.row_dir, *geometry.col_dir)],
+        "PixelSpacing": [_ds(geometry.dy), _ds(geometry.dx)],  # (between rows, between columns)
+        "SliceThickness": _ds(geometry.dz),
+        "SpacingBetweenSlices": _ds(geometry.dz),
+        "Rows": int(data.shape[1]),
+        "Columns": int(data.shape[0]),
+    }
+    if slope != 1.0 or intercept != 0.0:
+        series.update(RescaleSlope=_ds(slope), RescaleIntercept=_ds(intercept), RescaleType="US")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for k in range(data.shape[2]):
+        sop_uid = generate_uid(entropy_srcs=["instance", series_uid, str(k)])
+        position = geometry.position(k)
+        ds = _dataset(sop_uid, {**series, "SOPInstanceUID": sop_uid, "InstanceNumber": k + 1,
+                                "ImagePositionPatient": [_ds(v) for v in position],
+                                "SliceLocation": _ds(float(geometry.normal @ position)), **kw})
+        pixels = np.ascontiguousarray(stored[:, :, k].T)  # (Rows, Columns) = (j, i)
+        ds.PixelData = pixels.astype("<u2").tobytes()
+        ds["PixelData"].VR = "OW"
+        with atomic_path(out / f"{file_prefix}{k + 1:04d}.dcm", fsync=False) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+    return out
+
+
+def _checked_volume(volume: np.ndarray, affine: np.ndarray | None, spacing: Sequence[float],
+                    kw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The volume as float64 and its affine, checked (see ``write_dicom_series``)."""
     from pydicom.datadict import tag_for_keyword
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     data = np.asarray(volume)
     if data.ndim != 3:
@@ -101,85 +158,38 @@ def write_dicom_series(
     unknown = [k for k in kw if tag_for_keyword(k) is None]
     if unknown:
         raise ValueError(f"unknown DICOM keyword(s): {', '.join(unknown)}")
+    return data, affine
 
-    lps = LPS_TO_RAS @ affine
-    dx, dy = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
-    row_dir, col_dir = lps[:3, 0] / dx, lps[:3, 1] / dy
-    if abs(row_dir @ col_dir) > 1e-4:
-        raise ValueError("the affine's first two axes are not orthogonal: DICOM cannot store a sheared slice")
-    normal = np.cross(row_dir, col_dir)
-    dz = float(np.linalg.norm(lps[:3, 2]))
-    stored, slope, intercept = _to_uint16(data)
 
-    patient = str(kw.get("PatientID", "ANONYMOUS"))
-    digest = hashlib.sha1(data.tobytes() + affine.tobytes() + series_description.encode()).hexdigest()
-    study_uid = generate_uid(entropy_srcs=["study", patient])
-    frame_uid = generate_uid(entropy_srcs=["frame", patient])
-    series_uid = generate_uid(entropy_srcs=["series", patient, series_description, digest])
+class _SliceGeometry:
+    """The DICOM patient geometry (LPS) of a RAS voxel-to-world affine: in-slice directions, spacings, slice normal."""
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for k in range(data.shape[2]):
-        sop_uid = generate_uid(entropy_srcs=["instance", series_uid, str(k)])
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    def __init__(self, affine: np.ndarray) -> None:
+        self.lps = LPS_TO_RAS @ affine
+        self.dx, self.dy = float(np.linalg.norm(self.lps[:3, 0])), float(np.linalg.norm(self.lps[:3, 1]))
+        self.row_dir, self.col_dir = self.lps[:3, 0] / self.dx, self.lps[:3, 1] / self.dy
+        if abs(self.row_dir @ self.col_dir) > 1e-4:
+            raise ValueError("the affine's first two axes are not orthogonal: DICOM cannot store a sheared slice")
+        self.normal = np.cross(self.row_dir, self.col_dir)
+        self.dz = float(np.linalg.norm(self.lps[:3, 2]))
 
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
-        ds.SOPClassUID = MR_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-        ds.AccessionNumber = ""
-        ds.Modality = "MR"
-        ds.Manufacturer = "breast-mtl synthetic"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "Breast MRI (synthetic)"
-        ds.SeriesDescription = series_description
-        ds.PatientName = patient
-        ds.PatientID = patient
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "F"
-        ds.PatientPosition = "HFP"
-        ds.BodyPartExamined = "BREAST"
-        ds.ScanningSequence = "GR"
-        ds.SequenceVariant = "SP"
-        ds.ScanOptions = "FS"
-        ds.MRAcquisitionType = "3D"
-        ds.RepetitionTime = "4.5"
-        ds.EchoTime = "2.0"
-        ds.EchoTrainLength = 1
-        ds.FlipAngle = "10"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.StudyID = "1"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = k + 1
-        position = (lps @ np.array([0.0, 0.0, k, 1.0]))[:3]
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.ImageOrientationPatient = [_ds(v) for v in (*row_dir, *col_dir)]
-        ds.PixelSpacing = [_ds(dy), _ds(dx)]  # (between rows, between columns)
-        ds.SliceThickness = _ds(dz)
-        ds.SpacingBetweenSlices = _ds(dz)
-        ds.SliceLocation = _ds(float(normal @ position))
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = int(data.shape[1]), int(data.shape[0])
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        if slope != 1.0 or intercept != 0.0:
-            ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = _ds(slope), _ds(intercept), "US"
-        for key, value in kw.items():
-            setattr(ds, key, value)
-        pixels = np.ascontiguousarray(stored[:, :, k].T)  # (Rows, Columns) = (j, i)
-        ds.PixelData = pixels.astype("<u2").tobytes()
-        ds["PixelData"].VR = "OW"
-        with atomic_path(out / f"{file_prefix}{k + 1:04d}.dcm", fsync=False) as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
-    return out
+    def position(self, k: int) -> np.ndarray:
+        """World (LPS) position of voxel ``(0, 0, k)``."""
+        return (self.lps @ np.array([0.0, 0.0, k, 1.0]))[:3]
+
+
+def _dataset(sop_uid: str, attributes: dict[str, Any]) -> Any:
+    """A pydicom ``Dataset`` of one MR Image Storage slice (explicit VR little endian) with ``attributes``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    return ds

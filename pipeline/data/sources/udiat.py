@@ -117,18 +117,8 @@ def convert(
     listed: set[str] = set()
     records = table.to_dict("records")
     for row, record in enumerate(progress(records, "prepare udiat"), start=2):
-        name = record["Image"]
-        key = name_key(name)
-        where = f"row {row} ({name})" if name else f"row {row}"
         try:
-            if not name:
-                raise DataError(labels_path, f"row {row}: empty image name in column 'Image'")
-            if key in listed:
-                raise DataError(labels_path, f"{where}: image listed twice; the first row is used")
-            listed.add(key)
-            class_name = parse_class(record["Type"], CLASSES, labels_path, where, "Type")
-            if key not in images:
-                raise DataError(labels_path, f"{where}: image not found in {images_dir.name}/")
+            key, class_name = _row(record, row, listed, images, labels_path, images_dir)
         except DataError as e:
             log.skip(e)
             continue
@@ -148,13 +138,7 @@ def convert(
         if item is not None:
             items.append(item)
 
-    for key, path in images.items():
-        if key not in listed:
-            log.skip(DataError(path, f"image has no row in the label table {labels_path.name}: its class is unknown"))
-    for key, path in masks.items():
-        if key not in images:
-            log.skip(DataError(path, f"orphan mask: no image of that name in {images_dir.name}/"))
-
+    _skip_unlisted(images, masks, listed, labels_path, images_dir, log)
     return PreparedDataset(
         name="udiat",
         modality="US",
@@ -166,3 +150,35 @@ def convert(
         citation=CITATION,
         extra={"labels": labels_path.name},
     )
+
+
+def _row(record: dict[str, str], row: int, listed: set[str], images: dict[str, Path], labels_path: Path,
+         images_dir: Path) -> tuple[str, str]:
+    """The name key and class of one label-table row (the key is added to ``listed``).
+
+    Raises:
+        DataError: an empty or repeated name, an unknown class, or no image of that name.
+    """
+    name = record["Image"]
+    key = name_key(name)
+    where = f"row {row} ({name})" if name else f"row {row}"
+    if not name:
+        raise DataError(labels_path, f"row {row}: empty image name in column 'Image'")
+    if key in listed:
+        raise DataError(labels_path, f"{where}: image listed twice; the first row is used")
+    listed.add(key)
+    class_name = parse_class(record["Type"], CLASSES, labels_path, where, "Type")
+    if key not in images:
+        raise DataError(labels_path, f"{where}: image not found in {images_dir.name}/")
+    return key, class_name
+
+
+def _skip_unlisted(images: dict[str, Path], masks: dict[str, Path], listed: set[str], labels_path: Path,
+                   images_dir: Path, log: SkipLog) -> None:
+    """Log the images without a row in the label table and the masks without an image."""
+    for key, path in images.items():
+        if key not in listed:
+            log.skip(DataError(path, f"image has no row in the label table {labels_path.name}: its class is unknown"))
+    for key, path in masks.items():
+        if key not in images:
+            log.skip(DataError(path, f"orphan mask: no image of that name in {images_dir.name}/"))

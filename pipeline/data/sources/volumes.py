@@ -261,6 +261,28 @@ def _check_options(axis: Any, negative_slices: Any) -> tuple[int, int]:
     return int(axis), int(negative_slices)
 
 
+def _case_record(case: str, image_path: Path, table: Any, found: list[Path], classes: list[str]
+                 ) -> tuple[str, Path | None, str]:
+    """A case's class, label file (``None``: no lesion) and patient from the classes CSV and the labels found.
+
+    Raises:
+        DataError: the case is missing from the CSV or has conflicting or unknown classes, or several labels.
+    """
+    row = table.lookup(case)
+    if row is None:
+        raise DataError(image_path, f"case {case!r} is not in the classes CSV {table.path}: add a row '{case},<class>'")
+    if row in table.conflicts:
+        raise DataError(image_path, f"case {case!r} has conflicting classes in {table.path} "
+                                    f"({', '.join(sorted(set(table.conflicts[row])))})")
+    class_name = table.classes[row]
+    if class_name not in classes:
+        raise DataError(image_path, f"unknown class {class_name!r} for case {case!r} in {table.path}; "
+                                    f"expected one of {', '.join(KNOWN_CLASSES)}")
+    if len(found) > 1:
+        raise DataError(image_path, f"several labels for case {case!r} ({', '.join(p.name for p in found)}): keep one")
+    return class_name, found[0] if found else None, table.patients.get(row, case)
+
+
 def _convert(
     kind: str,
     input_dir: str | os.PathLike,
@@ -296,24 +318,8 @@ def _convert(
     for case in progress(sorted(cases, key=natural_key), f"prepare {kind}", unit="volume"):
         image_path = cases[case]
         try:
-            row = table.lookup(case)
-            if row is None:
-                raise DataError(image_path, f"case {case!r} is not in the classes CSV {table.path}: add a row "
-                                            f"'{case},<class>'")
-            if row in table.conflicts:
-                raise DataError(image_path, f"case {case!r} has conflicting classes in {table.path} "
-                                            f"({', '.join(sorted(set(table.conflicts[row])))})")
-            class_name = table.classes[row]
-            if class_name not in classes:
-                raise DataError(image_path, f"unknown class {class_name!r} for case {case!r} in {table.path}; "
-                                            f"expected one of {', '.join(KNOWN_CLASSES)}")
-            found = labels.get(case, [])
-            if len(found) > 1:
-                raise DataError(image_path, f"several labels for case {case!r} ({', '.join(p.name for p in found)}): "
-                                            "keep one")
-            group = table.patients.get(row, case)
-            case_items = _convert_case(case, ids(case), image_path, found[0] if found else None, class_name, group,
-                                       ctx)
+            class_name, label, group = _case_record(case, image_path, table, labels.get(case, []), classes)
+            case_items = _convert_case(case, ids(case), image_path, label, class_name, group, ctx)
         except DataError as e:
             log.skip(e)
             continue
