@@ -124,6 +124,9 @@ ROWS: dict[str, Row] = {
     "default_birads": Row("bundle", "default with BI-RADS (2-5, the radiologist's category) as an auxiliary "
                           "classification target in training, weight 0.5 (the head is negligible in the step)",
                           train={"aux_targets": {"birads": ["2", "3", "4", "5"]}}, same_cost_as="default"),
+    "default_all_folds": Row("bundle", "default trained on every training patient (--fold all, nnU-Net's 'all': no "
+                             "validation fold, the last epoch, the argmax class), as the reference trains",
+                             train={"fold": "all"}),
     "default_res160": Row("bundle", "default at 160x160 input instead of 128x128 (fewer epochs in the budget)",
                           train={"image_size": [160, 160]}),
     # the classifier's input (the head is a negligible share of the step: the default's calibration holds)
@@ -169,9 +172,15 @@ ROWS: dict[str, Row] = {
 }
 
 
+def trains_on_all(name: str) -> bool:
+    """Whether a row trains on the validation fold too: the reference, and the bundle with ``--fold all``."""
+    base = ROWS[name].base or name
+    return base == "reference" or ROWS[base].train.get("fold") == "all"
+
+
 def validated(name: str) -> bool:
-    """Whether a row has a validation score: the reference trains on the validation fold too."""
-    return "reference" not in (name, ROWS[name].base)
+    """Whether a row has a validation score (and an operating threshold chosen on it)."""
+    return not trains_on_all(name)
 
 
 class RecipeBenchmark:
@@ -266,7 +275,7 @@ class RecipeBenchmark:
             extra = {"budget_minutes": self.args.budget_minutes} if wall else {"epochs": epochs}
             self.train_bundle(name, run_dir, extra, seed)
         history = pd.read_csv(run_dir / "history.csv")
-        n = self.n_all if row.kind == "reference" else self.n_train
+        n = self.n_all if trains_on_all(name) else self.n_train
         # the median epoch: robust to an epoch slowed by another job on the machine
         record = {"epochs": int(history["epoch"].max()), "train_wall_seconds": round(time.perf_counter() - start),
                   "train_images_per_second": round(n / float(history["epoch_seconds"].median()), 1)}
@@ -281,7 +290,7 @@ class RecipeBenchmark:
         eval_dir = run_dir / (f"eval_{split}" if row.kind != "variant" else f"eval_{split}_{name}")
         if (eval_dir / "summary.json").exists():
             return eval_dir
-        if split == "test" and ROWS[base].kind == "bundle":
+        if split == "test" and ROWS[base].kind == "bundle" and validated(base):
             self.backfill_operating_point(base, seed, run_dir)
         overrides = {**self.bundle_overrides(base, run_dir, seed), **row.eval}
         overrides.update({"split": split, "eval_dir": str(eval_dir), "run_name": f"{name}_seed{seed}",
@@ -324,7 +333,7 @@ class RecipeBenchmark:
         calibration = self.plan.get(key)
         if not calibration:
             return None
-        n = self.n_all if ROWS[key].kind == "reference" else self.n_train
+        n = self.n_all if trains_on_all(key) else self.n_train
         return round(n / calibration["epoch_seconds"], 1)
 
     # ---- one split

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["require_bools", "require_choice", "require_fraction", "auto_switch", "TRUE_WORDS", "FALSE_WORDS"]
+__all__ = ["require_bools", "require_choice", "require_fold", "require_fraction", "auto_switch", "TRUE_WORDS",
+           "FALSE_WORDS"]
 
 # how a switch is spelled on a command line or in a YAML string
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -40,6 +41,17 @@ def require_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"--{name} {value!r}: expected one of {', '.join(choices)}")
     return value
+
+
+def require_fold(value: Any) -> int | str:
+    """``--fold``: a fold index (a non-negative integer) or ``"all"`` (train on every fold, nnU-Net's convention).
+
+    Raises:
+        ValueError: naming the value and what is accepted.
+    """
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"--fold {value!r}: expected a fold index (0, 1, ...) or all")
 
 
 def require_fraction(name: str, value: Any) -> float:

@@ -11,6 +11,16 @@ from pipeline.cli.common import EXIT_OK, parse_overrides, require_datalists
 __all__ = ["add_runs_commands"]
 
 
+def _fold(value: str) -> int | str:
+    """``--fold``: an index, or ``all`` (nnU-Net's: train on every fold)."""
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fold index (0, 1, ...) or all, got {value!r}") from None
+
+
 def _cmd_networks(args: argparse.Namespace) -> int:
     from pipeline.networks.table import network_table
 
@@ -30,7 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output = args.output or Path("runs") / f"{args.preset or 'default'}_fold{args.fold}"
     run = train_run(args.datalist, output, bundle_dir=args.bundle, overrides=overrides, quiet=args.quiet)
     print(f"\nrun:     {run}\nhistory: {run / 'history.csv'}\nlog:     {run / 'train.log'}")
-    print(f"next:    bmtl evaluate --run {run}")
+    print(f"next:    bmtl evaluate --run {run}" + (" --split test" if args.fold == "all" else ""))
     return EXIT_OK
 
 
@@ -170,7 +180,9 @@ def add_runs_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--datalist", required=True, type=Path, help="a datalist.json made by `bmtl prepare`")
     p.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: by the datalist's modality)")
-    p.add_argument("--fold", type=int, default=0, help="validation fold; the other folds train (default 0)")
+    p.add_argument("--fold", type=_fold, default=0,
+                   help="validation fold; the other folds train (default 0); all: every fold trains, no validation, "
+                        "the last epoch is the model")
     p.add_argument("--preset", default=None, help="network preset from configs/ (default: the bundle's)")
     p.add_argument("--output", type=Path, default=None, help="run folder (default runs/<preset>_fold<k>)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the bundle's)")

@@ -243,12 +243,14 @@ def format_summary(rows: dict[str, dict[str, Any]]) -> str:
 SPLITS = ("train", "val", "test", "all")
 
 
-def split_items(datalist: str | os.PathLike, fold: int | None = 0, split: str = "train") -> list[dict[str, Any]]:
+def split_items(datalist: str | os.PathLike, fold: int | str | None = 0, split: str = "train"
+                ) -> list[dict[str, Any]]:
     """Items of one split of a datalist file, with absolute image and label paths.
 
     Args:
         datalist: path of a ``datalist.json``.
-        fold: the validation fold; ``None`` with ``split="train"`` trains on every fold (no validation).
+        fold: the validation fold; ``None`` or ``"all"`` with ``split="train"`` trains on every fold (no
+            validation).
         split: ``"train"`` (every fold but ``fold``), ``"val"`` (fold ``fold``), ``"test"`` (the ``test`` section) or
             ``"all"`` (training and test items).
 
@@ -259,6 +261,11 @@ def split_items(datalist: str | os.PathLike, fold: int | None = 0, split: str = 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(datalist)
+    if fold == "all":
+        if split == "val":
+            raise ValueError("fold 'all' has no validation split: the run trained on every fold (evaluate the test "
+                             "split, or another datalist)")
+        fold = None
     data = load_datalist(path)
     folds = sorted({item["fold"] for item in data["training"]})
     if fold is not None and split in ("train", "val") and fold not in folds:

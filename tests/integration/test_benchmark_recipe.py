@@ -40,18 +40,24 @@ def test_recipe_benchmark_reference_default_variant_report_mlflow(tmp_path, monk
     report.write_text("# Benchmarks\n\nkept text\n")
     script = _load_script()
     argv = ["--datalist", str(paths["datalist"]), "--output", str(out), "--epochs", "1", "--override",
-            f"preset={preset}", "--report", str(report), "--rows", "reference", "default", "default_no_tta"]
+            f"preset={preset}", "--report", str(report), "--rows", "reference", "default", "default_no_tta",
+            "default_all_folds"]
     assert script.main(argv) == 0
 
     runs = out / "splitA" / "runs"
     results = pd.read_csv(out / "results_A.csv")
-    assert results["network"].tolist() == ["reference", "default", "default_no_tta"]
+    assert results["network"].tolist() == ["reference", "default", "default_no_tta", "default_all_folds"]
     assert (results["epochs"] == 1).all() and results["dice"].between(0, 1).all()
     assert results["vs_ref_dice"].iloc[0] != results["vs_ref_dice"].iloc[0]  # the reference is not compared to itself
     assert results["vs_ref_dice"].iloc[1].startswith(("+", "-")) and results["inference_ms"].iloc[1] > 0
     # the variant is an evaluation of the default's weights, not a training run of its own
     assert (runs / "default_seed0" / "eval_test_default_no_tta" / "summary.json").exists()
     assert not (runs / "default_no_tta_seed0").exists()
+    # --fold all: trained on the validation fold too, so neither a validation score nor a threshold chosen on it
+    all_folds = runs / "default_all_folds_seed0"
+    assert (all_folds / "eval_test" / "summary.json").exists() and not (all_folds / "eval_val").exists()
+    assert not (all_folds / "models" / "operating_point.json").exists()
+    assert results["val_dice"].isna().tolist() == [True, False, False, True]
     # the reference is a run folder the bundle evaluates: scored by the same protocol on the test split
     n_test = len(pd.read_csv(runs / "default_seed0" / "eval_test" / "per_image.csv"))
     assert len(pd.read_csv(runs / "reference_seed0" / "eval_test" / "per_image.csv")) == n_test > 0

@@ -169,6 +169,7 @@ def test_every_network_trains_one_epoch_through_the_bundle(network, us_datalist,
         ({"preset": "no_such_preset"}, KeyError, "unknown preset 'no_such_preset'; available presets"),
         ({"datalist": ""}, ValueError, "datalist is required"),
         ({"fold": 7}, ValueError, "fold 7 is out of range"),
+        ({"fold": "none"}, ValueError, "--fold 'none': expected a fold index (0, 1, ...) or all"),
         ({"cpu_bf16": "false"}, ValueError, "--cpu_bf16 'false' is not a switch"),
     ],
 )
@@ -410,6 +411,33 @@ def test_training_options(option, us_datalist, tmp_path):
     if "cpu_bf16" in option:   # bfloat16 only where asked and where the CPU computes it natively
         inferer = wf.parser.get_parsed_content("train#inferer")
         assert inferer.enabled is (option["cpu_bf16"] and cpu_has_fast_bf16())
+
+
+def test_fold_all_trains_on_every_fold_and_keeps_the_last_epoch(tmp_path):
+    """nnU-Net's "all": no validation fold, the last epoch is the model, evaluated with the argmax class."""
+    from pipeline.data.prepare import prepare
+    from pipeline.data.synthetic import make_us_dataset
+
+    raw = make_us_dataset(tmp_path / "raw", n=30, seed=0, size=(64, 64))
+    _, paths = prepare("busi", raw, tmp_path / "prepared", n_folds=3, seed=0, test_fold=0)
+    data = json.loads(Path(paths["datalist"]).read_text())
+    out = tmp_path / "run"
+    common = dict(datalist=str(paths["datalist"]), preset=str(tiny_preset(tmp_path / "preset.yaml")),
+                  output_dir=str(out), run_name="all", fold="all")
+    wf = run_workflow(US_BUNDLE, "training", epochs=2, **common)
+    assert len(wf.parser.get_parsed_content("train#items")) == len(data["training"])
+    assert wf.parser.get_parsed_content("validate#items") == []
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and not any(c.startswith("val_") for c in history.columns)
+    models = out / "models"
+    assert not (models / "operating_point.json").exists()
+    last = torch.load(models / "last.pt", map_location="cpu")["network"]
+    kept = torch.load(models / "model.pt", map_location="cpu")
+    assert kept.keys() == last.keys() and all(torch.equal(kept[k], last[k]) for k in kept)
+    assert _mlflow_metrics(out / "mlruns.db", "all").data.params["fold"] == "all"
+    run_workflow(US_BUNDLE, "evaluating", split="test", **common)
+    summary = json.loads((out / "eval_test" / "summary.json").read_text())
+    assert summary["n_images"] == len(data["test"]) > 0
 
 
 def test_auxiliary_target_trains_and_the_exported_bundle_loads_it(us_datalist, tmp_path):

@@ -58,6 +58,12 @@ def test_version_and_train_evaluate_usage_errors(tmp_path, capsys):
     assert "none.json does not exist" in err and "bmtl prepare" in err and not (tmp_path / "run").exists()
     assert main(["train", "--datalist", str(tmp_path), "--output", str(tmp_path / "run")]) == 2
     assert "is a folder, not a datalist.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:   # --fold: an index or all (nnU-Net's), nothing else
+        main(["train", "--datalist", str(tmp_path), "--fold", "last"])
+    assert exit_info.value.code == 2
+    assert "expected a fold index (0, 1, ...) or all, got 'last'" in capsys.readouterr().err
+    assert build_parser().parse_args(["train", "--datalist", "d.json", "--fold", "all"]).fold == "all"
+    assert build_parser().parse_args(["train", "--datalist", "d.json", "--fold", "3"]).fold == 3
     assert main(["evaluate", "--run", str(tmp_path), "--datalist", str(tmp_path / "none.json")]) == 2
     assert "none.json does not exist" in capsys.readouterr().err
     (tmp_path / "half").mkdir()

@@ -126,6 +126,9 @@ def test_split_items_selects_folds_and_resolves_paths(tmp_path):
     assert len(train) == 6 and len(val) == 3 and {i["fold"] for i in val} == {1}
     assert val[0]["image"] == str(tmp_path.resolve() / "images" / "1.png")
     assert len(split_items(path, fold=None, split="train")) == 9
+    assert split_items(path, fold="all", split="train") == split_items(path, fold=None, split="train")
+    with pytest.raises(ValueError, match="fold 'all' has no validation split"):
+        split_items(path, fold="all", split="val")
     with pytest.raises(ValueError, match=r"fold 5 is out of range: .* has folds \[0, 1, 2\]"):
         split_items(path, fold=5, split="val")
     with pytest.raises(ValueError, match="'test' split .* is empty"):
