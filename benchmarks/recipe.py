@@ -127,6 +127,14 @@ ROWS: dict[str, Row] = {
     "default_all_folds": Row("bundle", "default trained on every training patient (--fold all, nnU-Net's 'all': no "
                              "validation fold, the last epoch, the argmax class), as the reference trains",
                              train={"fold": "all"}),
+    "default_ema": Row("bundle", "default with an exponential moving average of the weights (decay 0.998, about the "
+                       "last 500 of its ~1,700 steps), validated and kept instead of the weights themselves",
+                       train={"weight_average_decay": 0.998}, same_cost_as="default"),
+    "default_weighted_sampler": Row("bundle", "default drawing each class equally often (--weighted_sampler True)",
+                                    train={"weighted_sampler": True}, same_cost_as="default"),
+    "default_keep_aspect_res160": Row("bundle", "default_keep_aspect at 160x160 (longest side to 160, zero-padded)",
+                                      train={"keep_aspect": True, "image_size": [160, 160]},
+                                      same_cost_as="default_res160"),
     "default_res160": Row("bundle", "default at 160x160 input instead of 128x128 (fewer epochs in the budget)",
                           train={"image_size": [160, 160]}),
     # the classifier's input (the head is a negligible share of the step: the default's calibration holds)
