@@ -21,6 +21,15 @@ def _fold(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a fold index (0, 1, ...) or all, got {value!r}") from None
 
 
+def _default_split(run: Path) -> str:
+    """``val``, or ``test`` for a run trained with ``--fold all`` (it has no validation fold)."""
+    try:
+        fold = json.loads((Path(run) / "run_config.json").read_text()).get("fold")
+    except (OSError, ValueError):
+        fold = None   # evaluate_run names a missing or unreadable run_config.json
+    return "test" if fold == "all" else "val"
+
+
 def _cmd_networks(args: argparse.Namespace) -> int:
     from pipeline.networks.table import network_table
 
@@ -70,7 +79,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             _print_left_out(evaluations[0][1])
             print(f"\nevaluation: {table.parent}")
         return EXIT_OK
-    split = args.split or "val"
+    split = args.split or _default_split(args.run)
     if args.datalist and len(args.datalist) > 1:
         if args.output:
             raise ValueError("--output names one evaluation folder: with several --datalist each goes to "

@@ -64,6 +64,12 @@ def test_version_and_train_evaluate_usage_errors(tmp_path, capsys):
     assert "expected a fold index (0, 1, ...) or all, got 'last'" in capsys.readouterr().err
     assert build_parser().parse_args(["train", "--datalist", "d.json", "--fold", "all"]).fold == "all"
     assert build_parser().parse_args(["train", "--datalist", "d.json", "--fold", "3"]).fold == 3
+    # a run trained on every fold is evaluated on the test split unless told otherwise (it has no validation fold)
+    from pipeline.cli.runs import _default_split
+
+    (tmp_path / "all_run").mkdir()
+    (tmp_path / "all_run" / "run_config.json").write_text('{"fold": "all"}')
+    assert _default_split(tmp_path / "all_run") == "test" and _default_split(tmp_path / "missing") == "val"
     assert main(["evaluate", "--run", str(tmp_path), "--datalist", str(tmp_path / "none.json")]) == 2
     assert "none.json does not exist" in capsys.readouterr().err
     (tmp_path / "half").mkdir()
