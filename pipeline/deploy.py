@@ -188,8 +188,6 @@ def fill_metadata(template: Mapping[str, Any], run_config: Mapping[str, Any], se
         "preset": _preset_name(run_config.get("preset", "")),
         "network_name": run_config["network_name"],
         "circle_training": bool(run_config.get("circle_training", False)),
-        # the auxiliary heads are part of the checkpoint (unused at inference): the network is built with them
-        "aux_targets": dict(run_config.get("aux_targets", {})),
         "seg_threshold": float(run_config.get("seg_threshold", 0.5)),
         "cls_threshold": None if cls_threshold is None else float(cls_threshold),
         "exported": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -10,11 +10,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.keys import BatchKey
+from pipeline.keys import BatchKey, Head
 
 __all__ = ["IGNORE_INDEX", "add_aux_targets", "check_aux_targets"]
 
 IGNORE_INDEX = -1  # an item without a value: the loss skips it (``cross_entropy(..., ignore_index=-1)``)
+
+# the batch's keys and the network's outputs: a target of the same name would overwrite one of them
+RESERVED_NAMES = frozenset(k.value for k in (*BatchKey, *Head))
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ def check_aux_targets(aux_targets: Mapping[str, Sequence[Any]]) -> dict[str, lis
         raise ValueError(f"aux_targets must map a datalist field to its categories, got {aux_targets!r}")
     checked = {}
     for name, categories in aux_targets.items():
-        if name in {k.value for k in BatchKey} or name in ("seg", "cls", "label"):
+        if name in RESERVED_NAMES:
             raise ValueError(f"aux_targets: {name!r} is a key the pipeline already uses; name the datalist field")
         if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
             raise ValueError(f"aux_targets[{name!r}] must be a list of categories, got {categories!r}")

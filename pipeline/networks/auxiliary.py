@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.keys import Head
+
 __all__ = ["AuxiliaryClassifiers", "with_auxiliary_classifiers"]
 
 
@@ -35,7 +37,7 @@ class AuxiliaryClassifiers(nn.Module):
         if not heads:
             raise ValueError("heads must name at least one auxiliary target")
         for name, n in heads.items():
-            if name in ("seg", "cls") or int(n) < 2:
+            if name in {h.value for h in Head} or int(n) < 2:
                 raise ValueError(f"heads[{name!r}]: a new output name with two or more categories is needed, got {n}")
         layers = [m for m in network.modules() if isinstance(m, nn.Linear) and m.out_features == int(num_classes)]
         if not layers:
