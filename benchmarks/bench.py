@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 from pipeline.atomic import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.data.datalist import load_datalist, split_items
 from pipeline.keys import Head
-from pipeline.losses import MultiTaskLoss, make_cls_loss, make_seg_loss
+from pipeline.losses import MultiTaskLoss
 from pipeline.metrics import finite_or_none
 from pipeline.presets import load_preset
 from pipeline.registry import create_network, network_info
@@ -36,6 +36,7 @@ __all__ = [
     "SHIFTS",
     "REPORTED_METRICS",
     "build_preset_network",
+    "build_preset_loss",
     "train_images_per_second",
     "bf16_train_images_per_second",
     "inference_ms_per_image",
@@ -83,6 +84,17 @@ def build_preset_network(preset: str | os.PathLike | Mapping[str, Any], num_clas
     return circle_training(net) if config.get("circle_training") else net
 
 
+def build_preset_loss(preset: str | os.PathLike | Mapping[str, Any]) -> MultiTaskLoss:
+    """The joint loss of a preset as the bundles build it (its ``seg_loss``/``cls_loss`` entries instantiated by
+    MONAI's config parser, no class weights)."""
+    from monai.bundle import ConfigParser
+
+    config = _config(preset)
+    parser = ConfigParser({**config, "class_weight_tensor": None})
+    return MultiTaskLoss(parser.get_parsed_content("seg_loss"), parser.get_parsed_content("cls_loss"),
+                         config["seg_weight"], config["cls_weight"], config["aux_weights"])
+
+
 def _train_step(preset: str, size: int, batch: int, seed: int, channels_last: bool, bf16: bool):
     """A timed training step of a preset's network (forward, joint loss, backward, AdamW step) on random
     ``(batch, 1, size, size)`` data, as a function returning its seconds; ``channels_last`` and ``bf16`` (the
@@ -94,9 +106,7 @@ def _train_step(preset: str, size: int, batch: int, seed: int, channels_last: bo
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = build_preset_network(config).train().to(memory_format=memory_format)
     forward = AutocastInferer(enabled=bf16)
-    loss_cfg = config["loss"]
-    loss_fn = MultiTaskLoss(make_seg_loss(loss_cfg["seg_loss"]), make_cls_loss(loss_cfg["cls_loss"]),
-                            loss_cfg["seg_weight"], loss_cfg["cls_weight"], loss_cfg["aux_weights"])
+    loss_fn = build_preset_loss(config)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     x = torch.rand(batch, _in_channels(config), size, size).contiguous(memory_format=memory_format)
     target = {Head.SEG.value: (torch.rand(batch, 1, size, size) > 0.8).float(),

@@ -52,9 +52,11 @@ class _Images:
 def load_run(run_dir: Path) -> tuple[torch.nn.Module, Compose, dict]:
     """The run's network with its saved weights, the bundle's preprocessing and the run's configuration."""
     config = load_run_config(run_dir)
+    # the network as the run recorded it (a preset's values are merged at training time, not named here)
+    recorded = {k: config[k] for k in ("network_name", "network_kwargs", "extra_input_channels", "circle_training",
+                                       "aux_targets", "image_size") if k in config}
     parser = bundle_parser(REPO / "bundles" / config["bundle"], ("common.yaml",), datalist=config["datalist"],
-                           fold=config["fold"], preset=config["preset"], output_dir=str(run_dir),
-                           image_size=config["image_size"])
+                           fold=config["fold"], output_dir=str(run_dir), **recorded)
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(load_state_dict(run_dir / "models" / "model.pt"))
     return network, Compose(parser.get_parsed_content("preprocessing_transforms")), config

@@ -149,7 +149,7 @@ def main() -> None:
         writer.writerows(history)
     os.replace(tmp, args.output / "history.csv")
     write_run_config(args.output, {
-        "bundle": "reference", "modality": datalist["modality"], "preset": PRESET, "preset_config": preset,
+        "bundle": "reference", "modality": datalist["modality"], "preset": PRESET,
         "network_name": preset["network_name"], "network_kwargs": preset["network_kwargs"], "in_channels": 1,
         "num_classes": len(classes), "classes": classes, "image_size": list(SIZE), "resize_mode": "area",
         "extra_input_channels": [],

@@ -8,7 +8,6 @@ Exported bundle layout (``bmtl export --bundle bundles/breast_us_mtl --run RUN_D
       configs/deploy.yaml       what training knew, pinned from RUN_DIR/run_config.json: classes, preset, image size,
                                 input channels, network name and arguments, circle training, modality, threshold;
                                 ``datalist: ""`` (nothing reads a datalist)
-      configs/preset.yaml       the run's preset (recipe), as trained
       configs/inference.yaml    inference settings and the ``inferring`` run id
       configs/inference.json    common + deploy + inference merged into one file (generated): ``python -m monai.bundle
                                 run --config_file configs/inference.json`` needs nothing else
@@ -92,7 +91,7 @@ def load_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: a training run (`python -m monai.bundle run training ...`) writes "
                                 "it into its output_dir; --run must be that folder")
     config = json.loads(path.read_text(encoding="utf-8"))
-    required = ("network_name", "network_kwargs", "in_channels", "classes", "image_size", "preset_config")
+    required = ("network_name", "network_kwargs", "in_channels", "classes", "image_size")
     missing = [k for k in required if k not in config]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}")
@@ -113,7 +112,7 @@ def deploy_config(run_config: Mapping[str, Any], cls_threshold: float | None = N
         "modality": run_config.get("modality", "US"),
         "classes": list(run_config["classes"]),
         "preset": _preset_name(run_config.get("preset", run_config["network_name"])),
-        "preset_config": "$pipeline.presets.load_preset(os.path.join(@bundle_root, 'configs', 'preset.yaml'))",
+        "preset_merged": _preset_name(run_config.get("preset", run_config["network_name"])),
         "network_name": run_config["network_name"],
         "network_kwargs": dict(run_config["network_kwargs"]),
         "image_size": [int(s) for s in run_config["image_size"]],
@@ -299,7 +298,7 @@ def _copy_atomic(source: Path, target: Path) -> None:
 
 def _write_configs(bundle: Path, run: Path, run_config: dict, ckpt: Path,
                    output: Path) -> tuple[float | None, dict[str, Any]]:
-    """The exported bundle's configs (the copied ones, ``preset.yaml``, ``deploy.yaml`` pinning the run, the merged
+    """The exported bundle's configs (the copied ones, ``deploy.yaml`` pinning the run, the merged
     ``inference.json``), docs and model card; returns the operating threshold pinned and the metadata template."""
     configs = output / "configs"
     configs.mkdir(parents=True, exist_ok=True)
@@ -308,9 +307,6 @@ def _write_configs(bundle: Path, run: Path, run_config: dict, ckpt: Path,
         if not source.is_file():
             raise FileNotFoundError(f"{source} not found: the bundle must provide it for deployment")
         _copy_atomic(source, configs / name)
-    write_text_atomic(configs / "preset.yaml",
-                      f"# preset of the exported run ({_preset_name(run_config.get('preset', ''))}), as trained\n"
-                      + yaml.safe_dump(run_config["preset_config"], sort_keys=False, width=1000))
     from pipeline.handlers.operating_point import read_operating_threshold
 
     # the operating point belongs to the best checkpoint (model.pt), whose validation epoch chose it

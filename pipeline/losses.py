@@ -9,71 +9,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, FocalLoss
+from monai.losses import FocalLoss
 from torch import nn
 from torch.nn import functional as F
 
 from pipeline.keys import Head
 
-__all__ = ["MultiTaskLoss", "make_seg_loss", "make_cls_loss", "SEG_LOSSES", "CLS_LOSSES"]
-
-SEG_LOSSES = ("dice", "dice_ce", "dice_focal")
-CLS_LOSSES = ("ce", "focal")
+__all__ = ["MultiTaskLoss", "FocalClassificationLoss"]
 
 
-def make_seg_loss(name: str = "dice_ce", seg_channels: int = 1, focal_gamma: float = 2.0) -> nn.Module:
-    """MONAI segmentation loss by preset name, matching the zoo's seg convention.
-
-    One lesion channel is read with a sigmoid (MONAI then uses binary cross-entropy); two or more channels with a
-    softmax against a one-hot target.
+class FocalClassificationLoss(nn.Module):
+    """MONAI ``FocalLoss`` (softmax) on ``(B, K)`` logits with ``(B,)`` integer labels, the layout of
+    ``torch.nn.CrossEntropyLoss`` (MONAI's takes a ``(B, 1)`` label), so that a preset swaps one for the other.
 
     Args:
-        name: ``"dice"`` (Dice alone, as paper 004's code), ``"dice_ce"`` (Dice + cross-entropy) or
-            ``"dice_focal"`` (Dice + focal).
-        seg_channels: channels of the segmentation logits.
-        focal_gamma: focusing parameter of the focal term.
-
-    Raises:
-        ValueError: unknown ``name`` or ``seg_channels`` < 1.
+        gamma: focusing parameter.
+        weight: optional per-class weights (length K).
     """
-    if seg_channels < 1:
-        raise ValueError(f"seg_channels must be >= 1, got {seg_channels}")
-    act = {"sigmoid": True} if seg_channels == 1 else {"softmax": True, "to_onehot_y": True}
-    if name == "dice":
-        return DiceLoss(**act)
-    if name == "dice_ce":
-        return DiceCELoss(**act)
-    if name == "dice_focal":
-        return DiceFocalLoss(gamma=focal_gamma, **act)
-    raise ValueError(f"seg_loss must be one of {SEG_LOSSES}, got {name!r}")
 
-
-def make_cls_loss(
-    name: str = "ce", class_weights: Sequence[float] | None = None, focal_gamma: float = 2.0
-) -> nn.Module:
-    """Classification loss on ``(B, K)`` logits and ``(B,)`` integer labels.
-
-    Args:
-        name: ``"ce"`` (cross-entropy) or ``"focal"`` (MONAI ``FocalLoss`` with softmax).
-        class_weights: optional per-class weights (length K).
-        focal_gamma: focusing parameter of the focal loss.
-
-    Raises:
-        ValueError: unknown ``name``.
-    """
-    weight = None if class_weights is None else torch.as_tensor(list(class_weights), dtype=torch.float32)
-    if name == "ce":
-        return nn.CrossEntropyLoss(weight=weight)
-    if name == "focal":
-        return _FocalClassificationLoss(focal_gamma, weight)
-    raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {name!r}")
-
-
-class _FocalClassificationLoss(nn.Module):
-    """MONAI ``FocalLoss`` adapted to ``(B, K)`` logits with ``(B,)`` integer labels."""
-
-    def __init__(self, gamma: float, weight: torch.Tensor | None) -> None:
+    def __init__(self, gamma: float = 2.0, weight: Sequence[float] | torch.Tensor | None = None) -> None:
         super().__init__()
+        weight = None if weight is None else torch.as_tensor(weight, dtype=torch.float32)
         self.focal = FocalLoss(gamma=gamma, weight=weight, use_softmax=True, to_onehot_y=True)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -94,8 +50,9 @@ class MultiTaskLoss(nn.Module):
     The last call's terms are kept (detached) in ``self.terms`` for logging.
 
     Args:
-        seg_loss: loss on ``(B, S, H, W)`` logits vs ``(B, 1, H, W)`` mask (see ``make_seg_loss``).
-        cls_loss: loss on ``(B, K)`` logits vs ``(B,)`` labels (see ``make_cls_loss``).
+        seg_loss: loss on ``(B, S, H, W)`` logits vs ``(B, 1, H, W)`` mask, e.g. MONAI's ``DiceCELoss(sigmoid=True)``
+            for one lesion channel.
+        cls_loss: loss on ``(B, K)`` logits vs ``(B,)`` labels, e.g. ``torch.nn.CrossEntropyLoss``.
         seg_weight: weight of the segmentation term (the paper's lambda).
         cls_weight: weight of the classification term.
         aux_weights: weight per auxiliary output key.

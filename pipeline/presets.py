@@ -1,8 +1,9 @@
-"""Experiment presets: ``configs/<name>.yaml``, one per network, shared by the bundles.
+"""Presets: ``configs/<name>.yaml``, one MONAI config fragment per network, shared by the bundles.
 
-A preset holds the network name and its keyword arguments, the training size, batch size, optimizer and loss
-settings (see any file in ``configs/``). Bundles pick one with a single override, ``--preset NAME``; every value
-stays overridable on its own from the command line.
+A preset overrides the bundle's network and recipe keys (``network_name``, ``network_kwargs``, ``image_size``,
+``batch_size``, ``learning_rate``, ``seg_loss``/``cls_loss`` as ``_target_`` entries, ...; see ``configs/README.md``)
+and is merged as one more ``--config_file`` after the bundle's own files (``pipeline.workflows.bundle_command`` does it
+for ``bmtl train --preset NAME``). Every value stays overridable on its own from the command line.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import yaml
 
 from pipeline.resources import resource_dir
 
-__all__ = ["PRESET_DIRS", "REQUIRED_KEYS", "available_presets", "load_preset", "preset_path"]
+__all__ = ["PRESET_DIRS", "REQUIRED_KEYS", "available_presets", "load_preset", "preset_path", "require_merged"]
 
 # The repository's configs/ (editable installs and checkouts); BMTL_PRESETS adds folders (os.pathsep separated).
 PRESET_DIRS = [resource_dir("configs")]
-REQUIRED_KEYS = ("network_name", "network_kwargs", "image_size", "batch_size", "optimizer", "loss")
+REQUIRED_KEYS = ("preset", "preset_merged", "network_name", "network_kwargs", "image_size", "batch_size")
+# the nested layout of the presets before they were config fragments (2026-12-02): bundles exported earlier carry
+# one as configs/preset.yaml and read it with load_preset from their own (copied) configs
+_LEGACY_KEYS = ("network_name", "network_kwargs", "image_size", "batch_size", "optimizer", "loss")
 
 
 def _dirs() -> list[Path]:
@@ -49,21 +53,57 @@ def preset_path(name: str | os.PathLike) -> Path:
 
 
 def load_preset(name: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a preset.
+    """The values of a preset as written in its file (``$`` expressions and ``@`` references unresolved), checked.
+
+    A file in the nested layout of bundles exported before presets were config fragments is read as such (with its
+    defaults filled in), so that those bundles keep loading.
 
     Raises:
         KeyError: unknown preset.
-        ValueError: the file is not a mapping or lacks a required key (the message names the file and the key).
+        ValueError: the file is not a mapping, lacks a required key, or its ``preset`` and ``preset_merged`` differ
+            (the message names the file).
     """
     path = preset_path(name)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a preset must be a YAML mapping")
+    if "optimizer" in data and "loss" in data:   # the nested layout
+        return _legacy_preset(path, data)
     missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path}: preset lacks key(s) {', '.join(missing)} (see configs/README.md)")
+    if data["preset"] != data["preset_merged"]:
+        raise ValueError(f"{path}: `preset` ({data['preset']!r}) and `preset_merged` ({data['preset_merged']!r}) "
+                         "must both be the preset's name")
+    return data
+
+
+def _legacy_preset(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    missing = [k for k in _LEGACY_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path}: preset lacks key(s) {', '.join(missing)}")
     data.setdefault("extra_input_channels", [])
     data.setdefault("circle_training", False)
-    data.setdefault("cpu_bf16", False)   # bfloat16 training forward on an AMX CPU, where it was measured faster
+    data.setdefault("cpu_bf16", False)
     data["loss"].setdefault("aux_weights", {})
     return data
+
+
+def require_merged(preset: str, merged: str) -> str:
+    """``preset`` when its config fragment is the one merged (``preset_merged``); a bundle's workflows check it first.
+
+    ``--preset NAME`` alone only renames the run: the network and the recipe come from the merged files.
+
+    Raises:
+        ValueError: ``preset`` names another preset than the one merged; the message says which file to add.
+    """
+    if str(preset) != str(merged):
+        try:
+            where = str(preset_path(preset))
+        except KeyError:
+            where = f"configs/{preset}.yaml"
+        raise ValueError(
+            f"preset: {preset!r} was given, but the merged configs hold preset {merged!r}. A preset is a config "
+            f"fragment: merge it as one more --config_file ({where}) instead of overriding --preset, or use "
+            f"`bmtl train --preset {preset}`, which does it")
+    return str(preset)

@@ -32,6 +32,7 @@ __all__ = [
     "evaluate_datasets",
     "evaluate_bundle",
     "bundle_command",
+    "bundle_config_files",
     "run_bundle",
     "format_metrics",
 ]
@@ -55,32 +56,58 @@ def _format_override(value: Any) -> str:
     return str(value)
 
 
+def bundle_config_files(
+    bundle_dir: str | os.PathLike, workflow: str, overrides: Mapping[str, Any] | None = None,
+    extra_configs: Sequence[str] = (),
+) -> tuple[list[str], dict[str, Any]]:
+    """The config files of ``workflow`` for the bundle in ``bundle_dir``, and the overrides left to pass on.
+
+    A ``preset`` override names a preset (``configs/<name>.yaml`` or a file), a MONAI config fragment: it is merged as
+    one more config file after the workflow's (``configs/README.md``), not passed on. Given together with
+    ``preset_merged``, ``preset`` is only the name and the other overrides hold the values (a run's record).
+
+    Raises:
+        ValueError: unknown ``workflow``; a preset in the nested layout of before 2026-12-02.
+        FileNotFoundError: ``bundle_dir`` has no ``configs/common.yaml``.
+        KeyError: unknown preset.
+    """
+    if workflow not in WORKFLOWS:
+        raise ValueError(f"workflow must be one of {list(WORKFLOWS)}, got {workflow!r}")
+    configs = Path(bundle_dir).resolve() / "configs"
+    if not (configs / "common.yaml").is_file():
+        raise FileNotFoundError(f"{configs.parent}: not a bundle folder (no configs/common.yaml)")
+    overrides = dict(overrides or {})
+    fragment = []
+    if "preset" in overrides and "preset_merged" not in overrides:
+        from pipeline.presets import load_preset, preset_path
+
+        path = preset_path(overrides.pop("preset")).resolve()
+        if "preset_merged" not in load_preset(path):   # a malformed preset is named here, not in the child's log
+            raise ValueError(f"{path}: a preset in the nested layout of before 2026-12-02 (optimizer:, loss:); "
+                             "write it as a config fragment like those in configs/ (configs/README.md)")
+        fragment = [str(path)]
+    files = [str(configs / "common.yaml"), *(str(configs / f) for f in WORKFLOWS[workflow][1]), *fragment,
+             *extra_configs]
+    return files, overrides
+
+
 def bundle_command(
     bundle_dir: str | os.PathLike, workflow: str, overrides: Mapping[str, Any] | None = None,
     extra_configs: Sequence[str] = (),
 ) -> list[str]:
-    """The ``python -m monai.bundle run`` command line of ``workflow`` for the bundle in ``bundle_dir``.
-
-    Raises:
-        ValueError: unknown ``workflow``.
-        FileNotFoundError: ``bundle_dir`` has no ``configs/common.yaml``.
-    """
-    if workflow not in WORKFLOWS:
-        raise ValueError(f"workflow must be one of {list(WORKFLOWS)}, got {workflow!r}")
+    """The ``python -m monai.bundle run`` command line of ``workflow`` for the bundle in ``bundle_dir`` (config files,
+    overrides and errors: :func:`bundle_config_files`)."""
+    config_files, overrides = bundle_config_files(bundle_dir, workflow, overrides, extra_configs)
     bundle = Path(bundle_dir).resolve()
     configs = bundle / "configs"
-    if not (configs / "common.yaml").is_file():
-        raise FileNotFoundError(f"{bundle}: not a bundle folder (no configs/common.yaml)")
-    run_id, files = WORKFLOWS[workflow]
-    config_files = [str(configs / "common.yaml"), *(str(configs / f) for f in files), *extra_configs]
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run", run_id,
+        sys.executable, "-m", "monai.bundle", "run", WORKFLOWS[workflow][0],
         "--meta_file", str(configs / "metadata.json"),
         "--config_file", json.dumps(config_files),
         "--logging_file", str(configs / "logging.conf"),
         "--bundle_root", str(bundle),
     ]
-    for key, value in (overrides or {}).items():
+    for key, value in overrides.items():
         cmd += [f"--{key}", _format_override(value)]
     return cmd
 
@@ -188,8 +215,11 @@ def _run_values(run: Path) -> tuple[Path, dict[str, Any]]:
     if (run / "run_config.json").is_file():
         config = json.loads((run / "run_config.json").read_text())
         # the values that change what the network sees or how its output becomes a mask, as the run was trained
-        values = {k: config[k] for k in ("preset", "datalist", "fold", "seed", "image_size", "network_kwargs",
+        values = {k: config[k] for k in ("preset", "network_name", "network_kwargs", "extra_input_channels",
+                                         "circle_training", "aux_targets", "datalist", "fold", "seed", "image_size",
                                          "seg_threshold", "keep_aspect") if k in config}
+        if "preset" in values:   # the recorded values, not a preset file (pipeline.workflows.bundle_command)
+            values["preset_merged"] = values["preset"] = Path(str(values["preset"])).stem
         values["resize_mode"] = config.get("resize_mode", "area")   # runs from before resize_mode used area
         return BUNDLES_DIR / config["bundle"], values
     raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")

@@ -192,7 +192,8 @@ def add_runs_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=_fold, default=0,
                    help="validation fold; the other folds train (default 0); all: every fold trains, no validation, "
                         "the last epoch is the model")
-    p.add_argument("--preset", default=None, help="network preset from configs/ (default: the bundle's)")
+    p.add_argument("--preset", default=None, help="network preset: a name from configs/ or a YAML file, merged as one "
+                   "more config file (configs/README.md; default: the bundle's own)")
     p.add_argument("--output", type=Path, default=None, help="run folder (default runs/<preset>_fold<k>)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the bundle's)")
     p.add_argument("--budget-minutes", type=float, default=None,

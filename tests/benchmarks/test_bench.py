@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 import bench
@@ -45,6 +46,18 @@ def test_circle_training_preset_builds_the_wrapper():
 
     assert isinstance(bench.build_preset_network("mtil"), CircleTraining)
     assert not isinstance(bench.build_preset_network("nmtnet"), CircleTraining)
+
+
+def test_preset_loss_is_the_one_its_fragment_declares():
+    from monai.losses import DiceCELoss, DiceLoss
+
+    from pipeline.losses import FocalClassificationLoss
+
+    paper = bench.build_preset_loss("unetpp_mt")   # paper 004: Dice and focal, alpha 0.35
+    assert type(paper.seg_loss) is DiceLoss and isinstance(paper.cls_loss, FocalClassificationLoss)
+    assert (paper.seg_weight, paper.cls_weight, paper.aux_weights) == (0.35, 0.65, {"deep_supervision": 0.35})
+    default = bench.build_preset_loss("nmtnet")
+    assert type(default.seg_loss) is DiceCELoss and type(default.cls_loss) is torch.nn.CrossEntropyLoss
 
 
 @pytest.mark.parametrize("kind", bench.SHIFTS)

@@ -15,17 +15,19 @@ from monai.bundle import ConfigWorkflow
 
 from pipeline.engines import cpu_has_fast_bf16
 from pipeline.registry import list_networks
+from pipeline.workflows import bundle_config_files
 from tests.integration.conftest import MR_BUNDLE, US_BUNDLE, tiny_preset
 
 pytestmark = pytest.mark.slow
 
 
 def run_workflow(bundle, workflow: str, **override):
-    files = {"training": "train.yaml", "evaluating": "evaluate.yaml"}
-    configs = bundle / "configs"
+    """The workflow in this process (MONAI's ConfigWorkflow), with the config files `bmtl` would pass (a preset merged
+    as a config fragment)."""
+    config_files, override = bundle_config_files(bundle, workflow, override)
     wf = ConfigWorkflow(
-        config_file=[str(configs / "common.yaml"), str(configs / files[workflow])],
-        meta_file=str(configs / "metadata.json"),
+        config_file=config_files,
+        meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=None,
         run_id=workflow,
         bundle_root=str(bundle),
@@ -221,11 +223,11 @@ def test_two_process_gloo_ddp_training(us_datalist, tmp_path):
     preset = tiny_preset(tmp_path / "preset.yaml")
     out = tmp_path / "ddp"
     configs = US_BUNDLE / "configs"
-    files = [str(configs / f) for f in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")]
+    files = [str(configs / f) for f in ("common.yaml", "train.yaml", "multi_gpu_train.yaml")] + [str(preset)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            "-m", "monai.bundle", "run", "training", "--meta_file", str(configs / "metadata.json"),
            "--config_file", json.dumps(files), "--bundle_root", str(US_BUNDLE), "--datalist", str(us_datalist),
-           "--preset", str(preset), "--epochs", "2", "--output_dir", str(out), "--use_mlflow", "False"]
+           "--epochs", "2", "--output_dir", str(out), "--use_mlflow", "False"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -47,7 +47,7 @@ def make_run(root: Path, network: str = "segresnet_effnet", classes=US_CLASSES, 
     (root / "models").mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), root / "models" / "model.pt")
     run_config = {
-        "bundle": bundle.name, "modality": modality, "preset": network, "preset_config": preset,
+        "bundle": bundle.name, "modality": modality, "preset": network,
         "network_name": network, "network_kwargs": preset["network_kwargs"], "in_channels": in_channels,
         "num_classes": len(classes), "classes": list(classes), "image_size": SIZE,
         "extra_input_channels": preset["extra_input_channels"], "circle_training": preset["circle_training"],
@@ -64,9 +64,9 @@ def trained_export(us_datalist, tmp_path_factory) -> dict[str, Path]:
     preset = tiny_preset(root / "preset.yaml", network="segresnet_effnet")
     run = root / "run"
     configs = US_BUNDLE / "configs"
-    wf = ConfigWorkflow(config_file=[str(configs / "common.yaml"), str(configs / "train.yaml")],
+    wf = ConfigWorkflow(config_file=[str(configs / "common.yaml"), str(configs / "train.yaml"), str(preset)],
                         meta_file=str(configs / "metadata.json"), logging_file=None, run_id="training",
-                        bundle_root=str(US_BUNDLE), datalist=str(us_datalist), preset=str(preset),
+                        bundle_root=str(US_BUNDLE), datalist=str(us_datalist),
                         output_dir=str(run), epochs=1, use_mlflow=False)
     wf.initialize()
     wf.run()
@@ -80,7 +80,7 @@ def test_exported_bundle_layout_pins_and_metadata(trained_export):
     exported, run = trained_export["exported"], trained_export["run"]
     files = {str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file()}
     assert files == {
-        "configs/common.yaml", "configs/deploy.yaml", "configs/preset.yaml", "configs/inference.yaml",
+        "configs/common.yaml", "configs/deploy.yaml", "configs/inference.yaml",
         "configs/inference.json", "configs/evaluate.yaml",
         "configs/metadata.json", "configs/logging.conf", "models/model.pt", "models/model.ts", "models/model.onnx",
         "models/export_report.json", "docs/README.md", "docs/model_card.md", "LICENSE",
@@ -94,7 +94,7 @@ def test_exported_bundle_layout_pins_and_metadata(trained_export):
     for key in ("classes", "image_size", "in_channels", "network_name", "network_kwargs", "circle_training",
                 "modality", "seg_threshold", "extra_input_channels"):
         assert deploy[key] == run_config[key], key
-    assert yaml.safe_load((exported / "configs" / "preset.yaml").read_text()) == run_config["preset_config"]
+    assert deploy["preset"] == deploy["preset_merged"] == run_config["preset"] == "segresnet_effnet"
 
     meta = validate_metadata(exported / "configs" / "metadata.json")
     fmt = meta["network_data_format"]
@@ -175,14 +175,16 @@ def test_every_network_exports_through_the_bundle(network, tmp_path):
     rows = verify_bundle(exported)
     assert all(r.ok for r in rows), [r for r in rows if not r.ok]
 
-    preset_file = tmp_path / "preset.yaml"
-    preset_file.write_text(yaml.safe_dump(json.loads((run / "run_config.json").read_text())["preset_config"]))
-    in_channels = int(json.loads((run / "run_config.json").read_text())["in_channels"])
+    run_config = json.loads((run / "run_config.json").read_text())
+    preset_file = tmp_path / "preset.yaml"   # the run's preset as a config fragment, merged after common.yaml
+    preset_file.write_text(yaml.safe_dump({**load_preset(network), "network_kwargs": run_config["network_kwargs"],
+                                           "image_size": SIZE}))
+    in_channels = int(run_config["in_channels"])
     target = tmp_path / "ckpt.ts"
     ckpt_export(net_id="export_network", filepath=str(target), ckpt_file=str(run / "models" / "model.pt"),
-                config_file=str(US_BUNDLE / "configs" / "common.yaml"),
+                config_file=[str(US_BUNDLE / "configs" / "common.yaml"), str(preset_file)],
                 meta_file=str(US_BUNDLE / "configs" / "metadata.json"), bundle_root=str(US_BUNDLE),
-                use_trace=True, input_shape=[1, in_channels, *SIZE], preset=str(preset_file), classes=US_CLASSES,
+                use_trace=True, input_shape=[1, in_channels, *SIZE], classes=US_CLASSES,
                 converter_kwargs={"check_trace": False})
     x = torch.rand(2, in_channels, *SIZE)
     with torch.no_grad():

@@ -26,10 +26,10 @@ KILL_EPOCH, KILL_ITERATION = 3, 1  # 2 iterations per epoch: the kill lands betw
 
 def _command(datalist: Path, preset: Path, out: Path, extra: Path) -> list[str]:
     configs = US_BUNDLE / "configs"
-    files = [str(configs / "common.yaml"), str(configs / "train.yaml"), str(extra)]
+    files = [str(configs / "common.yaml"), str(configs / "train.yaml"), str(preset), str(extra)]
     return [sys.executable, "-m", "monai.bundle", "run", "training", "--meta_file", str(configs / "metadata.json"),
             "--config_file", json.dumps(files), "--bundle_root", str(US_BUNDLE), "--datalist", str(datalist),
-            "--preset", str(preset), "--epochs", str(EPOCHS), "--output_dir", str(out), "--use_mlflow", "False"]
+            "--epochs", str(EPOCHS), "--output_dir", str(out), "--use_mlflow", "False"]
 
 
 def _extra_config(path: Path, marker: Path) -> Path:

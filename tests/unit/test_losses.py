@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from pipeline.keys import Head
-from pipeline.losses import MultiTaskLoss, make_cls_loss, make_seg_loss
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
+from torch import nn
+
+from pipeline.losses import FocalClassificationLoss, MultiTaskLoss
 
 
 def _target(b=2, size=32):
@@ -21,11 +24,20 @@ def _pred(b=2, size=32, seg_channels=1, k=2):
     }
 
 
-@pytest.mark.parametrize("seg_name", ["dice", "dice_ce", "dice_focal"])
-@pytest.mark.parametrize("cls_name", ["ce", "focal"])
+SEG_LOSSES = {"dice": DiceLoss, "dice_ce": DiceCELoss, "dice_focal": DiceFocalLoss}
+
+
+def _seg_loss(name: str = "dice_ce", seg_channels: int = 1) -> nn.Module:
+    """A MONAI segmentation loss as the presets declare it: a sigmoid for one channel, else a softmax on one-hot."""
+    act = {"sigmoid": True} if seg_channels == 1 else {"softmax": True, "to_onehot_y": True}
+    return SEG_LOSSES[name](**act)
+
+
+@pytest.mark.parametrize("seg_name", sorted(SEG_LOSSES))
+@pytest.mark.parametrize("cls_loss", [nn.CrossEntropyLoss, FocalClassificationLoss])
 @pytest.mark.parametrize("seg_channels", [1, 2])
-def test_loss_combinations_are_finite_and_differentiable(seg_name, cls_name, seg_channels):
-    loss = MultiTaskLoss(make_seg_loss(seg_name, seg_channels), make_cls_loss(cls_name, class_weights=[1.0, 2.0]))
+def test_loss_combinations_are_finite_and_differentiable(seg_name, cls_loss, seg_channels):
+    loss = MultiTaskLoss(_seg_loss(seg_name, seg_channels), cls_loss(weight=torch.tensor([1.0, 2.0])))
     pred = _pred(seg_channels=seg_channels)
     value = loss(pred, _target())
     assert value.ndim == 0 and torch.isfinite(value)
@@ -34,11 +46,20 @@ def test_loss_combinations_are_finite_and_differentiable(seg_name, cls_name, seg
     assert set(loss.terms) == {"seg", "cls"}
 
 
+def test_focal_classification_loss_takes_cross_entropys_layout():
+    logits, labels = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.5]]), torch.tensor([0, 1, 1])
+    # gamma 0 is the cross-entropy, MONAI's mean running over the K one-hot entries too
+    focal = FocalClassificationLoss(gamma=0.0)(logits, labels)
+    assert focal.item() == pytest.approx(nn.functional.cross_entropy(logits, labels).item() / 2, rel=1e-5)
+    # focusing lowers the loss of the well-classified item more than that of the poorly classified one
+    assert FocalClassificationLoss(gamma=2.0)(logits, labels) < focal
+
+
 def test_weights_scale_the_terms():
     pred, target = _pred(), _target()
-    seg_only = MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=1.0, cls_weight=0.0)(pred, target)
-    cls_only = MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=0.0, cls_weight=1.0)(pred, target)
-    both = MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=0.35, cls_weight=0.65)(pred, target)
+    seg_only = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss(), seg_weight=1.0, cls_weight=0.0)(pred, target)
+    cls_only = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss(), seg_weight=0.0, cls_weight=1.0)(pred, target)
+    both = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss(), seg_weight=0.35, cls_weight=0.65)(pred, target)
     torch.testing.assert_close(both, 0.35 * seg_only + 0.65 * cls_only)
 
 
@@ -47,8 +68,8 @@ def test_aux_outputs_add_weighted_terms():
     pred[Head.DEEP_SUPERVISION] = [torch.randn(2, 1, 8, 8), torch.randn(2, 1, 16, 16)]
     pred[Head.OBJECT_REGIONS] = torch.randn(2, 2, 8, 8)
     pred["first_pass_seg"] = torch.randn(2, 1, 32, 32)
-    base = MultiTaskLoss(make_seg_loss(), make_cls_loss())(pred, target)
-    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss(),
+    base = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss())(pred, target)
+    loss = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss(),
                          aux_weights={"deep_supervision": 0.5, "object_regions": 0.4, "first_pass_seg": 1.0})
     value = loss(pred, target)
     expected = base + 0.5 * loss.terms["deep_supervision"] + 0.4 * loss.terms["object_regions"] + loss.terms[
@@ -62,11 +83,11 @@ def test_auxiliary_classification_target_is_cross_entropy_over_the_items_that_ha
     target = {"seg": torch.cat([target["seg"], target["seg"][:1]]), "cls": torch.tensor([0, 1, 1])}
     pred["birads"] = torch.randn(3, 4, requires_grad=True)
     target["birads"] = torch.tensor([2, -1, 0])  # the second item has no category
-    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss(), aux_weights={"birads": 0.5})
+    loss = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss(), aux_weights={"birads": 0.5})
     value = loss(pred, target)
     expected = torch.nn.functional.cross_entropy(pred["birads"][[0, 2]], torch.tensor([2, 0]))
     assert loss.terms["birads"] == pytest.approx(expected.item(), rel=1e-5)
-    base = MultiTaskLoss(make_seg_loss(), make_cls_loss())(pred, target)
+    base = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss())(pred, target)
     assert value.item() == pytest.approx(base.item() + 0.5 * expected.item(), rel=1e-5)
     value.backward()
     assert pred["birads"].grad[1].abs().sum() == 0 and pred["birads"].grad[0].abs().sum() > 0
@@ -76,22 +97,18 @@ def test_auxiliary_classification_target_is_cross_entropy_over_the_items_that_ha
 
 
 def test_missing_keys_and_bad_arguments():
-    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss(), aux_weights={"object_regions": 0.4})
+    loss = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss(), aux_weights={"object_regions": 0.4})
     with pytest.raises(KeyError, match="no 'cls' key"):
         loss({"seg": torch.zeros(1, 1, 8, 8)}, _target(1, 8))
     with pytest.raises(KeyError, match="aux weight given for 'object_regions'"):
         loss(_pred(1, 8), _target(1, 8))
     with pytest.raises(ValueError, match="seg_weight"):
-        MultiTaskLoss(make_seg_loss(), make_cls_loss(), seg_weight=-1)
-    with pytest.raises(ValueError, match="seg_loss must be one of"):
-        make_seg_loss("dice_bce")
-    with pytest.raises(ValueError, match="cls_loss must be one of"):
-        make_cls_loss("hinge")
+        MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss(), seg_weight=-1)
 
 
 def test_perfect_prediction_scores_lower_than_wrong():
     target = _target()
     good = {"seg": (target["seg"] * 20 - 10), "cls": torch.tensor([[5.0, -5.0], [-5.0, 5.0]])}
     bad = {"seg": -good["seg"], "cls": -good["cls"]}
-    loss = MultiTaskLoss(make_seg_loss(), make_cls_loss())
+    loss = MultiTaskLoss(_seg_loss(), nn.CrossEntropyLoss())
     assert loss(good, target) < 0.1 < loss(bad, target)

@@ -1,21 +1,26 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from pipeline.presets import available_presets, load_preset
+from pipeline.presets import available_presets, load_preset, preset_path, require_merged
 from pipeline.registry import list_networks
 from pipeline.tracking import flatten_params, write_run_config
 from pipeline.cross_validation import compare
 from pipeline.workflows import bundle_command
+from tests.integration.conftest import MR_BUNDLE, US_BUNDLE
 
 
 def test_every_network_has_a_preset_that_names_it():
     assert set(list_networks()) <= set(available_presets())
     for name in list_networks():
         assert load_preset(name)["network_name"] == name
+        assert load_preset(name)["preset"] == load_preset(name)["preset_merged"] == name
 
 
 def test_preset_errors_name_the_problem(tmp_path):
@@ -25,6 +30,88 @@ def test_preset_errors_name_the_problem(tmp_path):
     bad.write_text("network_name: x\n")
     with pytest.raises(ValueError, match="bad.yaml: preset lacks key"):
         load_preset(bad)
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(yaml.safe_dump({**load_preset("mtl_oca"), "preset": "mine"}))
+    with pytest.raises(ValueError, match="renamed.yaml: `preset` .'mine'. and `preset_merged` .'mtl_oca'. must"):
+        load_preset(renamed)
+
+
+def test_a_preset_in_the_nested_layout_loads_for_old_exported_bundles_and_is_refused_for_new_runs(tmp_path):
+    """Bundles exported before presets were config fragments read their configs/preset.yaml with load_preset."""
+    legacy = tmp_path / "preset.yaml"
+    legacy.write_text(yaml.safe_dump({
+        "network_name": "segresnet_shared", "network_kwargs": {"init_filters": 8}, "image_size": [64, 64],
+        "batch_size": 8, "optimizer": {"lr": 1e-3},
+        "loss": {"seg_loss": "dice_ce", "cls_loss": "ce", "seg_weight": 1.0, "cls_weight": 1.0}}))
+    old = load_preset(legacy)
+    assert old["optimizer"]["lr"] == 1e-3 and old["loss"]["aux_weights"] == {}
+    assert old["extra_input_channels"] == [] and old["circle_training"] is False and old["cpu_bf16"] is False
+    with pytest.raises(ValueError, match=r"preset.yaml: a preset in the nested layout .*\(configs/README.md\)"):
+        bundle_command(US_BUNDLE, "training", {"preset": str(legacy)})
+
+
+def _bundle_parser(bundle, *fragments, **values):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "common.yaml"), str(bundle / "configs" / "train.yaml"),
+                        *map(str, fragments)])
+    parser.update({"classes": ["benign", "malignant"], **values})   # what the datalist would give
+    return parser
+
+
+@pytest.mark.parametrize("bundle", [US_BUNDLE, MR_BUNDLE], ids=lambda b: b.name)
+@pytest.mark.parametrize("name", available_presets())
+def test_every_preset_is_a_config_fragment_of_every_bundle(bundle, name):
+    """Merged after the bundle's files, a preset's values are the bundle's; its network trains under its loss."""
+    import torch
+
+    preset = load_preset(name)
+    parser = _bundle_parser(bundle, preset_path(name))
+    assert parser.get_parsed_content("initialize#0") == name   # pipeline.presets.require_merged
+    for key in ("network_name", "network_kwargs", "image_size", "batch_size", "learning_rate", "weight_decay",
+                "seg_weight", "cls_weight", "aux_weights", "extra_input_channels", "circle_training"):
+        assert parser.get_parsed_content(key) == preset[key], key
+    network, loss = parser.get_parsed_content("network_module").train(), parser.get_parsed_content("loss")
+    in_channels = 1 + len(preset["extra_input_channels"])
+    out = network(torch.rand(2, in_channels, 64, 64))
+    value = loss(out, {"seg": (torch.rand(2, 1, 64, 64) > 0.7).float(), "cls": torch.tensor([0, 1])})
+    assert torch.isfinite(value)
+    value.backward()
+
+
+@pytest.mark.parametrize("bundle,default", [(US_BUNDLE, "nmtnet"), (MR_BUNDLE, "segresnet_effnet")],
+                         ids=["us", "mr"])
+def test_a_bundle_without_a_fragment_holds_its_default_preset(bundle, default):
+    """common.yaml and train.yaml carry the default preset's values, so a bundle runs without a fragment: the two
+    copies must not drift."""
+    parser = _bundle_parser(bundle)
+    for key, value in load_preset(default).items():
+        assert parser.get(key) == value, key
+
+
+def test_a_preset_override_without_its_fragment_is_refused():
+    parser = _bundle_parser(US_BUNDLE, preset="mtl_oca")
+    with pytest.raises(RuntimeError) as info:   # MONAI's, raised from the expression's own error
+        parser.get_parsed_content("initialize#0")
+    assert isinstance(info.value.__cause__, ValueError)
+    assert re.search("preset: 'mtl_oca' was given, but the merged configs hold preset 'nmtnet'.*configs/mtl_oca.yaml",
+                     str(info.value.__cause__))
+    with pytest.raises(ValueError, match="the merged configs hold preset 'nmtnet'.*configs/mine.yaml"):
+        require_merged("mine", "nmtnet")   # an unknown name still says what the file would be
+
+
+def test_bundle_command_merges_a_preset_as_a_config_file():
+    cmd = bundle_command(US_BUNDLE, "training", {"preset": "mtl_oca", "fold": 1})
+    files = json.loads(cmd[cmd.index("--config_file") + 1])
+    assert [Path(f).name for f in files] == ["common.yaml", "train.yaml", "mtl_oca.yaml"]
+    assert Path(files[-1]) == preset_path("mtl_oca").resolve()
+    assert "--preset" not in cmd and cmd[cmd.index("--fold") + 1] == "1"
+    # a run's record: the values are given, the preset is only the name
+    cmd = bundle_command(US_BUNDLE, "evaluating", {"preset": "mtl_oca", "preset_merged": "mtl_oca"})
+    assert len(json.loads(cmd[cmd.index("--config_file") + 1])) == 2 and "--preset" in cmd
+    with pytest.raises(KeyError, match="unknown preset 'nope'"):
+        bundle_command(US_BUNDLE, "training", {"preset": "nope"})
 
 
 def test_flatten_params_and_run_config(tmp_path):
@@ -35,8 +122,6 @@ def test_flatten_params_and_run_config(tmp_path):
 
 
 def test_bundle_command_is_the_readme_command(tmp_path):
-    from tests.integration.conftest import US_BUNDLE
-
     cmd = bundle_command(US_BUNDLE, "training", {"fold": 2, "image_size": [64, 64], "use_mlflow": False})
     assert cmd[1:5] == ["-m", "monai.bundle", "run", "training"]
     assert json.loads(cmd[cmd.index("--config_file") + 1])[-1].endswith("train.yaml")
@@ -186,6 +271,17 @@ def test_evaluate_run_uses_the_values_a_run_was_trained_with(tmp_path, monkeypat
     (run / "run_config.json").write_text(json.dumps({**config, "resize_mode": "bilinear"}))
     workflows.evaluate_run(run, split="test")
     assert calls[-1]["resize_mode"] == "bilinear" and calls[-1]["split"] == "test"
+    # another network: its recorded values are passed, the preset only names them (no fragment is merged)
+    other = {**config, "preset": "/my/presets/wide_oca.yaml", "network_name": "mtl_oca",
+             "extra_input_channels": ["gaussian_gradient_magnitude"], "circle_training": False}
+    (run / "run_config.json").write_text(json.dumps(other))
+    workflows.evaluate_run(run, split="test")
+    values = calls[-1]
+    assert values["preset"] == values["preset_merged"] == "wide_oca" and values["network_name"] == "mtl_oca"
+    assert values["extra_input_channels"] == ["gaussian_gradient_magnitude"]
+    cmd = bundle_command(US_BUNDLE, "evaluating", values)
+    assert len(json.loads(cmd[cmd.index("--config_file") + 1])) == 2
+    assert cmd[cmd.index("--network_name") + 1] == "mtl_oca"
 
 
 def test_provenance_names_the_commit_and_the_versions(monkeypatch):

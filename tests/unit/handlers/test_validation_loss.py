@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 from monai.engines import SupervisedEvaluator
+from monai.losses import DiceCELoss
 
 from pipeline.engines import MultiTaskPrepareBatch
 from pipeline.handlers import ValidationLoss
 from pipeline.keys import Head
-from pipeline.losses import MultiTaskLoss, make_cls_loss, make_seg_loss
+from pipeline.losses import MultiTaskLoss
 
 
 class _TwoHeads(torch.nn.Module):
@@ -32,7 +33,7 @@ def test_validation_loss_is_the_image_weighted_mean_of_the_training_loss_without
     torch.manual_seed(0)
     network = _TwoHeads().eval()
     # an auxiliary weight the eval-mode network does not return: left out, not an error
-    loss = MultiTaskLoss(make_seg_loss("dice_ce"), make_cls_loss("ce"), seg_weight=1.0, cls_weight=0.5,
+    loss = MultiTaskLoss(DiceCELoss(sigmoid=True), torch.nn.CrossEntropyLoss(), seg_weight=1.0, cls_weight=0.5,
                          aux_weights={"deep_supervision": 0.3})
     batches = _batches()
     evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=batches, network=network,

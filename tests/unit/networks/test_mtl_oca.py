@@ -104,7 +104,7 @@ def test_bad_specific_arguments(kwargs, match):
 def test_preset_loads_and_builds():
     preset = yaml.safe_load(PRESET.read_text())
     assert preset["network_name"] == "mtl_oca"
-    assert preset["loss"]["aux_weights"] == {"object_regions": 0.4}
+    assert preset["aux_weights"] == {"object_regions": 0.4}
     assert preset["extra_input_channels"] == ["gaussian_gradient_magnitude"]
     in_channels = 1 + len(preset["extra_input_channels"])  # as the bundles derive it
     assert in_channels == 2

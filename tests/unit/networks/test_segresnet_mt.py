@@ -46,9 +46,9 @@ def _grad_names(net: torch.nn.Module, prefix: str) -> list[str]:
 def test_preset_loads_and_builds_its_network(name):
     preset = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     assert preset["network_name"] == name
-    assert {"network_kwargs", "image_size", "batch_size", "optimizer", "loss", "extra_input_channels"} <= set(preset)
+    assert {"network_kwargs", "image_size", "batch_size", "learning_rate", "extra_input_channels"} <= set(preset)
     assert all(s % 32 == 0 for s in preset["image_size"])
-    assert {"seg_loss", "cls_loss", "seg_weight", "cls_weight", "aux_weights"} <= set(preset["loss"])
+    assert {"seg_loss", "cls_loss", "seg_weight", "cls_weight", "aux_weights"} <= set(preset)
     net = create_network(preset["network_name"], **preset["network_kwargs"]).eval()
     with torch.no_grad():
         out = net(_x(1, size=(64, 64)))

@@ -89,7 +89,7 @@ def test_bad_arguments():
 def test_preset_builds_and_runs():
     preset = yaml.safe_load(PRESET.read_text())
     assert preset["network_name"] == "unetpp_mt"
-    assert preset["loss"]["seg_weight"] == 0.35 and preset["loss"]["cls_weight"] == 0.65  # the paper's alpha
+    assert preset["seg_weight"] == 0.35 and preset["cls_weight"] == 0.65  # the paper's alpha
     net = create_network(preset["network_name"], **preset["network_kwargs"]).eval()
     size = preset["image_size"]
     with torch.no_grad():
