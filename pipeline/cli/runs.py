@@ -7,18 +7,17 @@ import json
 from pathlib import Path
 
 from pipeline.cli.common import EXIT_OK, parse_overrides, require_datalists
+from pipeline.switches import require_fold
 
 __all__ = ["add_runs_commands"]
 
 
 def _fold(value: str) -> int | str:
-    """``--fold``: an index, or ``all`` (nnU-Net's: train on every fold)."""
-    if value == "all":
-        return value
+    """``--fold``: an index, or ``all`` (nnU-Net's: train on every fold), as the bundle checks it."""
     try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fold index (0, 1, ...) or all, got {value!r}") from None
+        return require_fold(int(value) if value.isdigit() else value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _default_split(run: Path) -> str:

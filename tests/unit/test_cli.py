@@ -61,8 +61,10 @@ def test_version_and_train_evaluate_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:   # --fold: an index or all (nnU-Net's), nothing else
         main(["train", "--datalist", str(tmp_path), "--fold", "last"])
     assert exit_info.value.code == 2
-    assert "expected a fold index (0, 1, ...) or all, got 'last'" in capsys.readouterr().err
+    assert "--fold 'last': expected a fold index (0, 1, ...) or all" in capsys.readouterr().err
     assert build_parser().parse_args(["train", "--datalist", "d.json", "--fold", "all"]).fold == "all"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--datalist", "d.json", "--fold", "-1"])
     assert build_parser().parse_args(["train", "--datalist", "d.json", "--fold", "3"]).fold == 3
     # a run trained on every fold is evaluated on the test split unless told otherwise (it has no validation fold)
     from pipeline.cli.runs import _default_split
