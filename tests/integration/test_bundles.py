@@ -442,6 +442,23 @@ def test_training_options(option, us_datalist, tmp_path):
         assert inferer.enabled is (option["cpu_bf16"] and cpu_has_fast_bf16())
 
 
+def test_monai_default_run_id_is_the_workflow_of_the_file(us_datalist, tmp_path):
+    """`python -m monai.bundle run --config_file "[common, train]"` (MONAI's default run id, `run`) trains, and the
+    same with evaluate.yaml evaluates: the model zoo's convention, beside the named ids."""
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    values = dict(datalist=str(us_datalist), output_dir=str(tmp_path / "run"), use_mlflow=False, preset=str(preset))
+    for workflow, extra in (("training", {"epochs": 1}), ("evaluating", {"eval_dir": str(tmp_path / "eval")})):
+        files, override = bundle_config_files(US_BUNDLE, workflow, {**values, **extra})
+        wf = ConfigWorkflow(config_file=files, meta_file=str(US_BUNDLE / "configs" / "metadata.json"),
+                            logging_file=None, bundle_root=str(US_BUNDLE), **override)   # run_id: MONAI's default
+        assert wf.run_id == "run"
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+    assert (tmp_path / "run" / "models" / "model.pt").is_file()
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n_images"] > 0
+
+
 def test_fold_all_trains_on_every_fold_and_keeps_the_last_epoch(tmp_path):
     """nnU-Net's "all": no validation fold, the last epoch is the model, evaluated with the argmax class."""
     from pipeline.data.prepare import prepare
