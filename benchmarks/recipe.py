@@ -130,6 +130,10 @@ ROWS: dict[str, Row] = {
     "default_ema": Row("bundle", "default with an exponential moving average of the weights (decay 0.998, about the "
                        "last 500 of its ~1,700 steps), validated and kept instead of the weights themselves",
                        train={"weight_average_decay": 0.998}, same_cost_as="default"),
+    "default_scanner_aug": Row("bundle", "default with the scanner augmentation (--scanner_augmentation True: MONAI's "
+                               "RandBiasFieldd gain field and RandSimulateLowResolutiond; under 0.5 ms per image, so "
+                               "the default's calibration holds)", train={"scanner_augmentation": True},
+                               same_cost_as="default"),
     "default_weighted_sampler": Row("bundle", "default drawing each class equally often (--weighted_sampler True)",
                                     train={"weighted_sampler": True}, same_cost_as="default"),
     "default_keep_aspect_res160": Row("bundle", "default_keep_aspect at 160x160 (longest side to 160, zero-padded)",
