@@ -11,7 +11,9 @@ the augmentation is batched with ``affine_grid`` (the reference's own speed, as 
 It writes a run folder the bundle evaluates like any other (``models/model.pt``, ``run_config.json`` naming the
 ``segresnet_shared`` preset, ``history.csv``), so the reference is scored by the project's protocol:
 
-    python -m monai.bundle run evaluating ... --preset segresnet_shared --output_dir runs/reference --split test
+    python -m monai.bundle run evaluating --config_file "['<bundle>/configs/common.yaml',
+        '<bundle>/configs/evaluate.yaml','configs/segresnet_shared.yaml']" ... --output_dir runs/reference \
+        --resize_mode area --split test
 
 It trains on every item of the datalist's ``training`` section (``--exclude-fold k`` leaves fold k out, as the
 bundle's validation does; the reference itself selects nothing, so by default it keeps it); the test section is
