@@ -28,6 +28,11 @@ for name in ("configs", "bundles"):
     where = r.resource_dir(name)
     assert Path(where).is_relative_to(Path(__import__("sys").prefix)), where
     print(name, "->", where)
+# a preset is a config fragment of the installed configs/, merged after the installed bundle's files
+from pipeline.workflows import bundle_config_files
+files, _ = bundle_config_files(r.resource_dir("bundles") / "breast_us_mtl", "training", {"preset": "mtl_oca"})
+assert Path(files[-1]) == r.resource_dir("configs").resolve() / "mtl_oca.yaml", files
+print("preset mtl_oca ->", files[-1])
 PY
 "$WORK/venv/bin/bmtl" demo --output "$WORK/demo" > "$WORK/demo.log" 2>&1 || { tail -40 "$WORK/demo.log"; exit 1; }
 # the demo ends by naming the model card, the HTML report and the MLflow model: each named file exists
