@@ -66,6 +66,9 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     assert {"val_dice", "val_auc", "val_score", "train_loss_epoch", "val_loss"} <= set(run.data.metrics)
     assert history[["val_loss", "val_seg_loss", "val_cls_loss"]].notna().all().all()   # beside the training loss
     assert run.data.params["fold"] == "0"
+    # the recipe: the preset's losses and their weights
+    assert (run.data.params["seg_loss"], run.data.params["cls_loss"]) == ("DiceCELoss", "CrossEntropyLoss")
+    assert run.data.params["loss_weights.seg"] == run.data.params["loss_weights.cls"] == "1.0"
     # provenance and the images as MLflow dataset inputs
     assert run.data.params["git_commit"].removesuffix("-dirty") not in ("", None)
     assert run.data.params["version.monai"] not in ("", "not installed")
