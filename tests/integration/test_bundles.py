@@ -69,6 +69,7 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     # the recipe: the preset's losses and their weights
     assert (run.data.params["seg_loss"], run.data.params["cls_loss"]) == ("DiceCELoss", "CrossEntropyLoss")
     assert run.data.params["loss_weights.seg"] == run.data.params["loss_weights.cls"] == "1.0"
+    assert run.data.params["network_name"] == "segresnet_shared" and run.data.params["preset"] == "segresnet_shared"
     # provenance and the images as MLflow dataset inputs
     assert run.data.params["git_commit"].removesuffix("-dirty") not in ("", None)
     assert run.data.params["version.monai"] not in ("", "not installed")
