@@ -35,6 +35,7 @@ from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.deploy import bundle_parser, load_run_config, load_state_dict  # noqa: E402
 from pipeline.keys import BatchKey, Head  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
+from pipeline.workflows import RECORDED_NETWORK_KEYS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,8 +54,7 @@ def load_run(run_dir: Path) -> tuple[torch.nn.Module, Compose, dict]:
     """The run's network with its saved weights, the bundle's preprocessing and the run's configuration."""
     config = load_run_config(run_dir)
     # the network as the run recorded it (a preset's values are merged at training time, not named here)
-    recorded = {k: config[k] for k in ("network_name", "network_kwargs", "extra_input_channels", "circle_training",
-                                       "aux_targets", "image_size") if k in config}
+    recorded = {k: config[k] for k in RECORDED_NETWORK_KEYS if k in config}
     parser = bundle_parser(REPO / "bundles" / config["bundle"], ("common.yaml",), datalist=config["datalist"],
                            fold=config["fold"], output_dir=str(run_dir), **recorded)
     network = parser.get_parsed_content("network_def")

@@ -57,6 +57,7 @@ from pipeline.export import (
 )
 from pipeline.keys import Head
 from pipeline.model_card import build_model_card, eval_metrics, training_data
+from pipeline.presets import preset_name
 
 __all__ = [
     "FORMATS",
@@ -98,21 +99,17 @@ def load_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _preset_name(preset: Any) -> str:
-    text = str(preset)
-    return Path(text).stem if text.endswith((".yaml", ".yml")) else text
-
-
 def deploy_config(run_config: Mapping[str, Any], cls_threshold: float | None = None) -> dict[str, Any]:
     """The content of ``configs/deploy.yaml``: every value training derived from the datalist or the preset, pinned,
     with the operating threshold chosen on the validation fold for the exported checkpoint (``None``: argmax)."""
+    name = preset_name(run_config.get("preset", run_config["network_name"]))
     return {
         "datalist": "",
         "use_mlflow": False,
         "modality": run_config.get("modality", "US"),
         "classes": list(run_config["classes"]),
-        "preset": _preset_name(run_config.get("preset", run_config["network_name"])),
-        "preset_merged": _preset_name(run_config.get("preset", run_config["network_name"])),
+        "preset": name,
+        "preset_merged": name,   # the values below are the run's own: pipeline.presets.require_merged holds
         "network_name": run_config["network_name"],
         "network_kwargs": dict(run_config["network_kwargs"]),
         "image_size": [int(s) for s in run_config["image_size"]],
@@ -184,7 +181,7 @@ def fill_metadata(template: Mapping[str, Any], run_config: Mapping[str, Any], se
                channel_def={str(i): f"{c} (logit)" for i, c in enumerate(classes)})
     cls.setdefault("value_range", [])
     meta["deployment"] = {
-        "preset": _preset_name(run_config.get("preset", "")),
+        "preset": preset_name(run_config.get("preset", "")),
         "network_name": run_config["network_name"],
         "circle_training": bool(run_config.get("circle_training", False)),
         "seg_threshold": float(run_config.get("seg_threshold", 0.5)),

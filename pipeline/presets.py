@@ -16,7 +16,8 @@ import yaml
 
 from pipeline.resources import resource_dir
 
-__all__ = ["PRESET_DIRS", "REQUIRED_KEYS", "available_presets", "load_preset", "preset_path", "require_merged"]
+__all__ = ["PRESET_DIRS", "REQUIRED_KEYS", "available_presets", "fragment_path", "load_preset", "preset_name",
+           "preset_path", "require_merged"]
 
 # The repository's configs/ (editable installs and checkouts); BMTL_PRESETS adds folders (os.pathsep separated).
 PRESET_DIRS = [resource_dir("configs")]
@@ -50,6 +51,27 @@ def preset_path(name: str | os.PathLike) -> Path:
         if path.is_file():
             return path
     raise KeyError(f"unknown preset {str(name)!r}; available presets: {', '.join(available_presets())}")
+
+
+def preset_name(preset: Any) -> str:
+    """The name a run records for ``preset``: the stem of a preset file's path (runs of before 2026-12-02 recorded the
+    path they were given), else the name itself."""
+    text = str(preset)
+    return Path(text).stem if text.endswith((".yaml", ".yml")) else text
+
+
+def fragment_path(name: str | os.PathLike) -> Path:
+    """The resolved file of preset ``name``, checked to be a config fragment (what a bundle run merges).
+
+    Raises:
+        KeyError: unknown preset.
+        ValueError: a malformed preset, or one in the nested layout of before 2026-12-02 (the message says what to do).
+    """
+    path = preset_path(name).resolve()
+    if "preset_merged" not in load_preset(path):   # the nested layout (load_preset checks the fragments' keys)
+        raise ValueError(f"{path}: a preset in the nested layout of before 2026-12-02 (optimizer:, loss:); "
+                         "write it as a config fragment like those in configs/ (configs/README.md)")
+    return path
 
 
 def load_preset(name: str | os.PathLike) -> dict[str, Any]:

@@ -33,12 +33,16 @@ __all__ = [
     "evaluate_bundle",
     "bundle_command",
     "bundle_config_files",
+    "RECORDED_NETWORK_KEYS",
     "run_bundle",
     "format_metrics",
 ]
 
 BUNDLES_DIR = resource_dir("bundles")
 BUNDLE_FOR_MODALITY = {"US": "breast_us_mtl", "MR": "breast_mri_mtl"}
+# the run_config.json values that rebuild a run's network and its input as trained (whatever preset made them)
+RECORDED_NETWORK_KEYS = ("network_name", "network_kwargs", "extra_input_channels", "circle_training", "aux_targets",
+                         "image_size")
 TRAIN_ARGS = "train_args.json"   # how `train_run` made a run: bundle and overrides, reused by `evaluate_run`
 # workflow -> (run id, config files after common.yaml)
 WORKFLOWS = {
@@ -79,13 +83,9 @@ def bundle_config_files(
     overrides = dict(overrides or {})
     fragment = []
     if "preset" in overrides and "preset_merged" not in overrides:
-        from pipeline.presets import load_preset, preset_path
+        from pipeline.presets import fragment_path
 
-        path = preset_path(overrides.pop("preset")).resolve()
-        if "preset_merged" not in load_preset(path):   # a malformed preset is named here, not in the child's log
-            raise ValueError(f"{path}: a preset in the nested layout of before 2026-12-02 (optimizer:, loss:); "
-                             "write it as a config fragment like those in configs/ (configs/README.md)")
-        fragment = [str(path)]
+        fragment = [str(fragment_path(overrides.pop("preset")))]   # a bad preset is named here, not in the child's log
     files = [str(configs / "common.yaml"), *(str(configs / f) for f in WORKFLOWS[workflow][1]), *fragment,
              *extra_configs]
     return files, overrides
@@ -215,11 +215,12 @@ def _run_values(run: Path) -> tuple[Path, dict[str, Any]]:
     if (run / "run_config.json").is_file():
         config = json.loads((run / "run_config.json").read_text())
         # the values that change what the network sees or how its output becomes a mask, as the run was trained
-        values = {k: config[k] for k in ("preset", "network_name", "network_kwargs", "extra_input_channels",
-                                         "circle_training", "aux_targets", "datalist", "fold", "seed", "image_size",
+        values = {k: config[k] for k in (*RECORDED_NETWORK_KEYS, "preset", "datalist", "fold", "seed",
                                          "seg_threshold", "keep_aspect") if k in config}
-        if "preset" in values:   # the recorded values, not a preset file (pipeline.workflows.bundle_command)
-            values["preset_merged"] = values["preset"] = Path(str(values["preset"])).stem
+        if "preset" in values:   # the recorded values, not a preset file (pipeline.workflows.bundle_config_files)
+            from pipeline.presets import preset_name
+
+            values["preset_merged"] = values["preset"] = preset_name(values["preset"])
         values["resize_mode"] = config.get("resize_mode", "area")   # runs from before resize_mode used area
         return BUNDLES_DIR / config["bundle"], values
     raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
