@@ -16,11 +16,9 @@ import yaml
 
 from pipeline.resources import resource_dir
 
-__all__ = ["PRESET_DIRS", "REQUIRED_KEYS", "available_presets", "fragment_path", "load_preset", "preset_name",
+__all__ = ["REQUIRED_KEYS", "available_presets", "fragment_path", "load_preset", "preset_name",
            "preset_path", "require_merged"]
 
-# The repository's configs/ (editable installs and checkouts); BMTL_PRESETS adds folders (os.pathsep separated).
-PRESET_DIRS = [resource_dir("configs")]
 REQUIRED_KEYS = ("preset", "preset_merged", "network_name", "network_kwargs", "image_size", "batch_size")
 # the nested layout of the presets before they were config fragments (2026-12-02): bundles exported earlier carry
 # one as configs/preset.yaml and read it with load_preset from their own (copied) configs
@@ -28,8 +26,13 @@ _LEGACY_KEYS = ("network_name", "network_kwargs", "image_size", "batch_size", "o
 
 
 def _dirs() -> list[Path]:
+    """BMTL_PRESETS's folders (os.pathsep separated), then the project's configs/.
+
+    Looked up on use, not on import: the code an MLflow model or an exported bundle carries imports this module (for
+    ``preset_name``) without a configs/ folder beside it.
+    """
     extra = [Path(p) for p in os.environ.get("BMTL_PRESETS", "").split(os.pathsep) if p]
-    return [*extra, *PRESET_DIRS]
+    return [*extra, resource_dir("configs")]
 
 
 def available_presets() -> list[str]:
