@@ -12,7 +12,8 @@ Splits (each prepared with ``bmtl prepare --source busbra``; the validation fold
 
 Rows (``ROWS``): ``reference`` is ``benchmarks/reference.py`` (plain MONAI, last epoch, threshold only); every other
 row is the stock bundle (``python -m monai.bundle run training`` with ``--datalist`` and ``--fold`` plus the row's
-overrides) or an evaluation-only variant of a trained row (the same weights, other post-processing). Every row is
+overrides; ``zoo_<preset>``: another network with its preset) or an evaluation-only variant of a trained row (the
+same weights, other post-processing). Every row is
 scored by the bundle's ``evaluating`` workflow on the test split (Dice/Jaccard at each image's own size, bootstrap
 95 % CIs) and compared with the reference of the same seed by a paired bootstrap.
 
@@ -54,7 +55,7 @@ from busbra import log_parent  # noqa: E402
 import bench  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
-from pipeline.presets import load_preset  # noqa: E402
+from pipeline.presets import available_presets, load_preset  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 
 BUNDLE = REPO / "bundles" / "breast_us_mtl"
@@ -186,6 +187,12 @@ ROWS: dict[str, Row] = {
     "reference_tta": Row("variant", "the reference's weights evaluated with flip test-time augmentation",
                          eval={"flip_tta": True}, base="reference"),
 }
+
+# the network zoo at the recipe's budget (issue 12): every other preset's network, input size, batch and losses, trained
+# by the bundle's default recipe; one row per network, so the table grows one resumable run at a time
+ROWS.update({f"zoo_{name}": Row("bundle", f"{name} (configs/{name}.yaml) trained by the bundle's default recipe",
+                                train={"preset": name})
+             for name in available_presets() if name != DEFAULT_PRESET})
 
 
 def trains_on_all(name: str) -> bool:

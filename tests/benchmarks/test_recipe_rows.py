@@ -1,0 +1,30 @@
+"""``benchmarks/recipe.py``'s rows: what each one trains (the end-to-end run is tests/integration)."""
+
+from __future__ import annotations
+
+from monai.bundle import ConfigParser
+
+import recipe   # benchmarks/ is on the path (tests/conftest.py)
+from pipeline.presets import available_presets, load_preset
+from pipeline.workflows import bundle_config_files
+
+
+def _network_of(row: str) -> str:
+    """The network a row's training would build: the bundle's config files and the row's overrides, as MONAI merges
+    them (without running anything)."""
+    files, overrides = bundle_config_files(recipe.BUNDLE, "training", recipe.ROWS[row].train)
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update(overrides)
+    return parser.get_parsed_content("network_name")
+
+
+def test_every_other_network_has_a_zoo_row_that_trains_it():
+    zoo = sorted(name for name in recipe.ROWS if name.startswith("zoo_"))
+    assert zoo == sorted(f"zoo_{p}" for p in available_presets() if p != recipe.DEFAULT_PRESET)
+    assert len(zoo) >= 5
+    for row in zoo:
+        preset = row.removeprefix("zoo_")
+        assert recipe.ROWS[row].kind == "bundle"
+        assert _network_of(row) == load_preset(preset)["network_name"], row
+    assert _network_of("default") == load_preset(recipe.DEFAULT_PRESET)["network_name"]
