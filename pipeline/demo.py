@@ -25,9 +25,8 @@ from pipeline.data.synthetic_us import make_us_case
 from pipeline.deploy import export_bundle
 from pipeline.inference import predict
 from pipeline.mlflow_model import log_into_training_run, serve_command
-from pipeline.workflows import BUNDLES_DIR, format_metrics, run_bundle
+from pipeline.workflows import bundles_dir, format_metrics, run_bundle
 
-US_BUNDLE = BUNDLES_DIR / "breast_us_mtl"
 
 __all__ = ["run_demo"]
 
@@ -64,15 +63,16 @@ def run_demo(
         return 1
 
     run_dir = out / "runs" / "us_fold0"
+    us_bundle = bundles_dir() / "breast_us_mtl"
     overrides = {"datalist": str(datalists["synthetic US"]), "fold": 0, "epochs": epochs, "output_dir": str(run_dir),
                  "seed": seed, "run_name": "demo_us_fold0"}
     if preset:
         overrides["preset"] = preset
     print(f"\n[4/6] train the ultrasound bundle ({epochs} epochs, fold 0): python -m monai.bundle run training ...")
-    seconds = run_bundle(US_BUNDLE, "training", overrides, log_file=run_dir / "train.log", quiet=False)
+    seconds = run_bundle(us_bundle, "training", overrides, log_file=run_dir / "train.log", quiet=False)
     print(f"trained in {seconds:.0f} s")
     print("\n[5/6] evaluate the best checkpoint on fold 0: python -m monai.bundle run evaluating ...")
-    run_bundle(US_BUNDLE, "evaluating", overrides, log_file=run_dir / "evaluate.log", quiet=True)
+    run_bundle(us_bundle, "evaluating", overrides, log_file=run_dir / "evaluate.log", quiet=True)
     summary = json.loads((run_dir / "eval_val" / "summary.json").read_text())
     print()
     print(format_metrics(summary))
@@ -83,7 +83,7 @@ def run_demo(
     print(f"checkpoints   : {run_dir / 'models'} (logs: train.log, evaluate.log)")
     print("\n[6/6] export (TorchScript + ONNX, parity-checked) and predict new images with the exported bundle")
     exported = out / "exported" / "breast_us_mtl"
-    export_bundle(US_BUNDLE, run_dir, exported, overwrite=True)
+    export_bundle(us_bundle, run_dir, exported, overwrite=True)
     new_images = out / "new_images"
     new_images.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed + 1)

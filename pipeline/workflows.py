@@ -24,7 +24,7 @@ from pipeline.atomic import write_csv_atomic, write_json_atomic, write_text_atom
 from pipeline.resources import resource_dir
 
 __all__ = [
-    "BUNDLES_DIR",
+    "bundles_dir",
     "WORKFLOWS",
     "default_bundle",
     "train_run",
@@ -38,7 +38,13 @@ __all__ = [
     "format_metrics",
 ]
 
-BUNDLES_DIR = resource_dir("bundles")
+
+def bundles_dir() -> Path:
+    """The project's bundles/ folder, looked up on use (as the presets' configs/): code that imports this module
+    without the project's folders beside it (an MLflow model's copy of ``pipeline/``) still imports."""
+    return resource_dir("bundles")
+
+
 BUNDLE_FOR_MODALITY = {"US": "breast_us_mtl", "MR": "breast_mri_mtl"}
 # the run_config.json values that rebuild a run's network and its input as trained (whatever preset made them)
 RECORDED_NETWORK_KEYS = ("network_name", "network_kwargs", "extra_input_channels", "circle_training", "aux_targets",
@@ -171,7 +177,7 @@ def default_bundle(datalist: str | os.PathLike) -> Path:
     """
     from pipeline.data.datalist import load_datalist
 
-    return BUNDLES_DIR / BUNDLE_FOR_MODALITY[load_datalist(datalist)["modality"]]
+    return bundles_dir() / BUNDLE_FOR_MODALITY[load_datalist(datalist)["modality"]]
 
 
 def train_run(
@@ -222,7 +228,7 @@ def _run_values(run: Path) -> tuple[Path, dict[str, Any]]:
 
             values["preset_merged"] = values["preset"] = preset_name(values["preset"])
         values["resize_mode"] = config.get("resize_mode", "area")   # runs from before resize_mode used area
-        return BUNDLES_DIR / config["bundle"], values
+        return bundles_dir() / config["bundle"], values
     raise FileNotFoundError(f"{run}: neither {TRAIN_ARGS} nor run_config.json; not a run of this project")
 
 

@@ -37,7 +37,8 @@ def test_the_package_imports_without_the_project_folders(tmp_path):
         "import pipeline.resources as resources",
         f"assert str(resources._CHECKOUT) == {str(tmp_path.resolve())!r}",   # the copy, not the checkout
         "resources._prefixes = lambda: []   # nor an installed share/breast-mtl",
-        "import pipeline.deploy, pipeline.presets, pipeline.mlflow_model, pipeline.inference.predictor",
+        "import pipeline.deploy, pipeline.presets, pipeline.workflows, pipeline.mlflow_model",
+        "import pipeline.inference.predictor",
     ])
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
