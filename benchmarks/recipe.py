@@ -359,13 +359,15 @@ class RecipeBenchmark:
         n = self.n_all if trains_on_all(key) else self.n_train
         return round(n / calibration["epoch_seconds"], 1)
 
+    def calibrate(self) -> dict[str, int]:
+        """Every trained row's epochs in the budget, calibrating the rows ``plan.json`` does not hold yet."""
+        return {name: self.epochs_for(name) for name in self.args.rows if ROWS[name].kind != "variant"}
+
     # ---- one split
     def run(self) -> list[dict[str, Any]]:
         records = []
         if self.args.budget_mode == "epochs":  # every calibration first, while the machine is still idle
-            for name in self.args.rows:
-                if ROWS[name].kind != "variant":
-                    self.epochs_for(name)
+            self.calibrate()
         for seed in self.args.seeds:
             for name in self.args.rows:
                 row = ROWS[name]
@@ -479,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datalist", type=Path, default=None,
                         help="a prepared datalist with a test section and a fold 0 (instead of preparing --data)")
     parser.add_argument("--epochs", type=int, default=None, help="fixed epochs for every row (no calibration)")
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="run the rows' idle calibrations (plan.json) and stop: a long queue of rows then trains "
+                        "with its epochs fixed, and the machine need not stay idle while it does")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="bundle value for every bundle row (YAML value), e.g. image_size=[64,64]")
     parser.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md", help="Markdown file to update")
@@ -498,7 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     given = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/recipe.py " + " ".join(portable(given, Path(args.report).resolve().parent))
+    if args.calibrate_only and (args.epochs or args.budget_mode != "epochs"):
+        parser.error("--calibrate-only: the calibrations are for --budget-mode epochs without --epochs")
     b = RecipeBenchmark(args)
+    if args.calibrate_only:
+        b.calibrate()
+        print(json.dumps(b.plan, indent=1))
+        return 0
     records = b.run()
     frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
     section = args.section or f"recipe_{args.split}"
