@@ -88,7 +88,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
         help="convert a dataset in its original layout into datalist.json + dataset.json (+ skipped.csv)",
         description="Convert a dataset in its original layout into a validated decathlon-style datalist with "
         "patient-level folds. Bad items are skipped and listed in skipped.csv (use --strict to stop instead).",
-        epilog="example: bmtl prepare --source busbra --input ../shared/data/BUSBRA --output /tmp/busbra",
+        epilog="example: bmtl prepare --source busbra --input ~/data/BUSBRA --output /tmp/busbra",
     )
     p.add_argument("--source", required=True, choices=["busi", "busbra", "udiat", "folder", "nifti", "dicom"])
     p.add_argument("--input", required=True, type=Path, help="the dataset folder, in its original layout")

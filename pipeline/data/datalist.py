@@ -70,6 +70,9 @@ class PreparedDataset:
     ``items`` follow the datalist contract except ``fold``, which ``prepare`` assigns when a converter leaves it out
     (a converter keeps official folds by setting it). Image and label paths are absolute or relative to the output
     folder; ``write_prepared`` stores them relative to it.
+
+    Every source builds one with the same keyword call from its own module constants (name, classes, licence,
+    citation): the repetition across ``sources/`` is the point, each source stating its own metadata in one place.
     """
 
     name: str

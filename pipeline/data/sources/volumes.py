@@ -387,6 +387,8 @@ def convert_nifti(
     return _convert("nifti", input_dir, output_dir, log, classes_csv, axis, negative_slices, seed, nifti_images)
 
 
+# the same keyword-only signature as convert_nifti, spelled out on purpose: users and the CLI call both by name, and
+# **kwargs would hide the options from help() and type checkers
 def convert_dicom(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
