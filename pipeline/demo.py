@@ -25,7 +25,8 @@ from pipeline.data.synthetic_us import make_us_case
 from pipeline.deploy import export_bundle
 from pipeline.inference import predict
 from pipeline.mlflow_model import log_into_training_run, serve_command
-from pipeline.workflows import bundles_dir, format_metrics, run_bundle
+from pipeline.handlers.summary import format_metrics
+from pipeline.workflows import bundles_dir, run_bundle
 
 
 __all__ = ["run_demo"]

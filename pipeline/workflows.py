@@ -35,7 +35,6 @@ __all__ = [
     "bundle_config_files",
     "RECORDED_NETWORK_KEYS",
     "run_bundle",
-    "format_metrics",
 ]
 
 
@@ -431,23 +430,3 @@ def evaluate_bundle(
     table = (write_datasets_table(output, bundle.name, evaluations, split) if len(evaluations) > 1
              else output / f"eval_{evaluations[0][0]}" / "summary.json")
     return table, evaluations
-
-
-def format_metrics(summary: Mapping[str, Any], split: str = "validation") -> str:
-    """The metric table of an evaluation ``summary.json`` (value and bootstrap 95% CI)."""
-    rows = [("metric", "value", "95% CI")]
-    seg, cls = summary["segmentation"], summary["classification"]
-    for key in ("dice", "jaccard"):
-        ci = seg[key].get("ci95") or [float("nan")] * 2
-        rows.append((key, f"{seg[key]['mean']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"))
-    if seg["hd95"].get("mean") is not None:
-        rows.append(("hd95 (px)", f"{seg['hd95']['mean']:.1f}", ""))
-    for key in ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity"):
-        value = cls.get(key)
-        ci = (cls.get("ci95") or {}).get(key)
-        rows.append((key, "n/a" if value is None else f"{value:.3f}",
-                     f"{ci[0]:.3f}-{ci[1]:.3f}" if ci and None not in ci else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"{summary['n_images']} {split} images\n" + "\n".join(lines)

@@ -60,7 +60,8 @@ def _print_left_out(summary: dict) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     require_datalists(args.datalist)   # before torch is imported: a usage error answers at once
-    from pipeline.workflows import evaluate_bundle, evaluate_datasets, evaluate_run, format_metrics
+    from pipeline.handlers.summary import format_metrics
+    from pipeline.workflows import evaluate_bundle, evaluate_datasets, evaluate_run
 
     overrides = dict(parse_overrides(args.override))
     if args.bundle is not None:   # an exported bundle: external validation of the model as deployed

@@ -13,7 +13,8 @@ import sklearn
 
 from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, expected_calibration_error
 
-__all__ = ["CONVENTIONS", "CI_CLASSIFICATION", "CI_SEGMENTATION", "summarise", "bootstrap_intervals", "flat_metrics"]
+__all__ = ["CONVENTIONS", "CI_CLASSIFICATION", "CI_SEGMENTATION", "summarise", "bootstrap_intervals", "flat_metrics",
+           "format_metrics"]
 
 CONVENTIONS = (
     "Segmentation: Dice and Jaccard per image on the lesion channel, prediction thresholded at 0.5; an image with an "
@@ -155,3 +156,23 @@ def flat_metrics(summary: Mapping[str, Any], prefix: str = "") -> dict[str, floa
     for name, (lo, hi) in intervals.items():
         out[f"{p}{name}_ci_low"], out[f"{p}{name}_ci_high"] = lo, hi
     return {k: float(v) if v is not None else float("nan") for k, v in out.items()}
+
+
+def format_metrics(summary: Mapping[str, Any], split: str = "validation") -> str:
+    """The metric table of an evaluation ``summary.json`` (value and bootstrap 95% CI)."""
+    rows = [("metric", "value", "95% CI")]
+    seg, cls = summary["segmentation"], summary["classification"]
+    for key in ("dice", "jaccard"):
+        ci = seg[key].get("ci95") or [float("nan")] * 2
+        rows.append((key, f"{seg[key]['mean']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"))
+    if seg["hd95"].get("mean") is not None:
+        rows.append(("hd95 (px)", f"{seg['hd95']['mean']:.1f}", ""))
+    for key in ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity"):
+        value = cls.get(key)
+        ci = (cls.get("ci95") or {}).get(key)
+        rows.append((key, "n/a" if value is None else f"{value:.3f}",
+                     f"{ci[0]:.3f}-{ci[1]:.3f}" if ci and None not in ci else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return f"{summary['n_images']} {split} images\n" + "\n".join(lines)
