@@ -176,6 +176,13 @@ ROWS: dict[str, Row] = {
                                   "no zoom, no intensity or speckle), the same epochs",
                                   train={**FP32, "preset": "segresnet_shared", "zoom_augmentation": False,
                                          "intensity_augmentation": False}, same_cost_as="shared_recipe"),
+    # loss weights: the segmentation-only SegResNet out-segments the multi-task one at the same budget (recipe_A_zoo)
+    "default_cls_weight0.3": Row("bundle", "default with the classification loss weighted 0.3 instead of 1",
+                                 train={"cls_weight": 0.3}, same_cost_as="default"),
+    "shared_cls_weight0.3": Row("bundle", "segresnet_shared (configs/segresnet_shared.yaml) trained by the bundle's "
+                                "default recipe with the classification loss weighted 0.3 instead of 1",
+                                train={"preset": "segresnet_shared", "cls_weight": 0.3},
+                                same_cost_as="zoo_segresnet_shared"),
     # evaluation-only: the batch-norm statistics (nmtnet has batch norm; the reference's SegResNet has group norm)
     "default_bn_train": Row("variant", "default with its batch-norm statistics re-estimated on the training fold as "
                             "evaluated (no augmentation)", eval={"bn_recalibration": "train"}, base="default"),

@@ -9,14 +9,19 @@ from pipeline.presets import available_presets, load_preset
 from pipeline.workflows import bundle_config_files
 
 
-def _network_of(row: str) -> str:
-    """The network a row's training would build: the bundle's config files and the row's overrides, as MONAI merges
-    them (without running anything)."""
+def _parsed(row: str, key: str):
+    """What a row's training would parse for ``key``: the bundle's config files and the row's overrides, as MONAI
+    merges them (without running anything)."""
     files, overrides = bundle_config_files(recipe.BUNDLE, "training", recipe.ROWS[row].train)
     parser = ConfigParser()
     parser.read_config(files)
     parser.update(overrides)
-    return parser.get_parsed_content("network_name")
+    return parser.get_parsed_content(key)
+
+
+def _network_of(row: str) -> str:
+    """The network a row's training would build."""
+    return _parsed(row, "network_name")
 
 
 def test_every_other_network_has_a_zoo_row_that_trains_it():
@@ -28,3 +33,12 @@ def test_every_other_network_has_a_zoo_row_that_trains_it():
         assert recipe.ROWS[row].kind == "bundle"
         assert _network_of(row) == load_preset(preset)["network_name"], row
     assert _network_of("default") == load_preset(recipe.DEFAULT_PRESET)["network_name"]
+
+
+def test_loss_weight_rows_override_the_presets_weight():
+    # the preset's own cls_weight (1.0) must not win over the row's: MONAI applies overrides after the config files
+    for row, network in (("default_cls_weight0.3", load_preset(recipe.DEFAULT_PRESET)["network_name"]),
+                         ("shared_cls_weight0.3", "segresnet_shared")):
+        assert _network_of(row) == network, row
+        assert _parsed(row, "cls_weight") == 0.3, row
+        assert _parsed(row, "seg_weight") == 1.0, row
