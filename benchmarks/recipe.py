@@ -57,6 +57,7 @@ import bench  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.presets import available_presets, load_preset  # noqa: E402
+from pipeline.registry import network_info  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 
 BUNDLE = REPO / "bundles" / "breast_us_mtl"
@@ -404,8 +405,22 @@ class RecipeBenchmark:
                                             f"{diff['dice']['hi']:+.3f})"
                     record["vs_ref_auc"] = f"{diff['auc']['diff']:+.3f} ({diff['auc']['lo']:+.3f} to " \
                                            f"{diff['auc']['hi']:+.3f})"
-                records.append(record)
+                records.append(single_task_blanked(record, base_dir))
         return records
+
+
+def single_task_blanked(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A single-task baseline's other head is a constant (AUC 0.5, or an empty mask): its columns are left out of the
+    record (``network_name`` makes ``bench.markdown_results`` print the head's metrics as "-"), so a table never
+    reads them as a score. The reference writes no ``run_config.json``: it learns both tasks."""
+    config = run_dir / "run_config.json"
+    if not config.exists():
+        return record
+    network_name = json.loads(config.read_text())["network_name"]
+    tasks = network_info(network_name).tasks
+    columns = {"seg": ("vs_ref_dice", "val_dice"), "cls": ("vs_ref_auc", "val_auc", "ece")}
+    missing = {key for task, keys in columns.items() if task not in tasks for key in keys}
+    return {"network_name": network_name, **{k: v for k, v in record.items() if k not in missing}}
 
 
 def portable(argv: list[str], root: Path) -> list[str]:
