@@ -1,10 +1,11 @@
-"""``benchmarks/recipe.py``'s rows: what each one trains (the end-to-end run is tests/integration)."""
+"""``benchmarks/recipe_rows.py``: what each one trains (the end-to-end run is tests/integration)."""
 
 from __future__ import annotations
 
 from monai.bundle import ConfigParser
 
 import recipe   # benchmarks/ is on the path (tests/conftest.py)
+import recipe_rows
 from pipeline.presets import available_presets, load_preset
 from pipeline.workflows import bundle_config_files
 
@@ -12,7 +13,7 @@ from pipeline.workflows import bundle_config_files
 def _parsed(row: str, key: str):
     """What a row's training would parse for ``key``: the bundle's config files and the row's overrides, as MONAI
     merges them (without running anything)."""
-    files, overrides = bundle_config_files(recipe.BUNDLE, "training", recipe.ROWS[row].train)
+    files, overrides = bundle_config_files(recipe.BUNDLE, "training", recipe_rows.ROWS[row].train)
     parser = ConfigParser()
     parser.read_config(files)
     parser.update(overrides)
@@ -25,19 +26,19 @@ def _network_of(row: str) -> str:
 
 
 def test_every_other_network_has_a_zoo_row_that_trains_it():
-    zoo = sorted(name for name in recipe.ROWS if name.startswith("zoo_"))
-    assert zoo == sorted(f"zoo_{p}" for p in available_presets() if p != recipe.DEFAULT_PRESET)
+    zoo = sorted(name for name in recipe_rows.ROWS if name.startswith("zoo_"))
+    assert zoo == sorted(f"zoo_{p}" for p in available_presets() if p != recipe_rows.DEFAULT_PRESET)
     assert len(zoo) >= 5
     for row in zoo:
         preset = row.removeprefix("zoo_")
-        assert recipe.ROWS[row].kind == "bundle"
+        assert recipe_rows.ROWS[row].kind == "bundle"
         assert _network_of(row) == load_preset(preset)["network_name"], row
-    assert _network_of("default") == load_preset(recipe.DEFAULT_PRESET)["network_name"]
+    assert _network_of("default") == load_preset(recipe_rows.DEFAULT_PRESET)["network_name"]
 
 
 def test_loss_weight_rows_override_the_presets_weight():
     # the preset's own cls_weight (1.0) must not win over the row's: MONAI applies overrides after the config files
-    for row, network in (("default_cls_weight0.3", load_preset(recipe.DEFAULT_PRESET)["network_name"]),
+    for row, network in (("default_cls_weight0.3", load_preset(recipe_rows.DEFAULT_PRESET)["network_name"]),
                          ("shared_cls_weight0.3", "segresnet_shared")):
         assert _network_of(row) == network, row
         assert _parsed(row, "cls_weight") == 0.3, row

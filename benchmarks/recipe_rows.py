@@ -1,0 +1,159 @@
+"""The recipe benchmark's rows (``benchmarks/recipe.py``): what each row trains or evaluates, and what it is.
+
+A row is the plain MONAI reference, a bundle training (the stock bundle plus the row's overrides; ``zoo_<preset>``:
+another network with its preset) or an evaluation-only variant of a trained row (the same weights, other
+post-processing). Ablation rows stay here after they are measured, so that a table in BENCHMARKS.md can be re-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.presets import available_presets, load_preset
+
+DEFAULT_PRESET = "nmtnet"   # the bundle's (configs/common.yaml), for the inference-time column
+# the plain reference's post-processing: a 0.5 threshold and nothing else
+PLAIN_POST = {"flip_tta": False, "keep_largest_component": False, "fill_holes": False}
+# float32 training on a CPU with AMX (bfloat16 autocast became the nmtnet and segresnet presets' default on 2026-12-02):
+# the rows trained before keep it, so that a re-run reproduces them
+FP32 = {"cpu_bf16": False}
+OLD_DEFAULT = {**FP32, "channels_last": False, "resize_mode": "area"}   # the bundle's default before 2026-12-01
+
+
+def network_kwargs(**changes: Any) -> dict[str, Any]:
+    """The default preset's ``network_kwargs`` with ``changes`` (the bundle takes the dict whole)."""
+    return {"network_kwargs": {**load_preset(DEFAULT_PRESET)["network_kwargs"], **changes}}
+
+
+@dataclass
+class Row:
+    """A benchmark row: ``kind`` reference | bundle (trained) | variant (evaluation-only, of row ``base``)."""
+
+    kind: str
+    note: str
+    train: dict[str, Any] = field(default_factory=dict)   # bundle overrides of training (and evaluation)
+    eval: dict[str, Any] = field(default_factory=dict)    # bundle overrides of evaluation only
+    base: str | None = None
+    same_cost_as: str | None = None   # a row whose calibration holds (same network, batch and augmentation)
+
+
+ROWS: dict[str, Row] = {
+    "reference": Row("reference", "plain MONAI SegResNet + linear head (benchmarks/reference.py)"),
+    "default": Row("bundle", "the bundle's default recipe, nothing overridden"),
+    "default_fp32": Row("bundle", "default in float32 (no bfloat16 autocast of the training forward pass): the "
+                        "default before 2026-12-02", train=FP32),
+    "default_no_tta": Row("variant", "default without flip test-time augmentation", eval={"flip_tta": False},
+                          base="default"),
+    "default_no_cleaning": Row("variant", "default without largest component + hole filling",
+                               eval={"keep_largest_component": False, "fill_holes": False}, base="default"),
+    "default_plain_post": Row("variant", "default with the reference's post-processing (threshold only, no TTA)",
+                              eval=PLAIN_POST, base="default"),
+    "default_argmax": Row("variant", "default deciding the class by argmax instead of the operating threshold chosen "
+                          "on the validation fold", eval={"cls_threshold": None}, base="default"),
+    "default_bilinear_resize": Row("variant", "default_contiguous's weights evaluated with bilinear + anti-aliased "
+                                   "resizing in and its inverse back out (resize_mode bilinear, the default since "
+                                   "the weights of this row were trained with area)", eval={"resize_mode": "bilinear"},
+                                   base="default_contiguous"),
+    # the three rows below were trained before channels_last and bilinear resizing became the default: they are
+    # variants of the contiguous, area-resized default (channels_last changes the speed, not the arithmetic beyond
+    # rounding)
+    "default_contiguous": Row("bundle", "default without channels_last (network and input in the contiguous "
+                              "memory format) and with area resizing: the default before 2026-12-01",
+                              train={**OLD_DEFAULT}),
+    "default_lr2e-3": Row("bundle", "default_contiguous with learning rate 2e-3",
+                          train={**OLD_DEFAULT, "learning_rate": 0.002}, same_cost_as="default_contiguous"),
+    "default_flip_rot_aug": Row("bundle", "default_contiguous with the reference's augmentation only (flip + "
+                                "rotation: no zoom, no intensity or speckle)",
+                                train={**OLD_DEFAULT, "zoom_augmentation": False, "intensity_augmentation": False}),
+    "default_keep_aspect": Row("bundle", "default with the aspect ratio kept (longest side to 128, zero-padded) "
+                               "instead of squashing to 128x128", train={"keep_aspect": True}, same_cost_as="default"),
+    "default_birads": Row("bundle", "default with BI-RADS (2-5, the radiologist's category) as an auxiliary "
+                          "classification target in training, weight 0.5 (the head is negligible in the step)",
+                          train={"aux_targets": {"birads": ["2", "3", "4", "5"]}}, same_cost_as="default"),
+    "default_all_folds": Row("bundle", "default trained on every training patient (--fold all, nnU-Net's 'all': no "
+                             "validation fold, the last epoch, the argmax class), as the reference trains",
+                             train={"fold": "all"}),
+    "default_all_folds_birads": Row("bundle", "default_all_folds with BI-RADS as an auxiliary target (the two levers "
+                                    "that moved cross-scanner AUC on seed 0, together)",
+                                    train={"fold": "all", "aux_targets": {"birads": ["2", "3", "4", "5"]}},
+                                    same_cost_as="default_all_folds"),
+    "default_ema": Row("bundle", "default with an exponential moving average of the weights (decay 0.998, about the "
+                       "last 500 of its ~1,700 steps), validated and kept instead of the weights themselves",
+                       train={"weight_average_decay": 0.998}, same_cost_as="default"),
+    "default_scanner_aug": Row("bundle", "default with the scanner augmentation (--scanner_augmentation True: MONAI's "
+                               "RandBiasFieldd gain field and RandSimulateLowResolutiond; under 0.5 ms per image, so "
+                               "the default's calibration holds)", train={"scanner_augmentation": True},
+                               same_cost_as="default"),
+    "default_weighted_sampler": Row("bundle", "default drawing each class equally often (--weighted_sampler True)",
+                                    train={"weighted_sampler": True}, same_cost_as="default"),
+    "default_keep_aspect_res160": Row("bundle", "default_keep_aspect at 160x160 (longest side to 160, zero-padded)",
+                                      train={"keep_aspect": True, "image_size": [160, 160]},
+                                      same_cost_as="default_res160"),
+    "default_res160": Row("bundle", "default at 160x160 input instead of 128x128 (fewer epochs in the budget)",
+                          train={"image_size": [160, 160]}),
+    # the classifier's input (the head is a negligible share of the step: the default's calibration holds)
+    "default_cls_bottleneck": Row("bundle", "default with the classifier on the bottleneck pooled under the predicted "
+                                  "lesion and globally (no decoder texture, no lesion-area fraction)",
+                                  train={**FP32, **network_kwargs(classifier_features="bottleneck")},
+                                  same_cost_as="default_fp32"),
+    "default_cls_global": Row("bundle", "default with the classifier on the globally pooled bottleneck only (the "
+                              "reference's head)", train={**FP32, **network_kwargs(classifier_features="global")},
+                              same_cost_as="default_fp32"),
+    "default_groupnorm": Row("bundle", "default with group norm (8 groups, per image, as the reference's SegResNet) "
+                             "instead of batch norm: no running statistics of the training scanners",
+                             train={**FP32, **network_kwargs(norm="group")}),
+    "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)",
+                       train={**FP32, "batch_size": 8}),
+    "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
+                       train={"preset": "segresnet_effnet"}),
+    "shared_recipe": Row("bundle", "the reference's network (segresnet_shared) with the default recipe",
+                         train={**FP32, "preset": "segresnet_shared"}),
+    # what in the recipe costs the reference's network cross-scanner AUC (the same epochs as shared_recipe)
+    "shared_recipe_constant_lr": Row("bundle", "shared_recipe with the reference's constant learning rate (after the "
+                                     "one-epoch warm-up) instead of the cosine decay to 0",
+                                     train={**FP32, "preset": "segresnet_shared", "lr_schedule": "constant"},
+                                     same_cost_as="shared_recipe"),
+    "default_constant_lr": Row("bundle", "default with the constant learning rate (after the one-epoch warm-up) "
+                               "instead of the cosine decay to 0", train={**FP32, "lr_schedule": "constant"},
+                               same_cost_as="default_fp32"),
+    "shared_recipe_flip_rot": Row("bundle", "shared_recipe with the reference's augmentation only (flip + rotation: "
+                                  "no zoom, no intensity or speckle), the same epochs",
+                                  train={**FP32, "preset": "segresnet_shared", "zoom_augmentation": False,
+                                         "intensity_augmentation": False}, same_cost_as="shared_recipe"),
+    # loss weights: the segmentation-only SegResNet out-segments the multi-task one at the same budget (recipe_A_zoo)
+    "default_cls_weight0.3": Row("bundle", "default with the classification loss weighted 0.3 instead of 1",
+                                 train={"cls_weight": 0.3}, same_cost_as="default"),
+    "shared_cls_weight0.3": Row("bundle", "segresnet_shared (configs/segresnet_shared.yaml) trained by the bundle's "
+                                "default recipe with the classification loss weighted 0.3 instead of 1",
+                                train={"preset": "segresnet_shared", "cls_weight": 0.3},
+                                same_cost_as="zoo_segresnet_shared"),
+    # evaluation-only: the batch-norm statistics (nmtnet has batch norm; the reference's SegResNet has group norm)
+    "default_bn_train": Row("variant", "default with its batch-norm statistics re-estimated on the training fold as "
+                            "evaluated (no augmentation)", eval={"bn_recalibration": "train"}, base="default"),
+    "default_bn_target": Row("variant", "default with its batch-norm statistics re-estimated on the evaluated images, "
+                             "without their labels (label-free adaptation to their scanner)",
+                             eval={"bn_recalibration": "target"}, base="default"),
+    # evaluation-only: how much of the AUC difference is the flip test-time augmentation
+    "shared_recipe_no_tta": Row("variant", "shared_recipe without flip test-time augmentation",
+                                eval={"flip_tta": False}, base="shared_recipe"),
+    "reference_tta": Row("variant", "the reference's weights evaluated with flip test-time augmentation",
+                         eval={"flip_tta": True}, base="reference"),
+}
+
+# the network zoo at the recipe's budget (issue 12): every other preset's network, input size, batch and losses, trained
+# by the bundle's default recipe; one row per network, so the table grows one resumable run at a time
+ROWS.update({f"zoo_{name}": Row("bundle", f"{name} (configs/{name}.yaml) trained by the bundle's default recipe",
+                                train={"preset": name})
+             for name in available_presets() if name != DEFAULT_PRESET})
+
+
+def trains_on_all(name: str) -> bool:
+    """Whether a row trains on the validation fold too: the reference, and the bundle with ``--fold all``."""
+    base = ROWS[name].base or name
+    return base == "reference" or ROWS[base].train.get("fold") == "all"
+
+
+def validated(name: str) -> bool:
+    """Whether a row has a validation score (and an operating threshold chosen on it)."""
+    return not trains_on_all(name)
