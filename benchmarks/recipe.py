@@ -264,15 +264,16 @@ class RecipeBenchmark:
 
 
 def single_task_blanked(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """A single-task baseline's other head is a constant (AUC 0.5, or an empty mask): its columns are left out of the
-    record (``network_name`` makes ``bench.markdown_results`` print the head's metrics as "-"), so a table never
+    """A single-task baseline's other head is a constant (AUC 0.5, or an empty mask): its metrics and columns are
+    left out of the record, so that neither the table (where they print as "-"), the CSV nor the MLflow parent run
     reads them as a score. The reference writes no ``run_config.json``: it learns both tasks."""
     config = run_dir / "run_config.json"
     if not config.exists():
         return record
     network_name = json.loads(config.read_text())["network_name"]
     tasks = network_info(network_name).tasks
-    columns = {"seg": ("vs_ref_dice", "val_dice"), "cls": ("vs_ref_auc", "val_auc", "ece")}
+    columns = {"seg": (*bench.SEG_METRICS, "vs_ref_dice", "val_dice"),
+               "cls": (*bench.CLS_METRICS, "vs_ref_auc", "val_auc", "ece")}
     missing = {key for task, keys in columns.items() if task not in tasks for key in keys}
     return {"network_name": network_name, **{k: v for k, v in record.items() if k not in missing}}
 

@@ -40,3 +40,13 @@ def test_a_single_task_rows_other_head_is_left_out(tmp_path, network, shown, hid
 
 def test_the_reference_without_a_run_config_keeps_every_column(tmp_path):
     assert recipe.single_task_blanked(RECORD, tmp_path) == RECORD
+
+
+@pytest.mark.parametrize("network, kept, left_out", [
+    ("segresnet_seg_only", "dice", "auc"), ("efficientnet_cls_only", "auc", "dice")])
+def test_a_single_task_rows_other_head_reaches_no_csv_or_mlflow(tmp_path, network, kept, left_out):
+    # the CSV and the MLflow parent run are written from the record's metrics (busbra.log_parent skips absent ones)
+    (tmp_path / "run_config.json").write_text(json.dumps({"network_name": network}))
+    record = recipe.single_task_blanked(RECORD, tmp_path)
+    assert kept in record and left_out not in record
+    assert record["network_name"] == network
