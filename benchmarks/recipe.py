@@ -19,9 +19,9 @@ compared with the reference of the same seed by a paired bootstrap.
 
 Budget: ``--budget-mode epochs`` (default) converts the budget into epochs from each training row's epoch time
 measured in a 2-epoch calibration run (validation included), so the comparison holds when the machine is busy; run
-it on an idle machine (the calibration is what must be idle;
-``--calibrate-only`` runs a whole queue's calibrations first and stops). ``--budget-mode wall`` passes the budget itself
-(``--budget_minutes`` of the bundle, ``--budget-minutes`` of the reference): only on an idle machine.
+it on an idle machine (the calibration is what must be idle; ``--calibrate-only`` runs a whole queue's calibrations
+first and stops). ``--budget-mode wall`` passes the budget itself (``--budget_minutes`` of the bundle,
+``--budget-minutes`` of the reference): only on an idle machine.
 
 Everything is resumable (``done.json`` per run, ``plan.json`` for the calibrations); one MLflow parent run per split
 (``<output>/mlruns.db``) holds every bundle run; ``<output>/results_<split>.csv``; the ``recipe_<split>`` section of

@@ -167,7 +167,7 @@ def format_metrics(summary: Mapping[str, Any], split: str = "validation") -> str
         rows.append((key, f"{seg[key]['mean']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"))
     if seg["hd95"].get("mean") is not None:
         rows.append(("hd95 (px)", f"{seg['hd95']['mean']:.1f}", ""))
-    for key in ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity"):
+    for key in (k for k in CLASSIFICATION_METRICS if k != "auc_macro_ovr"):   # the malignant-vs-rest AUC only
         value = cls.get(key)
         ci = (cls.get("ci95") or {}).get(key)
         rows.append((key, "n/a" if value is None else f"{value:.3f}",

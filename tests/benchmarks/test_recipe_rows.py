@@ -1,4 +1,4 @@
-"""``benchmarks/recipe_rows.py``: what each one trains (the end-to-end run is tests/integration)."""
+"""``benchmarks/recipe_rows.py``: what each row trains (the end-to-end run is tests/integration)."""
 
 from __future__ import annotations
 
