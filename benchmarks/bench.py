@@ -27,7 +27,7 @@ from pipeline.atomic import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.data.datalist import load_datalist, split_items
 from pipeline.keys import Head
 from pipeline.losses import MultiTaskLoss
-from pipeline.metrics import finite_or_none
+from pipeline.metrics import REPORTED_CLASSIFICATION_METRICS, finite_or_none
 from pipeline.presets import load_preset
 from pipeline.registry import create_network, network_info
 from pipeline.tracking import git_commit
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 SEG_METRICS = ("dice", "jaccard", "hd95")
-CLS_METRICS = ("auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity")
+CLS_METRICS = REPORTED_CLASSIFICATION_METRICS
 REPORTED_METRICS = SEG_METRICS + CLS_METRICS
 
 # Synthetic scanner shifts of the test images, applied to the original 8-bit PNGs. Linear brightness/contrast

@@ -13,14 +13,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_csv_atomic, write_text_atomic
+from pipeline.metrics import REPORTED_CLASSIFICATION_METRICS
 from pipeline.progress import progress
 from pipeline.workflows import run_bundle
 
 __all__ = ["SUMMARY_METRICS", "run_cv", "aggregate_folds", "markdown_table", "compare"]
 
-SUMMARY_METRICS = (
-    "dice", "jaccard", "hd95", "auc", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity",
-)
+SUMMARY_METRICS = ("dice", "jaccard", "hd95", *REPORTED_CLASSIFICATION_METRICS)
 
 
 def _read_summary(eval_dir: Path) -> dict[str, float]:

@@ -27,6 +27,7 @@ __all__ = [
     "classification_scores",
     "ClassificationMetrics",
     "CLASSIFICATION_METRICS",
+    "REPORTED_CLASSIFICATION_METRICS",
     "choose_operating_threshold",
     "gather_arrays",
     "gather_by_rank",
@@ -43,6 +44,9 @@ __all__ = [
 CLASSIFICATION_METRICS = (
     "auc", "auc_macro_ovr", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity",
 )
+#: what tables, reports and cross-validation summaries show: the malignant-vs-rest AUC only (the macro one-vs-rest
+#: AUC stays in ``summary.json``, where it differs only with more than two classes)
+REPORTED_CLASSIFICATION_METRICS = tuple(k for k in CLASSIFICATION_METRICS if k != "auc_macro_ovr")
 
 
 def segmentation_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, np.ndarray]:

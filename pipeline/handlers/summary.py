@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from pipeline.metrics import CLASSIFICATION_METRICS, classification_scores, expected_calibration_error
+from pipeline.metrics import (
+    CLASSIFICATION_METRICS,
+    REPORTED_CLASSIFICATION_METRICS,
+    classification_scores,
+    expected_calibration_error,
+)
 
 __all__ = ["CONVENTIONS", "CI_CLASSIFICATION", "CI_SEGMENTATION", "summarise", "bootstrap_intervals", "flat_metrics",
            "format_metrics"]
@@ -31,7 +36,7 @@ CONVENTIONS = (
 )
 
 #: summary entries that get a bootstrap confidence interval
-CI_CLASSIFICATION = ("auc", "auc_macro_ovr", "accuracy", "balanced_accuracy", "f1_macro", "sensitivity", "specificity")
+CI_CLASSIFICATION = CLASSIFICATION_METRICS
 CI_SEGMENTATION = ("dice", "jaccard")
 
 
@@ -167,7 +172,7 @@ def format_metrics(summary: Mapping[str, Any], split: str = "validation") -> str
         rows.append((key, f"{seg[key]['mean']:.3f}", f"{ci[0]:.3f}-{ci[1]:.3f}"))
     if seg["hd95"].get("mean") is not None:
         rows.append(("hd95 (px)", f"{seg['hd95']['mean']:.1f}", ""))
-    for key in (k for k in CLASSIFICATION_METRICS if k != "auc_macro_ovr"):   # the malignant-vs-rest AUC only
+    for key in REPORTED_CLASSIFICATION_METRICS:
         value = cls.get(key)
         ci = (cls.get("ci95") or {}).get(key)
         rows.append((key, "n/a" if value is None else f"{value:.3f}",
