@@ -128,6 +128,15 @@ ROWS: dict[str, Row] = {
                                 "default recipe with the classification loss weighted 0.3 instead of 1",
                                 train={"preset": "segresnet_shared", "cls_weight": 0.3},
                                 same_cost_as="zoo_segresnet_shared"),
+    # the weight further down, and on the network with the best validation AUC (mtil, recipe_A_zoo)
+    "default_cls_weight0.1": Row("bundle", "default with the classification loss weighted 0.1 instead of 1",
+                                 train={"cls_weight": 0.1}, same_cost_as="default"),
+    "shared_cls_weight0.1": Row("bundle", "shared_cls_weight0.3 with the classification loss weighted 0.1",
+                                train={"preset": "segresnet_shared", "cls_weight": 0.1},
+                                same_cost_as="zoo_segresnet_shared"),
+    "mtil_cls_weight0.3": Row("bundle", "mtil (configs/mtil.yaml) trained by the bundle's default recipe with the "
+                              "classification loss weighted 0.3 instead of 1",
+                              train={"preset": "mtil", "cls_weight": 0.3}, same_cost_as="zoo_mtil"),
     # evaluation-only: the batch-norm statistics (nmtnet has batch norm; the reference's SegResNet has group norm)
     "default_bn_train": Row("variant", "default with its batch-norm statistics re-estimated on the training fold as "
                             "evaluated (no augmentation)", eval={"bn_recalibration": "train"}, base="default"),

@@ -38,8 +38,11 @@ def test_every_other_network_has_a_zoo_row_that_trains_it():
 
 def test_loss_weight_rows_override_the_presets_weight():
     # the preset's own cls_weight (1.0) must not win over the row's: MONAI applies overrides after the config files
-    for row, network in (("default_cls_weight0.3", load_preset(recipe_rows.DEFAULT_PRESET)["network_name"]),
-                         ("shared_cls_weight0.3", "segresnet_shared")):
+    default = load_preset(recipe_rows.DEFAULT_PRESET)["network_name"]
+    for row, network, weight in (("default_cls_weight0.3", default, 0.3), ("default_cls_weight0.1", default, 0.1),
+                                 ("shared_cls_weight0.3", "segresnet_shared", 0.3),
+                                 ("shared_cls_weight0.1", "segresnet_shared", 0.1),
+                                 ("mtil_cls_weight0.3", "mtil", 0.3)):
         assert _network_of(row) == network, row
-        assert _parsed(row, "cls_weight") == 0.3, row
+        assert _parsed(row, "cls_weight") == weight, row
         assert _parsed(row, "seg_weight") == 1.0, row
