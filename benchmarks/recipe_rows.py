@@ -21,9 +21,9 @@ FP32 = {"cpu_bf16": False}
 OLD_DEFAULT = {**FP32, "channels_last": False, "resize_mode": "area"}   # the bundle's default before 2026-12-01
 
 
-def network_kwargs(**changes: Any) -> dict[str, Any]:
-    """The default preset's ``network_kwargs`` with ``changes`` (the bundle takes the dict whole)."""
-    return {"network_kwargs": {**load_preset(DEFAULT_PRESET)["network_kwargs"], **changes}}
+def network_kwargs(preset: str = DEFAULT_PRESET, **changes: Any) -> dict[str, Any]:
+    """A preset's ``network_kwargs`` (the default's unless named) with ``changes`` (the bundle takes the dict whole)."""
+    return {"network_kwargs": {**load_preset(preset)["network_kwargs"], **changes}}
 
 
 @dataclass
@@ -134,6 +134,13 @@ ROWS: dict[str, Row] = {
     "shared_cls_weight0.1": Row("bundle", "shared_cls_weight0.3 with the classification loss weighted 0.1",
                                 train={"preset": "segresnet_shared", "cls_weight": 0.1},
                                 same_cost_as="zoo_segresnet_shared"),
+    # the lesion-focused classifier of nmtnet (the default: AUC) on the SegResNet that segments best (Dice)
+    "shared_decoder_cls_weight0.3": Row("bundle", "shared_cls_weight0.3 with nmtnet's lesion-focused classifier (the "
+                                        "decoder stages pooled under the predicted lesion, the bottleneck globally, "
+                                        "a 2-layer MLP) instead of the linear head on the pooled bottleneck",
+                                        train={"preset": "segresnet_shared", "cls_weight": 0.3,
+                                               **network_kwargs("segresnet_shared", classifier_features="decoder")},
+                                        same_cost_as="zoo_segresnet_shared"),   # pools what the decoder computes
     "mtil_cls_weight0.3": Row("bundle", "mtil (configs/mtil.yaml) trained by the bundle's default recipe with the "
                               "classification loss weighted 0.3 instead of 1",
                               train={"preset": "mtil", "cls_weight": 0.3}, same_cost_as="zoo_mtil"),

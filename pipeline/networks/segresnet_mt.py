@@ -33,7 +33,7 @@ from torch import nn
 
 from pipeline.keys import Head
 from pipeline.networks.efficientnet import build_efficientnet_classifier
-from pipeline.networks.heads import ClassificationHead
+from pipeline.networks.heads import ClassificationHead, FineGrainedClassifier
 from pipeline.networks.utils import SIZE_MULTIPLE, check_common_args, check_input, lesion_probability
 from pipeline.registry import register_network
 
@@ -134,7 +134,9 @@ class SegResNetShared(_SegResNetMultiTask):
     The hard-parameter-sharing end of the paper's range of configurations (and the design's reference network).
     ``cls`` = :class:`~pipeline.networks.heads.ClassificationHead` (global average pooling, dropout, linear; a 2-layer
     MLP with ``cls_hidden``) on the deepest encoder feature, ``init_filters * 2**(len(blocks_down) - 1)`` channels at
-    stride ``2**(len(blocks_down) - 1)``.
+    stride ``2**(len(blocks_down) - 1)``. With ``classifier_features``, ``cls`` is NMTNet's lesion-focused
+    :class:`~pipeline.networks.heads.FineGrainedClassifier` instead: the SegResNet decoder's stage outputs (or the
+    bottleneck) pooled under the predicted lesion probability, with the globally pooled bottleneck, then a 2-layer MLP.
 
     From the paper: SegResNet as the segmentation network and an encoder shared by both tasks. Our reading: the head
     (the abstract does not describe it; a pooled linear head is the usual shared-encoder baseline), MONAI's default
@@ -152,6 +154,9 @@ class SegResNetShared(_SegResNetMultiTask):
         seg_dropout: SegResNet's own ``dropout_prob`` (after its first conv); ``None``: off.
         cls_hidden: hidden width of a 2-layer MLP head; ``None``: linear head.
         cls_pool: ``"avg"`` or ``"avgmax"`` pooling of the head.
+        classifier_features: ``None``: the pooled linear head; ``"decoder"``, ``"bottleneck"`` or ``"global"``: the
+            fine-grained classifier pooling that (MLP width ``cls_hidden``, default ``8 * init_filters``; the
+            classification gradient stops at the lesion probability). ``cls_pool`` applies to the linear head only.
 
     Raises:
         ValueError: an argument out of range (the message names it).
@@ -169,6 +174,7 @@ class SegResNetShared(_SegResNetMultiTask):
         seg_dropout: float | None = None,
         cls_hidden: int | None = None,
         cls_pool: str = "avg",
+        classifier_features: str | None = None,
     ) -> None:
         super().__init__(
             in_channels, seg_channels, num_classes, init_filters, dropout, blocks_down, blocks_up, seg_dropout
@@ -177,14 +183,40 @@ class SegResNetShared(_SegResNetMultiTask):
             raise ValueError(f"cls_hidden must be a positive integer or None, got {cls_hidden!r}")
         if cls_pool not in ("avg", "avgmax"):
             raise ValueError(f"cls_pool must be 'avg' or 'avgmax', got {cls_pool!r}")
-        self.cls_head = ClassificationHead(
-            self.encoder_channels[-1], self.num_classes, dropout=dropout, hidden=cls_hidden, pool=cls_pool
-        )
+        self.classifier_features = classifier_features
+        if classifier_features is None:
+            self.cls_head = ClassificationHead(
+                self.encoder_channels[-1], self.num_classes, dropout=dropout, hidden=cls_hidden, pool=cls_pool
+            )
+        else:
+            self.cls_head = FineGrainedClassifier(
+                self.encoder_channels[-2::-1],   # decoder stage widths, coarse to fine
+                self.encoder_channels[-1],
+                self.num_classes,
+                hidden=cls_hidden if cls_hidden is not None else 8 * self.init_filters,
+                dropout=dropout,
+                features=classifier_features,
+            )
+
+    def _segment_with_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """``(seg_logits, decoder stage outputs coarse to fine, bottleneck)``: MONAI's ``SegResNet.decode`` step by
+        step, because it returns the final logits only."""
+        net = self.segresnet
+        x, features = net.encode(x)
+        bottleneck, skips, stages = x, features[::-1], []
+        for i, (up, up_layer) in enumerate(zip(net.up_samples, net.up_layers)):
+            x = up_layer(up(x) + skips[i + 1])
+            stages.append(x)
+        return net.conv_final(x), stages, bottleneck
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         check_input(x, self.in_channels)
-        seg, features = self.segment(x)
-        return {Head.SEG.value: seg, Head.CLS.value: self.cls_head(features[-1])}
+        if self.classifier_features is None:
+            seg, features = self.segment(x)
+            return {Head.SEG.value: seg, Head.CLS.value: self.cls_head(features[-1])}
+        seg, stages, bottleneck = self._segment_with_stages(x)
+        cls = self.cls_head(stages, lesion_probability(seg, self.seg_channels), bottleneck)
+        return {Head.SEG.value: seg, Head.CLS.value: cls}
 
 
 @register_network("segresnet_effnet", paper=PAPER)

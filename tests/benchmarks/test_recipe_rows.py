@@ -42,7 +42,13 @@ def test_loss_weight_rows_override_the_presets_weight():
     for row, network, weight in (("default_cls_weight0.3", default, 0.3), ("default_cls_weight0.1", default, 0.1),
                                  ("shared_cls_weight0.3", "segresnet_shared", 0.3),
                                  ("shared_cls_weight0.1", "segresnet_shared", 0.1),
-                                 ("mtil_cls_weight0.3", "mtil", 0.3)):
+                                 ("mtil_cls_weight0.3", "mtil", 0.3),
+                                 ("shared_decoder_cls_weight0.3", "segresnet_shared", 0.3)):
         assert _network_of(row) == network, row
         assert _parsed(row, "cls_weight") == weight, row
         assert _parsed(row, "seg_weight") == 1.0, row
+
+
+def test_lesion_focused_shared_row_keeps_the_presets_other_network_arguments():
+    kwargs = _parsed("shared_decoder_cls_weight0.3", "network_kwargs")
+    assert kwargs == {**load_preset("segresnet_shared")["network_kwargs"], "classifier_features": "decoder"}

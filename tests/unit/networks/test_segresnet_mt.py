@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from pipeline.export import ExportWrapper
 from pipeline.keys import Head
 from pipeline.networks.flexunet_mt import FlexUNetMultiTask
 from pipeline.networks.efficientnet import EfficientNetClassifier
@@ -82,6 +83,44 @@ def test_shared_cls_gradient_reaches_the_encoder_only():
     net(_x())[Head.CLS].sum().backward()
     assert _grad_names(net, "segresnet.down_layers")
     assert not _grad_names(net, "segresnet.up_layers") and not _grad_names(net, "segresnet.conv_final")
+
+
+def test_shared_fine_grained_classifier_pools_the_decoder_under_the_lesion():
+    net = SegResNetShared(**SMALL, classifier_features="decoder").eval()
+    # three decoder stages (8 * 4, 8 * 2, 8), the bottleneck (8 * 8) and the lesion-area fraction; MLP width 8 * 8
+    assert net.cls_head.head.mlp[1].in_features == 32 + 16 + 8 + 64 + 1
+    assert net.cls_head.head.mlp[1].out_features == 64
+    x = _x()
+    with torch.no_grad():
+        out = net(x)
+        # the segmentation is still MONAI's SegResNet forward, unchanged
+        torch.testing.assert_close(out[Head.SEG], net.segresnet(x), rtol=0, atol=0)
+        # another lesion probability changes the class logits: the classifier reads the predicted mask
+        net.segresnet.conv_final[-1].conv.bias.add_(5.0)
+        assert not torch.allclose(net(x)[Head.CLS], out[Head.CLS])
+
+
+def test_shared_fine_grained_classifier_gradient_stops_at_the_mask():
+    net = SegResNetShared(**SMALL, classifier_features="decoder").train()
+    net(_x())[Head.CLS].sum().backward()
+    assert _grad_names(net, "segresnet.down_layers") and _grad_names(net, "segresnet.up_layers")
+    assert not _grad_names(net, "segresnet.conv_final")   # the lesion probability is detached
+
+
+def test_shared_fine_grained_classifier_traces_for_export():
+    net = SegResNetShared(**SMALL, classifier_features="bottleneck").eval()
+    wrapper = ExportWrapper(net).eval()
+    x = _x(batch=1)
+    with torch.no_grad():
+        seg, cls = wrapper(x)
+        t_seg, t_cls = torch.jit.trace(wrapper, x, check_trace=False)(x)
+    torch.testing.assert_close(t_seg, seg, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(t_cls, cls, rtol=1e-4, atol=1e-4)
+
+
+def test_shared_classifier_features_are_checked():
+    with pytest.raises(ValueError, match="classifier_features"):
+        SegResNetShared(**SMALL, classifier_features="texture")
 
 
 # ---------------------------------------------------------------- segresnet_effnet
