@@ -45,6 +45,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -56,7 +57,7 @@ import bench  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
-from pipeline.workflows import run_bundle  # noqa: E402
+from pipeline.workflows import bundle_config_files, run_bundle  # noqa: E402
 from recipe_rows import DEFAULT_PRESET, PLAIN_POST, ROWS, trains_on_all, validated  # noqa: E402
 
 BUNDLE = REPO / "bundles" / "breast_us_mtl"
@@ -67,6 +68,37 @@ SPLITS = {
           "title": "split B (cross-scanner): train on GE Logiq 7 + Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
 }
 VAL_FOLDS, VAL_FOLD = 10, 0
+# what a finished run's run_config.json and its row's config must agree on before the run is reused
+IDENTITY_KEYS = ("preset", "network_name", "network_kwargs", "image_size", "batch_size")
+
+
+def row_config(name: str, override: dict[str, Any], keys: tuple[str, ...] = IDENTITY_KEYS) -> dict[str, Any]:
+    """``keys`` of the training config a bundle row would run now: the bundle's config files, ``override`` and the
+    row's own overrides, merged as MONAI merges them (nothing is run)."""
+    files, overrides = bundle_config_files(BUNDLE, "training", {**override, **ROWS[name].train})
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update(overrides)
+    return {key: parser.get_parsed_content(key) for key in keys}
+
+
+def check_reusable(name: str, run_dir: Path, override: dict[str, Any]) -> None:
+    """Refuse a finished run that trained something else than row ``name`` trains now: a row's meaning can change
+    (``default`` follows the bundle's default preset), and a cached run under the old meaning would be a silently
+    wrong row.
+
+    Raises:
+        RuntimeError: the run's ``run_config.json`` and the row's config differ (the message names the keys).
+    """
+    if ROWS[name].kind == "reference":
+        return
+    recorded = json.loads((run_dir / "run_config.json").read_text())
+    expected = row_config(name, override)
+    differ = {key: (recorded.get(key), value) for key, value in expected.items() if recorded.get(key) != value}
+    if differ:
+        details = "; ".join(f"{key}: run {old!r}, row {new!r}" for key, (old, new) in differ.items())
+        raise RuntimeError(f"{run_dir}: finished, but not what row {name!r} trains now ({details}). Move the run "
+                           f"away (it stays valid under the name it had at its commit) to train the row again.")
 
 
 class RecipeBenchmark:
@@ -148,6 +180,7 @@ class RecipeBenchmark:
         run_dir = self.root / "runs" / f"{name}_seed{seed}"
         done = run_dir / "done.json"
         if done.exists():
+            check_reusable(name, run_dir, self.args.override)
             return run_dir
         row = ROWS[name]
         wall = self.args.budget_mode == "wall"

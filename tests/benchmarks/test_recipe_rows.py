@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from monai.bundle import ConfigParser
+import json
+
+import pytest
 
 import recipe   # benchmarks/ is on the path (tests/conftest.py)
 import recipe_rows
 from pipeline.presets import available_presets, load_preset
-from pipeline.workflows import bundle_config_files
 
 
 def _parsed(row: str, key: str):
-    """What a row's training would parse for ``key``: the bundle's config files and the row's overrides, as MONAI
-    merges them (without running anything)."""
-    files, overrides = bundle_config_files(recipe.BUNDLE, "training", recipe_rows.ROWS[row].train)
-    parser = ConfigParser()
-    parser.read_config(files)
-    parser.update(overrides)
-    return parser.get_parsed_content(key)
+    """What a row's training would parse for ``key`` (without running anything)."""
+    return recipe.row_config(row, {}, (key,))[key]
 
 
 def _network_of(row: str) -> str:
@@ -52,3 +48,26 @@ def test_loss_weight_rows_override_the_presets_weight():
 def test_lesion_focused_shared_row_keeps_the_presets_other_network_arguments():
     kwargs = _parsed("shared_decoder_cls_weight0.3", "network_kwargs")
     assert kwargs == {**load_preset("segresnet_shared")["network_kwargs"], "classifier_features": "decoder"}
+
+
+def _finished_run(run_dir, **config):
+    run_dir.mkdir(parents=True)
+    (run_dir / "done.json").write_text(json.dumps({"epochs": 1}))
+    (run_dir / "run_config.json").write_text(json.dumps(config))
+    return run_dir
+
+
+def test_a_finished_run_is_reused_only_for_what_it_trained(tmp_path):
+    now = recipe.row_config("default", {})
+    recipe.check_reusable("default", _finished_run(tmp_path / "same", **now), {})
+    # the row's meaning changed (another default preset) after the run finished: refused, the keys named
+    other = load_preset("segresnet_shared")
+    stale = _finished_run(tmp_path / "stale", **{**now, "preset": "segresnet_shared",
+                                                 "network_name": other["network_name"]})
+    with pytest.raises(RuntimeError, match=r"stale: finished, but not what row 'default' trains now \(preset: run "
+                                           r"'segresnet_shared', row 'nmtnet'; network_name"):
+        recipe.check_reusable("default", stale, {})
+    # an override given to the benchmark is part of what the row trains
+    with pytest.raises(RuntimeError, match="image_size: run \\[128, 128\\], row \\[160, 160\\]"):
+        recipe.check_reusable("default", _finished_run(tmp_path / "size", **now), {"image_size": [160, 160]})
+    recipe.check_reusable("reference", tmp_path / "no_run_config", {})   # the plain script has no bundle config
