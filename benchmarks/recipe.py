@@ -68,8 +68,8 @@ SPLITS = {
           "title": "split B (cross-scanner): train on GE Logiq 7 + Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
 }
 VAL_FOLDS, VAL_FOLD = 10, 0
-# what a finished run's run_config.json and its row's config must agree on before the run is reused
-IDENTITY_KEYS = ("preset", "network_name", "network_kwargs", "image_size", "batch_size")
+# what a finished run and its row's config must agree on before the run is reused
+IDENTITY_KEYS = ("preset", "network_name", "network_kwargs", "image_size", "batch_size", "seg_weight", "cls_weight")
 
 
 def row_config(name: str, override: dict[str, Any], keys: tuple[str, ...] = IDENTITY_KEYS) -> dict[str, Any]:
@@ -85,18 +85,22 @@ def row_config(name: str, override: dict[str, Any], keys: tuple[str, ...] = IDEN
 def check_reusable(name: str, run_dir: Path, override: dict[str, Any]) -> None:
     """Refuse a finished run that trained something else than row ``name`` trains now: a row's meaning can change
     (``default`` follows the bundle's default preset), and a cached run under the old meaning would be a silently
-    wrong row.
+    wrong row. What the run trained: the config ``done.json`` records, or for a run finished before it did, the
+    ``run_config.json`` the bundle wrote (without the loss weights, which are then not compared).
 
     Raises:
-        RuntimeError: the run's ``run_config.json`` and the row's config differ (the message names the keys).
+        RuntimeError: the run's config and the row's differ (the message names the keys).
     """
     if ROWS[name].kind == "reference":
         return
-    recorded = json.loads((run_dir / "run_config.json").read_text())
+    recorded = json.loads((run_dir / "done.json").read_text()).get("config")
+    if recorded is None:
+        recorded = json.loads((run_dir / "run_config.json").read_text())
     expected = row_config(name, override)
-    differ = {key: (recorded.get(key), value) for key, value in expected.items() if recorded.get(key) != value}
-    if differ:
-        details = "; ".join(f"{key}: run {old!r}, row {new!r}" for key, (old, new) in differ.items())
+    differ = {key: (recorded.get(key), value) for key, value in expected.items()
+              if key in recorded and recorded[key] != value}
+    if differ or not {"preset", "network_name"} <= set(recorded):
+        details = "; ".join(f"{key}: run {old!r}, row {new!r}" for key, (old, new) in differ.items()) or "no record"
         raise RuntimeError(f"{run_dir}: finished, but not what row {name!r} trains now ({details}). Move the run "
                            f"away (it stays valid under the name it had at its commit) to train the row again.")
 
@@ -198,6 +202,8 @@ class RecipeBenchmark:
         # the median epoch: robust to an epoch slowed by another job on the machine
         record = {"epochs": int(history["epoch"].max()), "train_wall_seconds": round(time.perf_counter() - start),
                   "train_images_per_second": round(n / float(history["epoch_seconds"].median()), 1)}
+        if row.kind != "reference":
+            record["config"] = row_config(name, self.args.override)   # what check_reusable compares
         done.write_text(json.dumps(record, indent=1))
         return run_dir
 

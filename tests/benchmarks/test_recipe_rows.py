@@ -50,10 +50,11 @@ def test_lesion_focused_shared_row_keeps_the_presets_other_network_arguments():
     assert kwargs == {**load_preset("segresnet_shared")["network_kwargs"], "classifier_features": "decoder"}
 
 
-def _finished_run(run_dir, **config):
+def _finished_run(run_dir, recorded_by_done=True, **config):
+    """A finished run whose config is in done.json, or only in the bundle's run_config.json (older runs)."""
     run_dir.mkdir(parents=True)
-    (run_dir / "done.json").write_text(json.dumps({"epochs": 1}))
-    (run_dir / "run_config.json").write_text(json.dumps(config))
+    (run_dir / "done.json").write_text(json.dumps({"epochs": 1, **({"config": config} if recorded_by_done else {})}))
+    (run_dir / "run_config.json").write_text(json.dumps({} if recorded_by_done else config))
     return run_dir
 
 
@@ -70,4 +71,15 @@ def test_a_finished_run_is_reused_only_for_what_it_trained(tmp_path):
     # an override given to the benchmark is part of what the row trains
     with pytest.raises(RuntimeError, match="image_size: run \\[128, 128\\], row \\[160, 160\\]"):
         recipe.check_reusable("default", _finished_run(tmp_path / "size", **now), {"image_size": [160, 160]})
+    # the loss weights (done.json's record): the same network at another weight is another row
+    with pytest.raises(RuntimeError, match="cls_weight: run 0.3, row 1.0"):
+        recipe.check_reusable("default", _finished_run(tmp_path / "weight", **{**now, "cls_weight": 0.3}), {})
+    # a run finished before done.json recorded its config: the bundle's run_config.json, without the weights
+    legacy = {key: value for key, value in now.items() if not key.endswith("_weight")}
+    recipe.check_reusable("default", _finished_run(tmp_path / "legacy", recorded_by_done=False, **legacy), {})
+    with pytest.raises(RuntimeError, match="legacy_stale: .*network_name: run 'segresnet_shared'"):
+        recipe.check_reusable("default", _finished_run(tmp_path / "legacy_stale", recorded_by_done=False,
+                                                       **{**legacy, "network_name": "segresnet_shared"}), {})
+    with pytest.raises(RuntimeError, match="no record"):
+        recipe.check_reusable("default", _finished_run(tmp_path / "nothing", recorded_by_done=False), {})
     recipe.check_reusable("reference", tmp_path / "no_run_config", {})   # the plain script has no bundle config
