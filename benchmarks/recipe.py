@@ -283,6 +283,7 @@ class RecipeBenchmark:
                 eval_dir = self.evaluate(name, seed, "test")
                 base_dir = eval_dir.parent
                 done = json.loads((base_dir / "done.json").read_text())
+                done.pop("config", None)   # what the run trained (check_reusable), not a figure
                 record = {"network": name, "seed": seed, "note": ROWS[name].note, **done,
                           "idle_images_per_second": self.idle_images_per_second(name),
                           **bench.read_summary(eval_dir),
