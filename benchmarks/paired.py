@@ -6,8 +6,8 @@ with ``id``, ``dice``, ``true_class`` and ``prob_<positive>``) in the same seed 
 over seeds of ``b - a`` (Dice mean, AUC of the positive class vs rest); the 95 % interval is a percentile bootstrap
 over the images, the same resample for every seed.
 
-    python benchmarks/paired.py --a runs/recipe/splitB/runs/default_seed{0,1,2}/eval_test \\
-        --b runs/recipe/splitB/runs/default_seed{0,1,2}/eval_test_default_bn_target
+    python benchmarks/paired.py --a runs/recipe/splitB/runs/zoo_nmtnet_seed{0,1,2}/eval_test \\
+        --b runs/recipe/splitB/runs/zoo_nmtnet_seed{0,1,2}/eval_test_nmtnet_bn_target
 """
 
 from __future__ import annotations

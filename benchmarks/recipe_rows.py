@@ -12,7 +12,9 @@ from typing import Any
 
 from pipeline.presets import available_presets, load_preset
 
-DEFAULT_PRESET = "nmtnet"   # the bundle's (configs/common.yaml), for the inference-time column
+DEFAULT_PRESET = "segresnet_shared"   # the bundle's (configs/common.yaml), for the inference-time column
+# rows measured on nmtnet, the default until bundle 0.4.0, keep training it (and say so in their name)
+NMTNET = {"preset": "nmtnet"}
 # the plain reference's post-processing: a 0.5 threshold and nothing else
 PLAIN_POST = {"flip_tta": False, "keep_largest_component": False, "fill_holes": False}
 # float32 training on a CPU with AMX (bfloat16 autocast became the nmtnet and segresnet presets' default on 2026-12-02):
@@ -92,64 +94,69 @@ ROWS: dict[str, Row] = {
                                       same_cost_as="default_res160"),
     "default_res160": Row("bundle", "default at 160x160 input instead of 128x128 (fewer epochs in the budget)",
                           train={"image_size": [160, 160]}),
-    # the classifier's input (the head is a negligible share of the step: the default's calibration holds)
-    "default_cls_bottleneck": Row("bundle", "default with the classifier on the bottleneck pooled under the predicted "
-                                  "lesion and globally (no decoder texture, no lesion-area fraction)",
-                                  train={**FP32, **network_kwargs(classifier_features="bottleneck")},
-                                  same_cost_as="default_fp32"),
-    "default_cls_global": Row("bundle", "default with the classifier on the globally pooled bottleneck only (the "
-                              "reference's head)", train={**FP32, **network_kwargs(classifier_features="global")},
-                              same_cost_as="default_fp32"),
-    "default_groupnorm": Row("bundle", "default with group norm (8 groups, per image, as the reference's SegResNet) "
-                             "instead of batch norm: no running statistics of the training scanners",
-                             train={**FP32, **network_kwargs(norm="group")}),
+    # nmtnet's classifier input and norm, float32 (as measured on 2026-12-02, when nmtnet was the default)
+    "nmtnet_cls_bottleneck": Row("bundle", "nmtnet with the classifier on the bottleneck pooled under the predicted "
+                                 "lesion and globally (no decoder texture, no lesion-area fraction)",
+                                 train={**FP32, **NMTNET,
+                                        **network_kwargs("nmtnet", classifier_features="bottleneck")}),
+    "nmtnet_cls_global": Row("bundle", "nmtnet with the classifier on the globally pooled bottleneck only (the "
+                             "reference's head)",
+                             train={**FP32, **NMTNET, **network_kwargs("nmtnet", classifier_features="global")}),
+    "nmtnet_groupnorm": Row("bundle", "nmtnet with group norm (8 groups, per image, as the reference's SegResNet) "
+                            "instead of batch norm: no running statistics of the training scanners",
+                            train={**FP32, **NMTNET, **network_kwargs("nmtnet", norm="group")}),
     "default_bs8": Row("bundle", "default with batch size 8 (twice the optimizer steps)",
                        train={**FP32, "batch_size": 8}),
     "old_default": Row("bundle", "the previous default network segresnet_effnet with the new schedule",
                        train={"preset": "segresnet_effnet"}),
+    # segresnet_shared at the classification weight of its preset before bundle 0.4.0 (1.0)
     "shared_recipe": Row("bundle", "the reference's network (segresnet_shared) with the default recipe",
-                         train={**FP32, "preset": "segresnet_shared"}),
+                         train={**FP32, "preset": "segresnet_shared", "cls_weight": 1.0}),
     # what in the recipe costs the reference's network cross-scanner AUC (the same epochs as shared_recipe)
     "shared_recipe_constant_lr": Row("bundle", "shared_recipe with the reference's constant learning rate (after the "
                                      "one-epoch warm-up) instead of the cosine decay to 0",
-                                     train={**FP32, "preset": "segresnet_shared", "lr_schedule": "constant"},
+                                     train={**FP32, "preset": "segresnet_shared", "cls_weight": 1.0,
+                                            "lr_schedule": "constant"},
                                      same_cost_as="shared_recipe"),
     "default_constant_lr": Row("bundle", "default with the constant learning rate (after the one-epoch warm-up) "
                                "instead of the cosine decay to 0", train={**FP32, "lr_schedule": "constant"},
                                same_cost_as="default_fp32"),
     "shared_recipe_flip_rot": Row("bundle", "shared_recipe with the reference's augmentation only (flip + rotation: "
                                   "no zoom, no intensity or speckle), the same epochs",
-                                  train={**FP32, "preset": "segresnet_shared", "zoom_augmentation": False,
-                                         "intensity_augmentation": False}, same_cost_as="shared_recipe"),
+                                  train={**FP32, "preset": "segresnet_shared", "cls_weight": 1.0,
+                                         "zoom_augmentation": False, "intensity_augmentation": False},
+                                  same_cost_as="shared_recipe"),
     # loss weights: the segmentation-only SegResNet out-segments the multi-task one at the same budget (recipe_A_zoo)
-    "default_cls_weight0.3": Row("bundle", "default with the classification loss weighted 0.3 instead of 1",
-                                 train={"cls_weight": 0.3}, same_cost_as="default"),
+    "nmtnet_cls_weight0.3": Row("bundle", "nmtnet with the classification loss weighted 0.3 instead of 1",
+                                train={**NMTNET, "cls_weight": 0.3}, same_cost_as="zoo_nmtnet"),
     "shared_cls_weight0.3": Row("bundle", "segresnet_shared (configs/segresnet_shared.yaml) trained by the bundle's "
-                                "default recipe with the classification loss weighted 0.3 instead of 1",
-                                train={"preset": "segresnet_shared", "cls_weight": 0.3},
-                                same_cost_as="zoo_segresnet_shared"),
+                                "default recipe with the classification loss weighted 0.3 instead of 1 (the default "
+                                "since bundle 0.4.0)",
+                                train={"preset": "segresnet_shared", "cls_weight": 0.3}, same_cost_as="default"),
     # the weight further down, and on the network with the best validation AUC (mtil, recipe_A_zoo)
-    "default_cls_weight0.1": Row("bundle", "default with the classification loss weighted 0.1 instead of 1",
-                                 train={"cls_weight": 0.1}, same_cost_as="default"),
+    "nmtnet_cls_weight0.1": Row("bundle", "nmtnet with the classification loss weighted 0.1 instead of 1",
+                                train={**NMTNET, "cls_weight": 0.1}, same_cost_as="zoo_nmtnet"),
+    "shared_cls_weight1": Row("bundle", "segresnet_shared at the classification loss weight 1 (its preset's before "
+                              "bundle 0.4.0: zoo_segresnet_shared then)",
+                              train={"preset": "segresnet_shared", "cls_weight": 1.0}, same_cost_as="default"),
     "shared_cls_weight0.1": Row("bundle", "shared_cls_weight0.3 with the classification loss weighted 0.1",
-                                train={"preset": "segresnet_shared", "cls_weight": 0.1},
-                                same_cost_as="zoo_segresnet_shared"),
+                                train={"preset": "segresnet_shared", "cls_weight": 0.1}, same_cost_as="default"),
     # the lesion-focused classifier of nmtnet (the default: AUC) on the SegResNet that segments best (Dice)
     "shared_decoder_cls_weight0.3": Row("bundle", "shared_cls_weight0.3 with nmtnet's lesion-focused classifier (the "
                                         "decoder stages pooled under the predicted lesion, the bottleneck globally, "
                                         "a 2-layer MLP) instead of the linear head on the pooled bottleneck",
                                         train={"preset": "segresnet_shared", "cls_weight": 0.3,
                                                **network_kwargs("segresnet_shared", classifier_features="decoder")},
-                                        same_cost_as="zoo_segresnet_shared"),   # pools what the decoder computes
+                                        same_cost_as="default"),   # pools what the decoder computes
     "mtil_cls_weight0.3": Row("bundle", "mtil (configs/mtil.yaml) trained by the bundle's default recipe with the "
                               "classification loss weighted 0.3 instead of 1",
                               train={"preset": "mtil", "cls_weight": 0.3}, same_cost_as="zoo_mtil"),
     # evaluation-only: the batch-norm statistics (nmtnet has batch norm; the reference's SegResNet has group norm)
-    "default_bn_train": Row("variant", "default with its batch-norm statistics re-estimated on the training fold as "
-                            "evaluated (no augmentation)", eval={"bn_recalibration": "train"}, base="default"),
-    "default_bn_target": Row("variant", "default with its batch-norm statistics re-estimated on the evaluated images, "
-                             "without their labels (label-free adaptation to their scanner)",
-                             eval={"bn_recalibration": "target"}, base="default"),
+    "nmtnet_bn_train": Row("variant", "nmtnet with its batch-norm statistics re-estimated on the training fold as "
+                           "evaluated (no augmentation)", eval={"bn_recalibration": "train"}, base="zoo_nmtnet"),
+    "nmtnet_bn_target": Row("variant", "nmtnet with its batch-norm statistics re-estimated on the evaluated images, "
+                            "without their labels (label-free adaptation to their scanner)",
+                            eval={"bn_recalibration": "target"}, base="zoo_nmtnet"),
     # evaluation-only: how much of the AUC difference is the flip test-time augmentation
     "shared_recipe_no_tta": Row("variant", "shared_recipe without flip test-time augmentation",
                                 eval={"flip_tta": False}, base="shared_recipe"),

@@ -33,13 +33,15 @@ def test_every_other_network_has_a_zoo_row_that_trains_it():
 
 
 def test_loss_weight_rows_override_the_presets_weight():
-    # the preset's own cls_weight (1.0) must not win over the row's: MONAI applies overrides after the config files
-    default = load_preset(recipe_rows.DEFAULT_PRESET)["network_name"]
-    for row, network, weight in (("default_cls_weight0.3", default, 0.3), ("default_cls_weight0.1", default, 0.1),
+    # the preset's own cls_weight must not win over the row's: MONAI applies overrides after the config files
+    for row, network, weight in (("nmtnet_cls_weight0.3", "nmtnet", 0.3), ("nmtnet_cls_weight0.1", "nmtnet", 0.1),
                                  ("shared_cls_weight0.3", "segresnet_shared", 0.3),
                                  ("shared_cls_weight0.1", "segresnet_shared", 0.1),
                                  ("mtil_cls_weight0.3", "mtil", 0.3),
-                                 ("shared_decoder_cls_weight0.3", "segresnet_shared", 0.3)):
+                                 ("shared_decoder_cls_weight0.3", "segresnet_shared", 0.3),
+                                 ("shared_recipe", "segresnet_shared", 1.0),   # the preset's weight when measured
+                                 ("shared_cls_weight1", "segresnet_shared", 1.0),
+                                 ("default", "segresnet_shared", 0.3)):
         assert _network_of(row) == network, row
         assert _parsed(row, "cls_weight") == weight, row
         assert _parsed(row, "seg_weight") == 1.0, row
@@ -62,24 +64,24 @@ def test_a_finished_run_is_reused_only_for_what_it_trained(tmp_path):
     now = recipe.row_config("default", {})
     recipe.check_reusable("default", _finished_run(tmp_path / "same", **now), {})
     # the row's meaning changed (another default preset) after the run finished: refused, the keys named
-    other = load_preset("segresnet_shared")
-    stale = _finished_run(tmp_path / "stale", **{**now, "preset": "segresnet_shared",
-                                                 "network_name": other["network_name"]})
-    with pytest.raises(RuntimeError, match=r"stale: finished, but not what row 'default' trains now \(preset: run "
-                                           r"'segresnet_shared', row 'nmtnet'; network_name"):
+    other = next(name for name in ("nmtnet", "segresnet_shared") if name != now["preset"])
+    stale = _finished_run(tmp_path / "stale", **{**now, "preset": other, "network_name": other})
+    with pytest.raises(RuntimeError, match=rf"stale: finished, but not what row 'default' trains now \(preset: run "
+                                           rf"'{other}', row '{now['preset']}'; network_name"):
         recipe.check_reusable("default", stale, {})
     # an override given to the benchmark is part of what the row trains
     with pytest.raises(RuntimeError, match="image_size: run \\[128, 128\\], row \\[160, 160\\]"):
         recipe.check_reusable("default", _finished_run(tmp_path / "size", **now), {"image_size": [160, 160]})
     # the loss weights (done.json's record): the same network at another weight is another row
-    with pytest.raises(RuntimeError, match="cls_weight: run 0.3, row 1.0"):
-        recipe.check_reusable("default", _finished_run(tmp_path / "weight", **{**now, "cls_weight": 0.3}), {})
+    weight = 0.5 if now["cls_weight"] != 0.5 else 0.25
+    with pytest.raises(RuntimeError, match=f"cls_weight: run {weight}, row {now['cls_weight']}"):
+        recipe.check_reusable("default", _finished_run(tmp_path / "weight", **{**now, "cls_weight": weight}), {})
     # a run finished before done.json recorded its config: the bundle's run_config.json, without the weights
     legacy = {key: value for key, value in now.items() if not key.endswith("_weight")}
     recipe.check_reusable("default", _finished_run(tmp_path / "legacy", recorded_by_done=False, **legacy), {})
-    with pytest.raises(RuntimeError, match="legacy_stale: .*network_name: run 'segresnet_shared'"):
+    with pytest.raises(RuntimeError, match=f"legacy_stale: .*network_name: run '{other}'"):
         recipe.check_reusable("default", _finished_run(tmp_path / "legacy_stale", recorded_by_done=False,
-                                                       **{**legacy, "network_name": "segresnet_shared"}), {})
+                                                       **{**legacy, "network_name": other}), {})
     with pytest.raises(RuntimeError, match="no record"):
         recipe.check_reusable("default", _finished_run(tmp_path / "nothing", recorded_by_done=False), {})
     recipe.check_reusable("reference", tmp_path / "no_run_config", {})   # the plain script has no bundle config

@@ -81,7 +81,8 @@ def test_recipe_benchmark_reference_default_variant_report_mlflow(tmp_path, monk
 
 
 def test_rows_that_change_the_network_build_it():
-    """A row's ``network_kwargs`` replace the preset's whole: each must build the default network."""
+    """A row's ``network_kwargs`` replace the preset's whole: each must build its network (its preset's, else the
+    default's)."""
     import torch
 
     from pipeline.keys import Head
@@ -89,9 +90,9 @@ def test_rows_that_change_the_network_build_it():
 
     script = _load_script()
     rows = {name: row for name, row in script.ROWS.items() if "network_kwargs" in row.train}
-    assert {"default_cls_bottleneck", "default_cls_global", "default_groupnorm"} <= set(rows)
-    network = load_preset(script.DEFAULT_PRESET)["network_name"]
+    assert {"nmtnet_cls_bottleneck", "nmtnet_cls_global", "nmtnet_groupnorm"} <= set(rows)
     for name, row in rows.items():
+        network = load_preset(row.train.get("preset", script.DEFAULT_PRESET))["network_name"]
         kwargs = {**row.train["network_kwargs"], "init_filters": 16}
         net = create_network(network, **kwargs, in_channels=1, num_classes=2).eval()
         with torch.no_grad():
