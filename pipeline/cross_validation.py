@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import write_csv_atomic, write_text_atomic
-from pipeline.metrics import REPORTED_CLASSIFICATION_METRICS
+from pipeline.metrics import REPORTED_CLASSIFICATION_METRICS, finite_or_none
 from pipeline.progress import progress
 from pipeline.workflows import run_bundle
 
@@ -23,12 +23,16 @@ SUMMARY_METRICS = ("dice", "jaccard", "hd95", *REPORTED_CLASSIFICATION_METRICS)
 
 
 def _read_summary(eval_dir: Path) -> dict[str, float]:
+    """A fold's ``summary.json`` as metric -> value. A metric the fold could not compute (``null`` in the JSON: HD95
+    when no image has both a true and a predicted lesion, AUC with one class) is NaN, which ``aggregate_folds``
+    leaves out of the mean."""
     summary = json.loads((eval_dir / "summary.json").read_text())
     flat: dict[str, float] = {}
     for section in ("segmentation", "classification"):
         for key, value in summary.get(section, {}).items():
             if isinstance(value, Mapping) and "mean" in value:
-                flat[key] = float(value["mean"])
+                score = finite_or_none(value)
+                flat[key] = float("nan") if score is None else score
             elif isinstance(value, (int, float)):
                 flat[key] = float(value)
     return flat

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -157,6 +158,24 @@ def test_compare_builds_one_table_from_cv_summaries(tmp_path):
         assert figure.width > 400 and len(figure.getcolors(1 << 16) or range(1 << 16)) > 10
     with pytest.raises(FileNotFoundError, match="run `bmtl cv`"):
         compare([tmp_path / "missing"])
+
+
+def test_cv_fold_with_a_metric_it_could_not_compute(tmp_path):
+    """A fold whose HD95 is null (no image with both a true and a predicted lesion) is left out of that metric's
+    mean, not a crash (it was one: `bmtl cv` on 60 synthetic images, 2026-12-03)."""
+    from pipeline.cross_validation import _read_summary, aggregate_folds
+
+    rows = []
+    for fold, hd95 in ((0, 12.0), (1, None)):
+        eval_dir = tmp_path / f"fold{fold}"
+        eval_dir.mkdir()
+        (eval_dir / "summary.json").write_text(json.dumps({
+            "segmentation": {"dice": {"mean": 0.5 + fold / 10}, "hd95": {"mean": hd95, "n_excluded": 12 * fold}},
+            "classification": {"auc": {"mean": 0.7}, "accuracy": {"mean": 0.6}}}))
+        rows.append({"fold": fold, **_read_summary(eval_dir)})
+    assert math.isnan(rows[1]["hd95"]) and rows[1]["dice"] == 0.6
+    summary = aggregate_folds(pd.DataFrame(rows), "default").iloc[0]
+    assert summary["hd95_mean"] == 12.0 and summary["dice_mean"] == pytest.approx(0.55)
 
 
 def test_switches_must_be_bools():
