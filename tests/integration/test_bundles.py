@@ -68,7 +68,9 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     assert run.data.params["fold"] == "0"
     # the recipe: the preset's losses and their weights
     assert (run.data.params["seg_loss"], run.data.params["cls_loss"]) == ("DiceCELoss", "CrossEntropyLoss")
-    assert run.data.params["loss_weights.seg"] == run.data.params["loss_weights.cls"] == "1.0"
+    recipe = yaml.safe_load(preset.read_text())
+    assert (run.data.params["loss_weights.seg"], run.data.params["loss_weights.cls"]) == (
+        str(recipe["seg_weight"]), str(recipe["cls_weight"]))
     assert run.data.params["network_name"] == "segresnet_shared" and run.data.params["preset"] == "segresnet_shared"
     # provenance and the images as MLflow dataset inputs
     assert run.data.params["git_commit"].removesuffix("-dirty") not in ("", None)
