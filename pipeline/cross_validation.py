@@ -103,16 +103,29 @@ def aggregate_folds(table: pd.DataFrame, name: str) -> pd.DataFrame:
     row: dict[str, Any] = {"network": name, "folds": len(table)}
     for metric in [m for m in SUMMARY_METRICS if m in table]:
         values = table[metric].astype(float)
-        row[f"{metric}_mean"] = float(np.nanmean(values))
-        row[f"{metric}_std"] = float(np.nanstd(values, ddof=1)) if values.notna().sum() > 1 else 0.0
+        n = int(values.notna().sum())   # the folds that could compute it (NaN: HD95 without any lesion pair)
+        row[f"{metric}_mean"] = float(np.nanmean(values)) if n else float("nan")
+        row[f"{metric}_std"] = float(np.nanstd(values, ddof=1)) if n > 1 else 0.0
+        row[f"{metric}_folds"] = n
     return pd.DataFrame([row])
+
+
+def _cell(r: pd.Series, metric: str) -> str:
+    """``mean ± std`` over the folds; a metric some folds could not compute says over how many it is."""
+    n, folds = r.get(f"{metric}_folds", r["folds"]), int(r["folds"])
+    if pd.isna(n) or int(n) == folds:
+        return f"{r[f'{metric}_mean']:.3f} ± {r[f'{metric}_std']:.3f}"
+    if int(n) == 0:
+        return "-"
+    spread = f" ± {r[f'{metric}_std']:.3f}" if int(n) > 1 else ""
+    return f"{r[f'{metric}_mean']:.3f}{spread} ({int(n)} of {folds} folds)"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
     metrics = [m for m in SUMMARY_METRICS if f"{m}_mean" in summary]
     lines = ["| network | folds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
     for _, r in summary.iterrows():
-        cells = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}" for m in metrics]
+        cells = [_cell(r, m) for m in metrics]
         lines.append(f"| {r['network']} | {int(r['folds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

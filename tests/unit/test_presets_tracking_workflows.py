@@ -163,7 +163,7 @@ def test_compare_builds_one_table_from_cv_summaries(tmp_path):
 def test_cv_fold_with_a_metric_it_could_not_compute(tmp_path):
     """A fold whose HD95 is null (no image with both a true and a predicted lesion) is left out of that metric's
     mean, not a crash (it was one: `bmtl cv` on 60 synthetic images, 2026-12-03)."""
-    from pipeline.cross_validation import _read_summary, aggregate_folds
+    from pipeline.cross_validation import _read_summary, aggregate_folds, markdown_table
 
     rows = []
     for fold, hd95 in ((0, 12.0), (1, None)):
@@ -174,8 +174,13 @@ def test_cv_fold_with_a_metric_it_could_not_compute(tmp_path):
             "classification": {"auc": {"mean": 0.7}, "accuracy": {"mean": 0.6}}}))
         rows.append({"fold": fold, **_read_summary(eval_dir)})
     assert math.isnan(rows[1]["hd95"]) and rows[1]["dice"] == 0.6
-    summary = aggregate_folds(pd.DataFrame(rows), "default").iloc[0]
-    assert summary["hd95_mean"] == 12.0 and summary["dice_mean"] == pytest.approx(0.55)
+    summary = aggregate_folds(pd.DataFrame(rows), "default")
+    assert summary["hd95_mean"].iloc[0] == 12.0 and summary["dice_mean"].iloc[0] == pytest.approx(0.55)
+    # the table says over how many folds a mean is, instead of a spread of 0 over one fold
+    table = markdown_table(summary)
+    assert "| default | 2 | 0.550 ± 0.071 | 12.000 (1 of 2 folds) | 0.700 ± 0.000 |" in table
+    summary["hd95_folds"] = 0
+    assert "| 0.550 ± 0.071 | - | 0.700" in markdown_table(summary)
 
 
 def test_switches_must_be_bools():
