@@ -12,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-from pipeline.export import ExportWrapper
 from pipeline.keys import Head
 from pipeline.networks.flexunet_mt import FlexUNetMultiTask
 from pipeline.networks.efficientnet import EfficientNetClassifier
@@ -105,17 +104,6 @@ def test_shared_fine_grained_classifier_gradient_stops_at_the_mask():
     net(_x())[Head.CLS].sum().backward()
     assert _grad_names(net, "segresnet.down_layers") and _grad_names(net, "segresnet.up_layers")
     assert not _grad_names(net, "segresnet.conv_final")   # the lesion probability is detached
-
-
-def test_shared_fine_grained_classifier_traces_for_export():
-    net = SegResNetShared(**SMALL, classifier_features="bottleneck").eval()
-    wrapper = ExportWrapper(net).eval()
-    x = _x(batch=1)
-    with torch.no_grad():
-        seg, cls = wrapper(x)
-        t_seg, t_cls = torch.jit.trace(wrapper, x, check_trace=False)(x)
-    torch.testing.assert_close(t_seg, seg, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(t_cls, cls, rtol=1e-4, atol=1e-4)
 
 
 def test_shared_classifier_features_are_checked():
