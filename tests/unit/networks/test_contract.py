@@ -12,9 +12,9 @@ from pipeline.registry import create_network, list_networks, network_info
 
 NETWORKS = list_networks()
 SMALL = {"init_filters": 8}  # the width argument every network takes; small keeps the suite fast
-# every registered network at its defaults, and the variants a preset or a benchmark row trains (a variant is held to
-# the same contract as the network it varies: the lesion-focused heads read the predicted mask, group norm has no
-# running statistics)
+# every registered network at its defaults, and each switch value that changes a network's forward (the
+# lesion-focused classifiers read the predicted mask, group norm keeps no running statistics): the benchmark rows
+# train these, and a variant is held to the same contract as the network it varies
 VARIANTS = {
     "segresnet_shared[decoder]": ("segresnet_shared", {"classifier_features": "decoder"}),
     "segresnet_shared[bottleneck]": ("segresnet_shared", {"classifier_features": "bottleneck"}),
