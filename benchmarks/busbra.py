@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import bench  # noqa: E402
+from pipeline.atomic import write_csv_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.networks.table import count_parameters  # noqa: E402
 from pipeline.presets import available_presets, load_preset  # noqa: E402
@@ -64,7 +65,7 @@ class Benchmark:
                 "inference_ms": round(bench.inference_ms_per_image(preset, size=self.args.size), 2),
                 "parameters": count_parameters(bench.build_preset_network(preset)),
             }
-            self.plan_path.write_text(json.dumps(self.plan, indent=1))
+            write_json_atomic(self.plan_path, self.plan, indent=1)
         n_train = len(split_items(self.datalist, fold, "train"))
         return bench.plan_epochs(self.plan[key]["train_images_per_second"], n_train, self.args.budget_minutes * 60)
 
@@ -105,7 +106,7 @@ class Benchmark:
             "train_wall_seconds": round(train_wall, 1) if trained else previous.get("train_wall_seconds"),
             "shifts": sorted(shifts),
         }
-        done.write_text(json.dumps(record, indent=1))
+        write_json_atomic(done, record, indent=1)   # done.json marks the run finished: never half-written
         return record
 
     def results(self, preset: str, fold: int, folder: str = "eval_val") -> dict[str, Any]:
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     datalist = prepare_busbra(args)
     runner = Benchmark(args, datalist)
     started = runner.plan.setdefault("started", dt.datetime.now().strftime("%Y-%m-%d %H:%M"))  # kept on resume
-    runner.plan_path.write_text(json.dumps(runner.plan, indent=1))
+    write_json_atomic(runner.plan_path, runner.plan, indent=1)
     presets = args.networks or [n for n in list_networks() if n in available_presets()]
     folds = sorted({item["fold"] for item in json.loads(datalist.read_text())["training"]})
 
@@ -327,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
 
     table = pd.DataFrame([{**r, **{m: runner.results(r["preset"], r["fold"])[m]["mean"]
                                    for m in bench.REPORTED_METRICS}} for r in records])
-    table.to_csv(output / "results.csv", index=False)
+    write_csv_atomic(output / "results.csv", table, index=False)
     text = report(runner, records, best, command, started)
-    (output / "benchmark.md").write_text(text + "\n")
+    write_text_atomic(output / "benchmark.md", text + "\n")
     bench.replace_section(args.report, "busbra", text)
     rows = [{"network": r["preset"], "fold": r["fold"], **runner.results(r["preset"], r["fold"])} for r in records]
     log_parent(runner, {"size": args.size, "budget_minutes": args.budget_minutes, "seed": args.seed,

@@ -45,7 +45,6 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,10 +56,11 @@ import bench  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
-from pipeline.workflows import bundle_config_files, run_bundle  # noqa: E402
-from recipe_rows import DEFAULT_PRESET, PLAIN_POST, ROWS, trains_on_all, validated  # noqa: E402
+from pipeline.atomic import write_csv_atomic, write_json_atomic  # noqa: E402
+from pipeline.workflows import run_bundle  # noqa: E402
+from recipe_rows import (BUNDLE, DEFAULT_PRESET, PLAIN_POST, ROWS, check_reusable, row_config,  # noqa: E402
+                         trains_on_all, validated)
 
-BUNDLE = REPO / "bundles" / "breast_us_mtl"
 EXPERIMENT = "recipe_benchmark"
 SPLITS = {
     "A": {"test_fold": 0, "title": "split A (in-domain): official fold 1 held out"},
@@ -68,41 +68,6 @@ SPLITS = {
           "title": "split B (cross-scanner): train on GE Logiq 7 + Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
 }
 VAL_FOLDS, VAL_FOLD = 10, 0
-# what a finished run and its row's config must agree on before the run is reused
-IDENTITY_KEYS = ("preset", "network_name", "network_kwargs", "image_size", "batch_size", "seg_weight", "cls_weight")
-
-
-def row_config(name: str, override: dict[str, Any], keys: tuple[str, ...] = IDENTITY_KEYS) -> dict[str, Any]:
-    """``keys`` of the training config a bundle row would run now: the bundle's config files, ``override`` and the
-    row's own overrides, merged as MONAI merges them (nothing is run)."""
-    files, overrides = bundle_config_files(BUNDLE, "training", {**override, **ROWS[name].train})
-    parser = ConfigParser()
-    parser.read_config(files)
-    parser.update(overrides)
-    return {key: parser.get_parsed_content(key) for key in keys}
-
-
-def check_reusable(name: str, run_dir: Path, override: dict[str, Any]) -> None:
-    """Refuse a finished run that trained something else than row ``name`` trains now: a row's meaning can change
-    (``default`` follows the bundle's default preset), and a cached run under the old meaning would be a silently
-    wrong row. What the run trained: the config ``done.json`` records, or for a run finished before it did, the
-    ``run_config.json`` the bundle wrote (without the loss weights, which are then not compared).
-
-    Raises:
-        RuntimeError: the run's config and the row's differ (the message names the keys).
-    """
-    if ROWS[name].kind == "reference":
-        return
-    recorded = json.loads((run_dir / "done.json").read_text()).get("config")
-    if recorded is None:
-        recorded = json.loads((run_dir / "run_config.json").read_text())
-    expected = row_config(name, override)
-    differ = {key: (recorded.get(key), value) for key, value in expected.items()
-              if key in recorded and recorded[key] != value}
-    if differ or not {"preset", "network_name"} <= set(recorded):
-        details = "; ".join(f"{key}: run {old!r}, row {new!r}" for key, (old, new) in differ.items()) or "no record"
-        raise RuntimeError(f"{run_dir}: finished, but not what row {name!r} trains now ({details}). Move the run "
-                           f"away (it stays valid under the name it had at its commit) to train the row again.")
 
 
 class RecipeBenchmark:
@@ -133,9 +98,7 @@ class RecipeBenchmark:
         return out / "datalist.json"
 
     def _save_plan(self) -> None:
-        tmp = self.plan_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.plan, indent=1))
-        os.replace(tmp, self.plan_path)
+        write_json_atomic(self.plan_path, self.plan, indent=1)
 
     # ---- budget -> epochs from an idle 2-epoch calibration run of each training configuration
     def epochs_for(self, name: str) -> int:
@@ -204,7 +167,7 @@ class RecipeBenchmark:
                   "train_images_per_second": round(n / float(history["epoch_seconds"].median()), 1)}
         if row.kind != "reference":
             record["config"] = row_config(name, self.args.override)   # what check_reusable compares
-        done.write_text(json.dumps(record, indent=1))
+        write_json_atomic(done, record, indent=1)   # done.json marks the run finished: never half-written
         return run_dir
 
     # ---- evaluation
@@ -432,8 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
     section = args.section or f"recipe_{args.split}"
     csv_path = b.output / (f"results_{args.split}.csv" if args.section is None else f"results_{section}.csv")
-    frame.to_csv(csv_path.with_suffix(".tmp"), index=False)
-    os.replace(csv_path.with_suffix(".tmp"), csv_path)
+    write_csv_atomic(csv_path, frame, index=False)
     text = report(b, records, command, started)
     print(text)
     bench.replace_section(args.report, section, text)

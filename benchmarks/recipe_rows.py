@@ -2,15 +2,23 @@
 
 A row is the plain MONAI reference, a bundle training (the stock bundle plus the row's overrides; ``zoo_<preset>``:
 another network with its preset) or an evaluation-only variant of a trained row (the same weights, other
-post-processing). Ablation rows stay here after they are measured, so that a table in BENCHMARKS.md can be re-run.
+post-processing). Ablation rows stay here after they are measured, so that a table in BENCHMARKS.md can be re-run;
+``check_reusable`` refuses a finished run that trained something else than its row trains now.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from monai.bundle import ConfigParser
+
 from pipeline.presets import available_presets, load_preset
+from pipeline.workflows import bundle_config_files
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "breast_us_mtl"
 
 DEFAULT_PRESET = "segresnet_shared"   # the bundle's (configs/common.yaml), for the inference-time column
 # rows measured on nmtnet, the default until bundle 0.4.0, keep training it (and say so in their name)
@@ -180,3 +188,40 @@ def trains_on_all(name: str) -> bool:
 def validated(name: str) -> bool:
     """Whether a row has a validation score (and an operating threshold chosen on it)."""
     return not trains_on_all(name)
+
+
+# what a finished run and its row's config must agree on before the run is reused
+IDENTITY_KEYS = ("preset", "network_name", "network_kwargs", "image_size", "batch_size", "seg_weight", "cls_weight")
+
+
+def row_config(name: str, override: dict[str, Any], keys: tuple[str, ...] = IDENTITY_KEYS) -> dict[str, Any]:
+    """``keys`` of the training config a bundle row would run now: the bundle's config files, ``override`` and the
+    row's own overrides, merged as MONAI merges them (nothing is run)."""
+    files, overrides = bundle_config_files(BUNDLE, "training", {**override, **ROWS[name].train})
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update(overrides)
+    return {key: parser.get_parsed_content(key) for key in keys}
+
+
+def check_reusable(name: str, run_dir: Path, override: dict[str, Any]) -> None:
+    """Refuse a finished run that trained something else than row ``name`` trains now: a row's meaning can change
+    (``default`` follows the bundle's default preset), and a cached run under the old meaning would be a silently
+    wrong row. What the run trained: the config ``done.json`` records, or for a run finished before it did, the
+    ``run_config.json`` the bundle wrote (without the loss weights, which are then not compared).
+
+    Raises:
+        RuntimeError: the run's config and the row's differ (the message names the keys).
+    """
+    if ROWS[name].kind == "reference":
+        return
+    recorded = json.loads((run_dir / "done.json").read_text()).get("config")
+    if recorded is None:
+        recorded = json.loads((run_dir / "run_config.json").read_text())
+    expected = row_config(name, override)
+    differ = {key: (recorded.get(key), value) for key, value in expected.items()
+              if key in recorded and recorded[key] != value}
+    if differ or not {"preset", "network_name"} <= set(recorded):
+        details = "; ".join(f"{key}: run {old!r}, row {new!r}" for key, (old, new) in differ.items()) or "no record"
+        raise RuntimeError(f"{run_dir}: finished, but not what row {name!r} trains now ({details}). Move the run "
+                           f"away (it stays valid under the name it had at its commit) to train the row again.")

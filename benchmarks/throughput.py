@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bench import git_commit, hardware_summary, replace_section
+    from pipeline.atomic import write_json_atomic
 
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{kind}_{size}"] = {**_child(kind, size, datalist, args.epochs), **stamp}
             print(json.dumps(results[f"{kind}_{size}"]), flush=True)
             results_path.parent.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps(results, indent=1))
+            write_json_atomic(results_path, results, indent=1)   # kept figure by figure: a kill loses one
     text = f"Hardware: {stamp['hardware']}. Network: the bundle default (`segresnet_effnet`), synthetic US images, " \
            f"{args.epochs} epochs per figure, the first not timed.\n\n" + _report(results, sorted(BATCH))
     replace_section(args.report, "throughput", text)

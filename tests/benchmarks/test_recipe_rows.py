@@ -6,14 +6,13 @@ import json
 
 import pytest
 
-import recipe   # benchmarks/ is on the path (tests/conftest.py)
-import recipe_rows
+import recipe_rows   # benchmarks/ is on the path (tests/conftest.py)
 from pipeline.presets import available_presets, load_preset
 
 
 def _parsed(row: str, key: str):
     """What a row's training would parse for ``key`` (without running anything)."""
-    return recipe.row_config(row, {}, (key,))[key]
+    return recipe_rows.row_config(row, {}, (key,))[key]
 
 
 def _network_of(row: str) -> str:
@@ -61,27 +60,27 @@ def _finished_run(run_dir, recorded_by_done=True, **config):
 
 
 def test_a_finished_run_is_reused_only_for_what_it_trained(tmp_path):
-    now = recipe.row_config("default", {})
-    recipe.check_reusable("default", _finished_run(tmp_path / "same", **now), {})
+    now = recipe_rows.row_config("default", {})
+    recipe_rows.check_reusable("default", _finished_run(tmp_path / "same", **now), {})
     # the row's meaning changed (another default preset) after the run finished: refused, the keys named
     other = next(name for name in ("nmtnet", "segresnet_shared") if name != now["preset"])
     stale = _finished_run(tmp_path / "stale", **{**now, "preset": other, "network_name": other})
     with pytest.raises(RuntimeError, match=rf"stale: finished, but not what row 'default' trains now \(preset: run "
                                            rf"'{other}', row '{now['preset']}'; network_name"):
-        recipe.check_reusable("default", stale, {})
+        recipe_rows.check_reusable("default", stale, {})
     # an override given to the benchmark is part of what the row trains
     with pytest.raises(RuntimeError, match="image_size: run \\[128, 128\\], row \\[160, 160\\]"):
-        recipe.check_reusable("default", _finished_run(tmp_path / "size", **now), {"image_size": [160, 160]})
+        recipe_rows.check_reusable("default", _finished_run(tmp_path / "size", **now), {"image_size": [160, 160]})
     # the loss weights (done.json's record): the same network at another weight is another row
     weight = 0.5 if now["cls_weight"] != 0.5 else 0.25
     with pytest.raises(RuntimeError, match=f"cls_weight: run {weight}, row {now['cls_weight']}"):
-        recipe.check_reusable("default", _finished_run(tmp_path / "weight", **{**now, "cls_weight": weight}), {})
+        recipe_rows.check_reusable("default", _finished_run(tmp_path / "weight", **{**now, "cls_weight": weight}), {})
     # a run finished before done.json recorded its config: the bundle's run_config.json, without the weights
     legacy = {key: value for key, value in now.items() if not key.endswith("_weight")}
-    recipe.check_reusable("default", _finished_run(tmp_path / "legacy", recorded_by_done=False, **legacy), {})
+    recipe_rows.check_reusable("default", _finished_run(tmp_path / "legacy", recorded_by_done=False, **legacy), {})
     with pytest.raises(RuntimeError, match=f"legacy_stale: .*network_name: run '{other}'"):
-        recipe.check_reusable("default", _finished_run(tmp_path / "legacy_stale", recorded_by_done=False,
-                                                       **{**legacy, "network_name": other}), {})
+        recipe_rows.check_reusable("default", _finished_run(tmp_path / "legacy_stale", recorded_by_done=False,
+                                                            **{**legacy, "network_name": other}), {})
     with pytest.raises(RuntimeError, match="no record"):
-        recipe.check_reusable("default", _finished_run(tmp_path / "nothing", recorded_by_done=False), {})
-    recipe.check_reusable("reference", tmp_path / "no_run_config", {})   # the plain script has no bundle config
+        recipe_rows.check_reusable("default", _finished_run(tmp_path / "nothing", recorded_by_done=False), {})
+    recipe_rows.check_reusable("reference", tmp_path / "no_run_config", {})   # the plain script has no bundle config
