@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 
 import pandas as pd
@@ -29,14 +30,15 @@ def _load_script():
 
 def test_recipe_benchmark_reference_default_variant_report_mlflow(tmp_path, monkeypatch):
     raw = make_us_dataset(tmp_path / "raw", n=24, seed=0, size=(64, 64))
-    _, paths = prepare("busi", raw, tmp_path / "prepared", n_folds=3, seed=0, test_fold=2)
+    out, report = tmp_path / "recipe", tmp_path / "BENCHMARKS.md"
+    # prepared inside the output, as the benchmark prepares BUS-BRA: the archive keeps the paths relative to it
+    _, paths = prepare("busi", raw, out / "data_A", n_folds=3, seed=0, test_fold=2)
     config = load_preset("segresnet_shared")
     config["network_kwargs"] = {**config["network_kwargs"], "init_filters": 8}
     config.update(batch_size=4, image_size=[64, 64])
-    preset = tmp_path / "tiny.yaml"
+    preset = out / "tiny.yaml"   # inside the output too: a row's config names it
     preset.write_text(yaml.safe_dump(config))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    out, report = tmp_path / "recipe", tmp_path / "BENCHMARKS.md"
     report.write_text("# Benchmarks\n\nkept text\n")
     script = _load_script()
     argv = ["--datalist", str(paths["datalist"]), "--output", str(out), "--epochs", "1", "--override",
@@ -78,6 +80,18 @@ def test_recipe_benchmark_reference_default_variant_report_mlflow(tmp_path, monk
     before = (runs / "default_seed0" / "models" / "model.pt").stat().st_mtime
     assert script.main(argv) == 0  # resumes: nothing retrained
     assert (runs / "default_seed0" / "models" / "model.pt").stat().st_mtime == before
+
+    # a new machine: the archived runs (no weights) re-render the same table without training or evaluating
+    import recipe_archive
+
+    recipe_archive.save(out, tmp_path / "archive")
+    shutil.rmtree(out / "splitA")
+    recipe_archive.restore(tmp_path / "archive", out)
+    assert not (runs / "default_seed0" / "models" / "model.pt").exists()
+    monkeypatch.setattr(script, "run_bundle", lambda *a, **k: pytest.fail("trained or evaluated again"))
+    monkeypatch.setattr(script.RecipeBenchmark, "train_reference", lambda *a, **k: pytest.fail("trained again"))
+    assert script.main(argv) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results_A.csv"), results)
 
 
 def test_rows_that_change_the_network_build_it():
