@@ -253,6 +253,7 @@ def _dataset_name(info: Mapping[str, Any]) -> str:
 def evaluate_run(
     run_dir: str | os.PathLike, split: str = "val", datalist: str | os.PathLike | None = None,
     eval_dir: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None, quiet: bool = False,
+    ensemble: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Evaluate a training run with the bundle's ``evaluating`` workflow (log: ``evaluate.log`` in the run folder).
 
@@ -269,21 +270,33 @@ def evaluate_run(
         eval_dir: where ``summary.json``, ``per_image.csv`` and the plots go (default ``<run>/eval_<split>``).
         overrides: further bundle values, e.g. ``{"flip_tta": False}``.
         quiet: keep the output in the log only.
+        ensemble: other runs of the same configuration (e.g. the other cross-validation folds) whose models are
+            averaged with this run's (the bundle's ``ensemble_checkpoints``); the default folder is then
+            ``<run>/eval_<split>_ensemble``.
 
     Returns:
         the evaluation folder.
 
     Raises:
-        FileNotFoundError: ``run_dir`` is not a training run (no ``models/model.pt`` or no record of its values).
-        ValueError: unknown ``split``; the split is empty in the datalist.
+        FileNotFoundError: ``run_dir`` or an ``ensemble`` run is not a training run (no ``models/model.pt``), or no
+            record of ``run_dir``'s values.
+        ValueError: unknown ``split``; the split is empty in the datalist; a run named twice in the ensemble.
     """
     if split not in ("val", "test", "all"):
         raise ValueError(f"split must be val, test or all, got {split!r}")
     run = Path(run_dir).resolve()
-    if not (run / "models" / "model.pt").is_file():
-        raise FileNotFoundError(f"{run}: not a trained run (no models/model.pt); train it first with `bmtl train`")
+    checkpoints = [Path(r).resolve() / "models" / "model.pt" for r in (run, *ensemble)]
+    for checkpoint in checkpoints:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint.parent.parent}: not a trained run (no models/model.pt); train it "
+                                    "first with `bmtl train`")
+    if len(set(checkpoints)) < len(checkpoints):
+        raise ValueError(f"ensemble: a run is named twice among {run} and {', '.join(map(str, ensemble))} (it would "
+                         "weigh double in the average)")
     bundle, values = _evaluation_values(run)
     values.update(output_dir=str(run), split=split)
+    if ensemble:
+        values["ensemble_checkpoints"] = [str(c) for c in checkpoints[1:]]
     if datalist is not None and Path(datalist).resolve() != Path(values.get("datalist", "")).resolve():
         from pipeline.data.datalist import load_datalist
 
@@ -294,6 +307,8 @@ def evaluate_run(
         # metrics of a dataset the run was not trained on are never confused with its own val/test figures
         values["metric_prefix"] = f"external_{_dataset_name(load_datalist(datalist))}_"
     default_dir = f"eval_{values['metric_prefix']}{split}" if "metric_prefix" in values else f"eval_{split}"
+    if {**values, **(overrides or {})}.get("ensemble_checkpoints"):
+        default_dir += "_ensemble"   # never over the run's own evaluation
     target = Path(eval_dir).resolve() if eval_dir else run / default_dir
     values["eval_dir"] = str(target)
     values.update(overrides or {})

@@ -64,6 +64,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.workflows import evaluate_bundle, evaluate_datasets, evaluate_run
 
     overrides = dict(parse_overrides(args.override))
+    if args.ensemble and (args.bundle is not None or (args.datalist and len(args.datalist) > 1)):
+        raise ValueError("--ensemble averages training runs with --run, on one datalist (for exported bundles: "
+                         "`bmtl predict --bundle A --bundle B`)")
     if args.bundle is not None:   # an exported bundle: external validation of the model as deployed
         if args.output is None or not args.datalist:
             raise ValueError("--bundle needs --datalist (one or more) and --output (where the evaluations go)")
@@ -90,7 +93,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"table: {table}, {table.with_suffix('.csv')} and the page {table.with_suffix('.html')}")
         return EXIT_OK
     eval_dir = evaluate_run(args.run, split=split, datalist=args.datalist[0] if args.datalist else None,
-                            eval_dir=args.output, overrides=overrides, quiet=not args.verbose)
+                            eval_dir=args.output, overrides=overrides, quiet=not args.verbose,
+                            ensemble=args.ensemble or ())
     summary = json.loads((eval_dir / "summary.json").read_text())
     print(format_metrics(summary, split={"val": "validation"}.get(split, split)))
     _print_left_out(summary)
@@ -143,6 +147,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "RUN/evaluate.log (OUTPUT/evaluate_<evaluation>.log for a bundle).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: bmtl evaluate --run runs/busbra_fold0 --split test\n"
+        "         bmtl evaluate --run runs/fold0 --ensemble runs/fold1 --ensemble runs/fold2 --split test\n"
         "         bmtl evaluate --bundle exported/breast_us_mtl --datalist other/datalist.json --output eval_other",
     )
     which = p.add_mutually_exclusive_group(required=True)
@@ -158,6 +163,10 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, default=None,
                    help="evaluation folder (default RUN/eval_<split>; one datalist only); with --bundle: the folder "
                    "for every evaluation (OUTPUT/eval_external_<dataset>_<split>) and their table")
+    p.add_argument("--ensemble", type=Path, action="append", default=None, metavar="RUN",
+                   help="another training run of the same configuration (e.g. another cross-validation fold), "
+                   "repeatable: a fold ensemble averaging the runs' probabilities as `bmtl predict` averages bundles "
+                   "(default folder RUN/eval_<split>_ensemble)")
     p.add_argument("--override", action="append", metavar="KEY=VALUE", help="any other bundle value (repeatable)")
     p.add_argument("--verbose", action="store_true", help="stream the evaluation output")
     p.set_defaults(func=_cmd_evaluate)

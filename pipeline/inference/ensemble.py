@@ -1,22 +1,30 @@
-"""Fold ensembles of ``bmtl predict``: several exported bundles whose lesion and class probabilities are averaged
-(as nnU-Net averages its folds), after checking that they expect the same input and mean the same classes."""
+"""Fold ensembles: several models whose lesion and class probabilities are averaged (as nnU-Net averages its folds),
+after checking that they expect the same input and mean the same classes.
+
+``bmtl predict`` averages exported bundles (``check_ensemble_member``, ``average_probabilities``); the bundles'
+``evaluating`` workflow averages the evaluated run's checkpoint with ``ensemble_checkpoints`` (other runs of the same
+configuration, ``ensemble_inferer``) the same way, so an ensemble is scored as it predicts.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.inferers import Inferer
 
 from pipeline.keys import Head
 from pipeline.networks.utils import lesion_probability
 
 __all__ = ["ENSEMBLE_KEYS", "ensemble_value", "check_ensemble_member", "bundle_cls_threshold", "ensemble_threshold",
-           "average_probabilities"]
+           "average_probabilities", "check_member_runs", "load_members", "MeanEnsembleInferer", "ensemble_inferer"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +96,92 @@ def average_probabilities(models: Sequence[Callable[[torch.Tensor], Any]], infer
         return lesion[0], classes[0]
     mean = MeanEnsemble()
     return torch.as_tensor(mean(lesion)), torch.as_tensor(mean(classes))
+
+
+def check_member_runs(checkpoints: Sequence[str | os.PathLike], values: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose training run expected another input or meant other classes than ``values`` (the
+    evaluated run's ``ENSEMBLE_KEYS``), read from the ``run_config.json`` beside its ``models/`` folder; a bare
+    checkpoint without one is checked only by whether it fits the network (``load_members``).
+
+    Raises:
+        ValueError: naming the checkpoint, the key and both values.
+    """
+    for path in checkpoints:
+        config = Path(path).resolve().parent.parent / "run_config.json"
+        if not config.is_file():
+            continue
+        recorded = json.loads(config.read_text(encoding="utf-8"))
+        for key, expected in values.items():
+            if key not in recorded:
+                continue
+            theirs, ours = (json.dumps(v, sort_keys=True, default=str) for v in (recorded[key], expected))
+            if theirs != ours:
+                raise ValueError(f"{path} cannot be averaged with the evaluated run: its run's {key} is {theirs}, not "
+                                 f"{ours} ({config}; an ensemble needs runs trained on the same classes with the "
+                                 "same preprocessing)")
+
+
+def load_members(network: torch.nn.Module, checkpoints: Sequence[str | os.PathLike],
+                 device: str | torch.device | None = None) -> list[torch.nn.Module]:
+    """Copies of ``network`` holding the weights of ``checkpoints`` (training runs' ``models/model.pt``), in eval mode.
+
+    Raises:
+        DataError: a checkpoint that is missing, unreadable or does not fit the network (naming the file).
+    """
+    from ignite.handlers import Checkpoint
+
+    from pipeline.handlers.checkpoint import check_checkpoint_fits, load_checkpoint
+
+    members = []
+    for path in checkpoints:
+        member = copy.deepcopy(network)
+        checkpoint = load_checkpoint(path, device)
+        check_checkpoint_fits(checkpoint, {"network": member}, path)
+        # Ignite's loader, as MONAI's CheckpointLoader: a checkpoint of one object is that object's state dict
+        Checkpoint.load_objects(to_load={"network": member}, checkpoint=checkpoint)
+        members.append(member.eval())
+    return members
+
+
+class MeanEnsembleInferer(Inferer):
+    """The lesion and class probabilities of the evaluated network and ``members``, each model through ``inferer``
+    (with its test-time augmentation), averaged as ``bmtl predict`` averages a fold ensemble
+    (``average_probabilities``) and returned as logits, so that the bundle's activations give the averages back.
+
+    Args:
+        inferer: the bundle's inferer (``MultiTaskInferer``), called once per model.
+        members: the other models (``load_members``).
+    """
+
+    def __init__(self, inferer: Callable[..., dict], members: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.inferer = inferer
+        self.members = list(members)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        lesion, classes = average_probabilities([network, *self.members],
+                                                lambda x, model: self.inferer(x, model, *args, **kwargs), inputs)
+        return {Head.SEG.value: torch.logit(lesion, eps=1e-6).to(inputs.device),
+                Head.CLS.value: torch.log(classes.clamp_min(1e-12)).to(inputs.device)}
+
+
+def ensemble_inferer(inferer: Callable[..., dict], network: torch.nn.Module, checkpoints: Sequence[str | os.PathLike],
+                     device: str | torch.device | None, values: Mapping[str, Any],
+                     bn_recalibration: str = "none") -> Callable[..., dict]:
+    """``inferer`` itself without ``checkpoints``; else a ``MeanEnsembleInferer`` over ``network`` and the
+    checkpoints' models (the evaluating workflow's ``ensemble_checkpoints``).
+
+    Args:
+        values: the evaluated run's ``ENSEMBLE_KEYS`` (``check_member_runs``).
+        bn_recalibration: the evaluation's; it re-estimates the evaluated network only, so an ensemble needs "none".
+
+    Raises:
+        ValueError: ``bn_recalibration`` with an ensemble, or a member of another configuration.
+    """
+    if not checkpoints:
+        return inferer
+    if bn_recalibration != "none":
+        raise ValueError(f"ensemble_checkpoints with bn_recalibration={bn_recalibration!r}: the statistics would be "
+                         "re-estimated for the evaluated network only; evaluate an ensemble with bn_recalibration=none")
+    check_member_runs(checkpoints, values)
+    return MeanEnsembleInferer(inferer, load_members(network, checkpoints, device))

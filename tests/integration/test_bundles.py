@@ -432,6 +432,56 @@ def test_evaluate_and_predict_give_the_same_masks_and_probabilities(resize_mode,
     assert (evaluated["lesion_area_pred_px"] > 0).any()   # not a comparison of empty masks only
 
 
+def test_a_fold_ensemble_is_evaluated_as_it_predicts(us_datalist, tmp_path, capsys):
+    """`bmtl evaluate --run A --ensemble B` scores what `bmtl predict --bundle A --bundle B` outputs: the same averaged
+    class probabilities and masks for every image, the members' mean threshold; the run's own evaluation is kept."""
+    from pipeline.cli import main
+    from pipeline.deploy import export_bundle
+    from pipeline.handlers import read_operating_threshold
+    from pipeline.inference import predict
+
+    preset = tiny_preset(tmp_path / "preset.yaml")
+    runs = [tmp_path / f"fold{fold}" for fold in (0, 1)]
+    for fold, run in enumerate(runs):
+        run_workflow(US_BUNDLE, "training", datalist=str(us_datalist), preset=str(preset), output_dir=str(run),
+                     use_mlflow=False, epochs=2, warmup_epochs=0, fold=fold, seed=fold)
+    assert main(["evaluate", "--run", str(runs[0]), "--split", "all", "--override", "n_bootstrap=0"]) == 0
+    own = (runs[0] / "eval_all" / "per_image.csv").read_text()
+    assert main(["evaluate", "--run", str(runs[0]), "--ensemble", str(runs[1]), "--split", "all", "--override",
+                 "n_bootstrap=0"]) == 0
+    assert "dice" in capsys.readouterr().out
+    assert (runs[0] / "eval_all" / "per_image.csv").read_text() == own   # never over the run's own evaluation
+    evaluated = pd.read_csv(runs[0] / "eval_all_ensemble" / "per_image.csv").set_index("file")
+    single = pd.read_csv(runs[0] / "eval_all" / "per_image.csv").set_index("file")
+    assert (evaluated["prob_malignant"] - single["prob_malignant"]).abs().max() > 1e-3   # the member counts
+
+    exported = [tmp_path / f"exported{i}" for i in range(len(runs))]
+    for run, bundle in zip(runs, exported):
+        export_bundle(US_BUNDLE, run, bundle, formats=["torchscript"])
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for file in evaluated.index:
+        (inputs / Path(file).name).write_bytes(Path(file).read_bytes())
+    result = predict(exported, inputs, tmp_path / "pred", runtime="torch", overlays=False, progress=False)
+    predicted = pd.read_csv(result.csv_path)
+    predicted.index = [Path(f).name for f in predicted["file"]]
+    assert len(predicted) == len(evaluated) > 0
+    for file, row in evaluated.iterrows():
+        out = predicted.loc[Path(file).name]
+        for c in ("normal", "benign", "malignant"):
+            assert out[f"prob_{c}"] == pytest.approx(row[f"prob_{c}"], abs=1e-4), (file, c)
+        assert out["lesion_area_px"] == pytest.approx(row["lesion_area_pred_px"], abs=2), file
+        assert out["predicted_class"] == row["pred_class"], file
+    thresholds = [read_operating_threshold(run / "models") for run in runs]
+    summary = json.loads((runs[0] / "eval_all_ensemble" / "summary.json").read_text())
+    assert None not in thresholds and thresholds[0] != thresholds[1]
+    assert summary["classification"]["operating_threshold"] == pytest.approx(sum(thresholds) / 2)
+    assert main(["evaluate", "--run", str(runs[0]), "--ensemble", str(tmp_path / "missing")]) == 2
+    assert "missing: not a trained run" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(runs[0]), "--ensemble", str(runs[0])]) == 2
+    assert "a run is named twice" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option", [{"oversample": True}, {"weighted_sampler": True}, {"channels_last": True},
                                     {"cpu_bf16": True}, {"cpu_bf16": False}])
 def test_training_options(option, us_datalist, tmp_path):
