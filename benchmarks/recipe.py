@@ -13,7 +13,8 @@ Splits (each prepared with ``bmtl prepare --source busbra``; the validation fold
 Rows (``ROWS``, in ``benchmarks/recipe_rows.py``): ``reference`` is ``benchmarks/reference.py`` (plain MONAI, last
 epoch, threshold only); every other row is the stock bundle (``python -m monai.bundle run training`` with
 ``--datalist`` and ``--fold`` plus the row's overrides; ``zoo_<preset>``: another network with its preset) or an
-evaluation-only variant of a trained row (the same weights, other post-processing). Every row is scored by the
+evaluation-only variant of a trained row (the same weights, other post-processing), or a fold ensemble (one run per
+validation fold, ``<row>_seed<k>_member<j>`` beside the row's own, scored together). Every row is scored by the
 bundle's ``evaluating`` workflow on the test split (Dice/Jaccard at each image's own size, bootstrap 95 % CIs) and
 compared with the reference of the same seed by a paired bootstrap.
 
@@ -143,6 +144,11 @@ class RecipeBenchmark:
         run_bundle(BUNDLE, "training", {**self.bundle_overrides(name, run_dir, seed), **extra},
                    log_file=run_dir / "log_train.txt")
 
+    def member_dirs(self, name: str, seed: int) -> list[Path]:
+        """A row's run folders: its own (validation fold 0) and, for a fold ensemble, one per other member."""
+        run_dir = self.root / "runs" / f"{name}_seed{seed}"
+        return [run_dir, *(run_dir.with_name(f"{run_dir.name}_member{k}") for k in range(1, ROWS[name].members))]
+
     def train(self, name: str, seed: int) -> Path:
         run_dir = self.root / "runs" / f"{name}_seed{seed}"
         done = run_dir / "done.json"
@@ -153,13 +159,22 @@ class RecipeBenchmark:
         wall = self.args.budget_mode == "wall"
         epochs = None if wall else self.epochs_for(name)
         print(f"[recipe] split {self.split} {name} seed {seed}: training "
-              f"{f'{self.args.budget_minutes} min' if wall else f'{epochs} epochs'} ...", flush=True)
+              f"{f'{self.args.budget_minutes} min' if wall else f'{epochs} epochs'}"
+              f"{f' shared by {row.members} runs' if row.members > 1 and not row.budget_per_member else ''} ...",
+              flush=True)
         start = time.perf_counter()
         if row.kind == "reference":
             self.train_reference(run_dir, epochs, seed)
         else:
-            extra = {"budget_minutes": self.args.budget_minutes} if wall else {"epochs": epochs}
-            self.train_bundle(name, run_dir, extra, seed)
+            share = 1 if row.budget_per_member else row.members
+            extra = ({"budget_minutes": self.args.budget_minutes / share} if wall
+                     else {"epochs": max(1, epochs // share)})
+            # the other members first, each marked finished: the row's own folder (fold 0) finishes the row
+            for fold, member in reversed(list(enumerate(self.member_dirs(name, seed)))):
+                if not (member / "done.json").exists():
+                    self.train_bundle(name, member, {**extra, "fold": fold, "run_name": member.name}, seed)
+                    if member != run_dir:
+                        write_json_atomic(member / "done.json", {"fold": fold}, indent=1)
         history = pd.read_csv(run_dir / "history.csv")
         n = self.n_all if trains_on_all(name) else self.n_train
         # the median epoch: robust to an epoch slowed by another job on the machine
@@ -181,6 +196,9 @@ class RecipeBenchmark:
         if split == "test" and ROWS[base].kind == "bundle" and validated(base):
             self.backfill_operating_point(base, seed, run_dir)
         overrides = {**self.bundle_overrides(base, run_dir, seed), **row.eval}
+        if ROWS[base].members > 1:   # a fold ensemble: the other members averaged in
+            members = self.member_dirs(base, seed)[1:]
+            overrides["ensemble_checkpoints"] = [str(member / "models" / "model.pt") for member in members]
         overrides.update({"split": split, "eval_dir": str(eval_dir), "run_name": f"{name}_seed{seed}",
                           "n_bootstrap": 1000 if split == "test" else 0})
         print(f"[recipe] split {self.split} {name} seed {seed}: evaluating ({split}) ...", flush=True)
@@ -202,7 +220,7 @@ class RecipeBenchmark:
                                    "run was trained before training chose it)")
 
     def inference_ms(self, name: str) -> float:
-        """Eval-mode forward time per image at 128² (twice for flip TTA)."""
+        """Eval-mode forward time per image at 128² (twice for flip TTA, once per member of a fold ensemble)."""
         base = ROWS[ROWS[name].base or name]
         plain = base.kind == "reference"
         preset = "segresnet_shared" if plain else (base.train.get("preset") or self.args.override.get("preset")
@@ -212,7 +230,7 @@ class RecipeBenchmark:
             self.plan[key] = round(bench.inference_ms_per_image(preset), 2)
             self._save_plan()
         tta = {**(PLAIN_POST if plain else {}), **ROWS[name].eval}.get("flip_tta", True)
-        return self.plan[key] * (2 if tta else 1)
+        return self.plan[key] * (2 if tta else 1) * base.members
 
     def idle_images_per_second(self, name: str) -> float | None:
         """Training images per second of the row's idle calibration (validation time included): the throughput

@@ -38,7 +38,12 @@ def network_kwargs(preset: str = DEFAULT_PRESET, **changes: Any) -> dict[str, An
 
 @dataclass
 class Row:
-    """A benchmark row: ``kind`` reference | bundle (trained) | variant (evaluation-only, of row ``base``)."""
+    """A benchmark row: ``kind`` reference | bundle (trained) | variant (evaluation-only, of row ``base``).
+
+    A bundle row with ``members`` > 1 is a fold ensemble: one run per validation fold 0, 1, ... (each selecting its
+    checkpoint and threshold on its own fold), evaluated together (``bmtl evaluate --ensemble``); the members share
+    the budget's epochs unless ``budget_per_member`` (each the whole budget: ``members`` times the training).
+    """
 
     kind: str
     note: str
@@ -46,6 +51,8 @@ class Row:
     eval: dict[str, Any] = field(default_factory=dict)    # bundle overrides of evaluation only
     base: str | None = None
     same_cost_as: str | None = None   # a row whose calibration holds (same network, batch and augmentation)
+    members: int = 1
+    budget_per_member: bool = False
 
 
 ROWS: dict[str, Row] = {
@@ -159,6 +166,13 @@ ROWS: dict[str, Row] = {
     "mtil_cls_weight0.3": Row("bundle", "mtil (configs/mtil.yaml) trained by the bundle's default recipe with the "
                               "classification loss weighted 0.3 instead of 1",
                               train={"preset": "mtil", "cls_weight": 0.3}, same_cost_as="zoo_mtil"),
+    # issue 12's fold-ensemble lever: the folds' models averaged, at the same budget and at three times it
+    "default_fold_ensemble3": Row("bundle", "the default trained as 3 runs (validation folds 0, 1, 2), each a third of "
+                                  "the budget's epochs, evaluated as a fold ensemble (probabilities averaged, the "
+                                  "members' mean threshold)", same_cost_as="default", members=3),
+    "default_fold_ensemble3_3x": Row("bundle", "default_fold_ensemble3 with each run trained for the whole budget "
+                                     "(three times the training of every other row)", same_cost_as="default",
+                                     members=3, budget_per_member=True),
     # evaluation-only: the batch-norm statistics (nmtnet has batch norm; the reference's SegResNet has group norm)
     "nmtnet_bn_train": Row("variant", "nmtnet with its batch-norm statistics re-estimated on the training fold as "
                            "evaluated (no augmentation)", eval={"bn_recalibration": "train"}, base="zoo_nmtnet"),
@@ -186,8 +200,9 @@ def trains_on_all(name: str) -> bool:
 
 
 def validated(name: str) -> bool:
-    """Whether a row has a validation score (and an operating threshold chosen on it)."""
-    return not trains_on_all(name)
+    """Whether a row has a validation score: not when it trains on the validation fold, nor for a fold ensemble
+    (whose other members trained on it; each member's threshold is chosen on its own fold)."""
+    return not trains_on_all(name) and ROWS[ROWS[name].base or name].members == 1
 
 
 # what a finished run and its row's config must agree on before the run is reused
