@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -100,3 +102,13 @@ def test_cli_names_the_folder_without_runs(tmp_path, capsys):
     _run(tmp_path / "runs", "default_seed0")
     assert recipe_archive.main(["save", "--output", str(tmp_path / "runs"), "--archive", str(tmp_path / "a")]) == 0
     assert "8 files written, 0 already the same" in capsys.readouterr().out
+
+
+def test_the_archive_in_the_repository_is_not_ignored_by_git():
+    """``runs/`` folders are ignored everywhere else (training output): the archive's must be committed."""
+    if shutil.which("git") is None or not (recipe_archive.REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("benchmarks/results/recipe/splitA/runs/default_seed0/eval_test/per_image.csv",
+                 "benchmarks/results/recipe/splitA/runs/default_seed0/models/operating_point.json"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=recipe_archive.REPO)
+        assert ignored.returncode == 1, f"{path} is ignored by git"
