@@ -54,10 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from busbra import log_parent  # noqa: E402
 
 import bench  # noqa: E402
+from pipeline.atomic import write_csv_atomic, write_json_atomic  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
-from pipeline.atomic import write_csv_atomic, write_json_atomic  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 from recipe_rows import (BUNDLE, DEFAULT_PRESET, PLAIN_POST, ROWS, check_reusable, row_config,  # noqa: E402
                          trains_on_all, validated)
