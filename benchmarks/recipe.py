@@ -172,7 +172,9 @@ class RecipeBenchmark:
             # the other members first, each marked finished: the row's own folder (fold 0) finishes the row
             for fold, member in reversed(list(enumerate(self.member_dirs(name, seed)))):
                 if not (member / "done.json").exists():
-                    self.train_bundle(name, member, {**extra, "fold": fold, "run_name": member.name}, seed)
+                    # only a fold ensemble's members get a fold: any other row keeps its own (e.g. --fold all)
+                    own = {"fold": fold, "run_name": member.name} if row.members > 1 else {}
+                    self.train_bundle(name, member, {**extra, **own}, seed)
                     if member != run_dir:
                         write_json_atomic(member / "done.json", {"fold": fold}, indent=1)
         history = pd.read_csv(run_dir / "history.csv")

@@ -76,3 +76,10 @@ def test_the_3x_row_gives_each_member_the_whole_budget(benchmark):
     b, calls = benchmark
     b.train("default_fold_ensemble3_3x", 0)
     assert [(o["fold"], o["epochs"]) for _, o in calls] == [(2, 10), (1, 10), (0, 10)]
+
+
+def test_a_row_that_is_not_an_ensemble_keeps_its_own_fold(benchmark):
+    b, calls = benchmark
+    b.train("default_all_folds", 0)
+    (overrides,) = [o for _, o in calls if recipe.Path(o["output_dir"]).name == "default_all_folds_seed0"]
+    assert overrides["fold"] == "all"   # the row's --fold all, not the ensemble members' fold 0
