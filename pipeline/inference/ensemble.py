@@ -12,7 +12,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,26 +98,28 @@ def average_probabilities(models: Sequence[Callable[[torch.Tensor], Any]], infer
     return torch.as_tensor(mean(lesion)), torch.as_tensor(mean(classes))
 
 
-def check_member_runs(checkpoints: Sequence[str | os.PathLike], values: Mapping[str, Any]) -> None:
-    """Refuse a checkpoint whose training run expected another input or meant other classes than ``values`` (the
-    evaluated run's ``ENSEMBLE_KEYS``), read from the ``run_config.json`` beside its ``models/`` folder; a bare
-    checkpoint without one is checked only by whether it fits the network (``load_members``).
+def check_member_runs(checkpoints: Sequence[str | os.PathLike], run_config: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose training run expected another input, meant other classes or built another network
+    than the evaluated run: ``ENSEMBLE_KEYS`` and ``network_name`` of the ``run_config.json`` beside its ``models/``
+    folder against ``run_config`` (the evaluated run's); a key either lacks, or a bare checkpoint without a
+    ``run_config.json``, is checked only by whether the weights fit the network (``load_members``).
 
     Raises:
         ValueError: naming the checkpoint, the key and both values.
     """
+    ours = json.loads(Path(run_config).read_text(encoding="utf-8")) if Path(run_config).is_file() else {}
     for path in checkpoints:
         config = Path(path).resolve().parent.parent / "run_config.json"
         if not config.is_file():
             continue
         recorded = json.loads(config.read_text(encoding="utf-8"))
-        for key, expected in values.items():
-            if key not in recorded:
+        for key in (*ENSEMBLE_KEYS, "network_name"):
+            if key not in recorded or key not in ours:
                 continue
-            theirs, ours = (json.dumps(v, sort_keys=True, default=str) for v in (recorded[key], expected))
-            if theirs != ours:
+            theirs, expected = (json.dumps(v, sort_keys=True, default=str) for v in (recorded[key], ours[key]))
+            if theirs != expected:
                 raise ValueError(f"{path} cannot be averaged with the evaluated run: its run's {key} is {theirs}, not "
-                                 f"{ours} ({config}; an ensemble needs runs trained on the same classes with the "
+                                 f"{expected} ({config}; an ensemble needs runs trained on the same classes with the "
                                  "same preprocessing)")
 
 
@@ -166,13 +168,13 @@ class MeanEnsembleInferer(Inferer):
 
 
 def ensemble_inferer(inferer: Callable[..., dict], network: torch.nn.Module, checkpoints: Sequence[str | os.PathLike],
-                     device: str | torch.device | None, values: Mapping[str, Any],
+                     device: str | torch.device | None, run_config: str | os.PathLike,
                      bn_recalibration: str = "none") -> Callable[..., dict]:
     """``inferer`` itself without ``checkpoints``; else a ``MeanEnsembleInferer`` over ``network`` and the
     checkpoints' models (the evaluating workflow's ``ensemble_checkpoints``).
 
     Args:
-        values: the evaluated run's ``ENSEMBLE_KEYS`` (``check_member_runs``).
+        run_config: the evaluated run's ``run_config.json`` (``check_member_runs``).
         bn_recalibration: the evaluation's; it re-estimates the evaluated network only, so an ensemble needs "none".
 
     Raises:
@@ -183,5 +185,5 @@ def ensemble_inferer(inferer: Callable[..., dict], network: torch.nn.Module, che
     if bn_recalibration != "none":
         raise ValueError(f"ensemble_checkpoints with bn_recalibration={bn_recalibration!r}: the statistics would be "
                          "re-estimated for the evaluated network only; evaluate an ensemble with bn_recalibration=none")
-    check_member_runs(checkpoints, values)
+    check_member_runs(checkpoints, run_config)
     return MeanEnsembleInferer(inferer, load_members(network, checkpoints, device))

@@ -65,10 +65,11 @@ def test_a_checkpoint_of_another_network_or_a_missing_one_is_named(tmp_path):
 
 def test_a_member_run_of_another_configuration_is_refused(tmp_path):
     ours = {"classes": ["normal", "benign", "malignant"], "image_size": [64, 64], "network_name": "segresnet_shared"}
-    same, other, bare = tmp_path / "same", tmp_path / "other", tmp_path / "bare"
-    for run, config in ((same, {**ours, "seed": 3}), (other, {**ours, "image_size": [128, 128]})):
+    evaluated, same, other, bare = (tmp_path / name for name in ("evaluated", "same", "other", "bare"))
+    for run, config in ((evaluated, ours), (same, {**ours, "seed": 3}), (other, {**ours, "image_size": [128, 128]})):
         (run / "models").mkdir(parents=True)
         (run / "run_config.json").write_text(json.dumps(config))
+    ours = evaluated / "run_config.json"
     check_member_runs([same / "models" / "model.pt", bare / "models" / "model.pt"], ours)   # bare: no record to check
     with pytest.raises(ValueError, match=r"other/models/model.pt cannot be averaged .* image_size is \[128, 128\], "
                                          r"not \[64, 64\]"):
@@ -77,11 +78,12 @@ def test_a_member_run_of_another_configuration_is_refused(tmp_path):
 
 def test_ensemble_inferer_is_the_plain_inferer_without_members_and_refuses_bn_recalibration(tmp_path):
     inferer = MultiTaskInferer(roi_size=(32, 32))
-    assert ensemble_inferer(inferer, _network(0), [], "cpu", {}, "target") is inferer
+    config = tmp_path / "run_config.json"   # absent: the members are checked by their weights only
+    assert ensemble_inferer(inferer, _network(0), [], "cpu", config, "target") is inferer
     path = _save(_network(1), tmp_path / "m.pt", wrapped=False)
-    assert isinstance(ensemble_inferer(inferer, _network(0), [path], "cpu", {}), MeanEnsembleInferer)
+    assert isinstance(ensemble_inferer(inferer, _network(0), [path], "cpu", config), MeanEnsembleInferer)
     with pytest.raises(ValueError, match="bn_recalibration='target'.*bn_recalibration=none"):
-        ensemble_inferer(inferer, _network(0), [path], "cpu", {}, "target")
+        ensemble_inferer(inferer, _network(0), [path], "cpu", config, "target")
 
 
 def test_the_ensemble_threshold_is_the_members_mean_or_argmax():
