@@ -33,7 +33,7 @@ __all__ = ["run_demo"]
 
 
 def run_demo(
-    output: str | os.PathLike, seed: int = 0, n_us: int = 90, n_mr: int = 10, epochs: int = 20,
+    output: str | os.PathLike, seed: int = 0, n_us: int = 90, n_mr: int = 10, epochs: int = 16,
     preset: str | None = None,
 ) -> int:
     """Run the demo into ``output``; returns the process exit code (0 when every step succeeded)."""

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from ignite.metrics import Metric
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 __all__ = [
     "segmentation_scores",
     "classification_scores",
+    "resampled_classification_scores",
     "ClassificationMetrics",
     "CLASSIFICATION_METRICS",
     "REPORTED_CLASSIFICATION_METRICS",
@@ -177,6 +179,69 @@ def classification_scores(probs: np.ndarray, labels: np.ndarray, positive: int =
         "sensitivity": ratio(int((is_pos & pred_pos).sum()), int(is_pos.sum())),
         "specificity": ratio(int((~is_pos & ~pred_pos).sum()), int((~is_pos).sum())),
         "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=list(range(n_classes))).tolist(),
+    }
+
+
+def resampled_classification_scores(probs: np.ndarray, labels: np.ndarray, resamples: np.ndarray, positive: int = -1,
+                                    threshold: float | None = None) -> dict[str, np.ndarray]:
+    """``classification_scores`` of many resamples of the same images at once (the bootstrap's inner loop).
+
+    The values are those of ``classification_scores`` on ``probs[r], labels[r]`` for each row ``r`` of
+    ``resamples`` (tested equal), computed with NumPy from per-resample confusion counts and, for the AUCs, the
+    Mann-Whitney rank statistic (ties count half, as in scikit-learn's ROC area). Why not scikit-learn in a loop: its
+    input checks cost ~20 ms a call, 15-22 s for the 1,000 resamples of one evaluation's confidence intervals.
+
+    Args:
+        probs: ``(N, K)`` class probabilities.
+        labels: ``(N,)`` true class indices.
+        resamples: ``(B, M)`` indices into the N images, one resample per row.
+        positive: index of the positive class (default: last).
+        threshold: operating threshold of the positive class (``predicted_classes``); ``None``: argmax.
+
+    Returns:
+        each metric of ``CLASSIFICATION_METRICS`` as a ``(B,)`` array, NaN where ``classification_scores`` gives NaN.
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).astype(int).reshape(-1)
+    resamples = np.asarray(resamples, dtype=np.int64)
+    n_classes = probs.shape[1]
+    positive = positive % n_classes
+    n_resamples, n = resamples.shape
+    truth, predicted = labels[resamples], predicted_classes(probs, threshold, positive)[resamples]
+    cell = np.arange(n_resamples)[:, None] * n_classes**2 + truth * n_classes + predicted
+    confusion = np.bincount(cell.ravel(), minlength=n_resamples * n_classes**2).reshape(
+        n_resamples, n_classes, n_classes).astype(np.float64)          # rows: truth
+    hits, true_count, predicted_count = (np.diagonal(confusion, axis1=1, axis2=2), confusion.sum(2),
+                                         confusion.sum(1))
+    present = true_count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, hits / true_count, np.nan)
+        balanced = np.where(present.sum(1) > 1, np.nanmean(recall, axis=1), np.nan)
+        f1 = np.where(true_count + predicted_count > 0, 2 * hits / (true_count + predicted_count), 0.0)
+        negatives = n - true_count[:, positive]
+        specificity = (negatives - predicted_count[:, positive] + hits[:, positive]) / negatives
+
+    def rank_auc(scores: np.ndarray, is_pos: np.ndarray) -> np.ndarray:
+        ranks = rankdata(scores, axis=1)                                  # ties: the mean rank
+        n_pos = is_pos.sum(1)
+        n_neg = scores.shape[1] - n_pos
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = ((ranks * is_pos).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+    auc = rank_auc(probs[resamples, positive], truth == positive)
+    macro = auc
+    if n_classes > 2:   # every class present: the mean one-vs-rest AUC, NaN where rows do not sum to 1 (as sklearn)
+        per_class = np.stack([rank_auc(probs[resamples, k], truth == k) for k in range(n_classes)], axis=1).mean(1)
+        sums_to_one = np.isclose(1.0, probs.sum(1))[resamples].all(1)
+        macro = np.where(present.all(1), np.where(sums_to_one, per_class, np.nan), auc)
+    return {
+        "auc": auc,
+        "auc_macro_ovr": macro,
+        "accuracy": hits.sum(1) / n,
+        "balanced_accuracy": balanced,
+        "f1_macro": f1.mean(1),
+        "sensitivity": recall[:, positive],
+        "specificity": specificity,
     }
 
 

@@ -246,6 +246,6 @@ def add_runs_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--output", type=Path, default=Path("demo_output"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=20, help="training epochs of the demo run (default 20)")
+    p.add_argument("--epochs", type=int, default=16, help="training epochs of the demo run (default 16)")
     p.add_argument("--network", default=None, help="preset name from configs/ (default: the bundle's)")
     p.set_defaults(func=_cmd_demo)

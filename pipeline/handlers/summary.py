@@ -3,19 +3,18 @@ with percentile-bootstrap 95 % confidence intervals, and the same as flat metric
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 
 from pipeline.metrics import (
     CLASSIFICATION_METRICS,
     REPORTED_CLASSIFICATION_METRICS,
     classification_scores,
     expected_calibration_error,
+    resampled_classification_scores,
 )
 
 __all__ = ["CONVENTIONS", "CI_CLASSIFICATION", "CI_SEGMENTATION", "summarise", "bootstrap_intervals", "flat_metrics",
@@ -119,15 +118,8 @@ def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, dice: np.ndarray,
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_bootstrap, n))
     names = [k for k in CI_CLASSIFICATION if k != "auc_macro_ovr" or n_classes > 2]
-    values = {k: np.empty(n_bootstrap) for k in names}
-    # the resamples only differ by their rows: skip sklearn's input validation, which dominates the cost here
-    with warnings.catch_warnings(), sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        warnings.simplefilter("ignore")
-        for b in range(n_bootstrap):
-            s = classification_scores(probs[idx[b]], labels[idx[b]], positive=positive,
-                                      threshold=threshold)
-            for k in names:
-                values[k][b] = s[k]
+    scores = resampled_classification_scores(probs, labels, idx, positive=positive, threshold=threshold)
+    values = {k: scores[k] for k in names}
     values["dice"], values["jaccard"] = dice[idx].mean(1), jaccard[idx].mean(1)
     ci = {}
     for k, v in values.items():

@@ -16,6 +16,7 @@ from pipeline.metrics import (
     finite_or_none,
     gather_arrays,
     gather_by_rank,
+    resampled_classification_scores,
     segmentation_scores,
 )
 
@@ -59,6 +60,31 @@ def test_three_classes_macro_auc_and_single_class_nan():
     assert 0 <= s["auc_macro_ovr"] <= 1 and len(s["confusion_matrix"]) == 3
     only_one = classification_scores(probs[:5], np.zeros(5, dtype=int))
     assert math.isnan(only_one["auc"]) and math.isnan(only_one["sensitivity"])
+
+
+@pytest.mark.parametrize("n_classes, threshold, normalised",
+                         [(2, None, True), (2, 0.3, True), (3, None, True), (3, 0.45, True), (3, None, False)])
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::sklearn.exceptions.UndefinedMetricWarning")
+def test_resampled_scores_equal_classification_scores_on_each_resample(n_classes, threshold, normalised):
+    rng = np.random.default_rng(n_classes)
+    probs = np.round(rng.dirichlet(np.ones(n_classes), size=40), 1)   # rounded: ties, as real probabilities have
+    if normalised:
+        probs = probs / probs.sum(1, keepdims=True)
+    else:
+        probs[::7] *= 0.5   # some rows do not sum to 1: no macro AUC (scikit-learn refuses them)
+    labels = rng.integers(0, n_classes, size=40)
+    groups = [rng.integers(0, 40, size=(30, 40)),                     # bootstrap resamples
+              rng.integers(0, 40, size=(20, 6)),                      # small ones: some classes absent
+              np.flatnonzero(labels == 0)[None, :4],                  # one class only: NaN AUC, balanced accuracy
+              np.flatnonzero(labels != n_classes - 1)[None, :8],      # no positive: NaN sensitivity
+              np.flatnonzero(labels == n_classes - 1)[None, :5]]      # no negative: NaN specificity
+    for resamples in groups:
+        got = resampled_classification_scores(probs, labels, resamples, threshold=threshold)
+        for b, rows in enumerate(resamples):
+            expected = classification_scores(probs[rows], labels[rows], threshold=threshold)
+            for name in CLASSIFICATION_METRICS:
+                np.testing.assert_allclose(got[name][b], expected[name], rtol=0, atol=1e-12,
+                                           err_msg=f"{name} of resample {rows}")
 
 
 def test_ignite_metric_accumulates_over_iterations():
