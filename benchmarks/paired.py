@@ -13,16 +13,20 @@ over the images, the same resample for every seed.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # noqa: E402
 
 
 def paired_difference(a_dirs: list[Path], b_dirs: list[Path], positive: str = "malignant", n_bootstrap: int = 1000,
                       seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """``{"dice": (point, low, high), "auc": (...)}`` of ``b - a`` averaged over the seed pairs.
+    """``{"dice": (point, low, high), "auc": (...)}`` of ``b - a`` averaged over the seed pairs
+    (``bench.paired_bootstrap_seeds``, which pairs every recipe row with the reference).
 
     Raises:
         ValueError: different numbers of folders, or evaluations of different images.
@@ -32,34 +36,14 @@ def paired_difference(a_dirs: list[Path], b_dirs: list[Path], positive: str = "m
                          f"{len(b_dirs)}")
     pairs = []
     for a_dir, b_dir in zip(a_dirs, b_dirs):
-        a = pd.read_csv(a_dir / "per_image.csv").set_index("id")
-        b = pd.read_csv(b_dir / "per_image.csv").set_index("id")
-        if set(a.index) != set(b.index):
+        a, b = pd.read_csv(a_dir / "per_image.csv"), pd.read_csv(b_dir / "per_image.csv")
+        if set(a["id"]) != set(b["id"]):
             raise ValueError(f"{a_dir} and {b_dir} evaluated different images")
-        pairs.append((a, b.loc[a.index]))
-    index = pairs[0][0].index
-    if any(set(a.index) != set(index) for a, _ in pairs):
+        pairs.append((b, a))
+    if any(set(b["id"]) != set(pairs[0][0]["id"]) for b, _ in pairs):
         raise ValueError("the seeds' evaluations cover different images")
-    pairs = [(a.loc[index], b.loc[index]) for a, b in pairs]
-    truth = (pairs[0][0]["true_class"] == positive).to_numpy()
-    column = f"prob_{positive}"
-
-    def statistics(idx: np.ndarray) -> tuple[float, float]:
-        dice = [b["dice"].to_numpy()[idx].mean() - a["dice"].to_numpy()[idx].mean() for a, b in pairs]
-        auc = [roc_auc_score(truth[idx], b[column].to_numpy()[idx])
-               - roc_auc_score(truth[idx], a[column].to_numpy()[idx]) for a, b in pairs]
-        return float(np.mean(dice)), float(np.mean(auc))
-
-    point = statistics(np.arange(len(index)))
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_bootstrap):
-        idx = rng.integers(0, len(index), len(index))
-        if truth[idx].all() or not truth[idx].any():   # AUC needs both classes
-            continue
-        draws.append(statistics(idx))
-    low, high = np.percentile(np.asarray(draws), [2.5, 97.5], axis=0)
-    return {"dice": (point[0], float(low[0]), float(high[0])), "auc": (point[1], float(low[1]), float(high[1]))}
+    result = bench.paired_bootstrap_seeds(pairs, positive, n_bootstrap, seed)
+    return {name: (r["diff"], r["lo"], r["hi"]) for name, r in result.items()}
 
 
 def main() -> None:
