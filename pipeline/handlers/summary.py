@@ -118,8 +118,10 @@ def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, dice: np.ndarray,
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_bootstrap, n))
     names = [k for k in CI_CLASSIFICATION if k != "auc_macro_ovr" or n_classes > 2]
-    scores = resampled_classification_scores(probs, labels, idx, positive=positive, threshold=threshold)
-    values = {k: scores[k] for k in names}
+    chunk = max(1, 2_000_000 // max(n, 1))   # resamples scored at once: a few (chunk, n) arrays, whatever n is
+    parts = [resampled_classification_scores(probs, labels, idx[i:i + chunk], positive=positive, threshold=threshold)
+             for i in range(0, n_bootstrap, chunk)]
+    values = {k: np.concatenate([part[k] for part in parts]) for k in names}
     values["dice"], values["jaccard"] = dice[idx].mean(1), jaccard[idx].mean(1)
     ci = {}
     for k, v in values.items():
