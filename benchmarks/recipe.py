@@ -28,7 +28,7 @@ Everything is resumable (``done.json`` per run, ``plan.json`` for the calibratio
 (``<output>/mlruns.db``) holds every bundle run; ``<output>/results_<split>.csv``; the ``recipe_<split>`` section of
 ``BENCHMARKS.md`` is replaced (``--section`` names another, e.g. for a seeds table beside the one-seed ablations).
 With several seeds the section ends with each row's mean and standard deviation over the seeds and its paired
-difference against the reference averaged over the seeds.
+difference against the reference averaged over the seeds (the section: ``benchmarks/recipe_report.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
+from recipe_report import report  # noqa: E402
 from recipe_rows import (BUNDLE, DEFAULT_PRESET, PLAIN_POST, ROWS, check_reusable, row_config,  # noqa: E402
                          trains_on_all, validated)
 
@@ -311,66 +312,6 @@ def portable(argv: list[str], root: Path) -> list[str]:
     return out
 
 
-def report(b: RecipeBenchmark, records: list[dict[str, Any]], command: str, started: str) -> str:
-    metrics = (*bench.REPORTED_METRICS,)
-    extra = [("ECE", "ece_fmt"), ("vs ref Dice", "vs_ref_dice"), ("vs ref AUC", "vs_ref_auc"), ("epochs", "epochs"),
-             ("idle train img/s", "idle_images_per_second"), ("infer ms/img", "inference_ms"),
-             ("val Dice", "val_dice"), ("val AUC", "val_auc")]
-    rows = []
-    for r in records:
-        rows.append({**r, "network": f"{r['network']} (seed {r['seed']})",
-                     "ece_fmt": "" if r.get("ece") is None else f"{r['ece']:.3f}"})
-    lines = [
-        f"### Recipe benchmark, {SPLITS[b.split]['title']}",
-        "",
-        f"Command: `{command}`  ",
-        f"Commit {bench.git_commit(REPO)}, {started}, {bench.hardware_summary()}.  ",
-        f"Budget {b.args.budget_minutes} min of training per row ({b.args.budget_mode} mode"
-        + (": epochs from each row's idle 2-epoch calibration, validation included" if b.args.budget_mode == "epochs"
-           else "") + "). Test images scored at their own size; CIs: bootstrap 95 %; 'vs ref': paired bootstrap "
-        "difference against the reference of the same seed. 'val' columns: the validation fold (what the recipe "
-        "choices may be selected on).",
-        "",
-        bench.markdown_results(rows, metrics, extra),
-        "",
-        "Rows: " + "; ".join(f"`{name}`: {ROWS[name].note}" for name in b.args.rows) + ".",
-    ]
-    if len(b.args.seeds) > 1:
-        lines += ["", seed_summary(b, records)]
-    return "\n".join(lines)
-
-
-def seed_summary(b: RecipeBenchmark, records: list[dict[str, Any]]) -> str:
-    """Each row over the seeds: mean and standard deviation of the test metrics, and the paired difference against
-    the reference averaged over the seeds (``bench.paired_bootstrap_seeds``: one draw of the test images per
-    resample, used for every seed)."""
-    frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
-    metrics = ["dice", "jaccard", "auc", "balanced_accuracy", "sensitivity", "specificity", "ece"]
-    header = ["row", "seeds", *metrics, "vs ref Dice (seed mean, 95 % CI)", "vs ref AUC (seed mean, 95 % CI)",
-              "epochs"]
-    lines = [f"Over seeds {', '.join(map(str, b.args.seeds))}: mean ± standard deviation over the seeds; the "
-             "differences are paired on the same test images and averaged over the seeds.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in b.args.rows:
-        rows = frame[frame["network"] == name]
-        cells = [name, str(len(rows))]
-        for m in metrics:
-            values = rows[m].astype(float)
-            spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
-            cells.append(f"{values.mean():.3f}{spread}")
-        if name != "reference":
-            pairs = [(b.evaluate(name, seed, "test") / "per_image.csv",
-                      b.root / "runs" / f"reference_seed{seed}" / "eval_test" / "per_image.csv")
-                     for seed in rows["seed"]]
-            diff = bench.paired_bootstrap_seeds(pairs)
-            cells += [f"{diff[k]['diff']:+.3f} ({diff[k]['lo']:+.3f} to {diff[k]['hi']:+.3f})" for k in ("dice", "auc")]
-        else:
-            cells += ["", ""]
-        cells.append("/".join(str(int(e)) for e in rows["epochs"]))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "BUSBRA")
@@ -416,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     section = args.section or f"recipe_{args.split}"
     csv_path = b.output / (f"results_{args.split}.csv" if args.section is None else f"results_{section}.csv")
     write_csv_atomic(csv_path, frame, index=False)
-    text = report(b, records, command, started)
+    text = report(records, title=SPLITS[args.split]["title"], command=command, started=started,
+                  budget_minutes=args.budget_minutes, budget_mode=args.budget_mode, rows=args.rows, seeds=args.seeds,
+                  per_image=lambda name, seed: b.evaluate(name, seed, "test") / "per_image.csv")
     print(text)
     bench.replace_section(args.report, section, text)
     log_parent(b, {"split": args.split, "budget_minutes": args.budget_minutes, "size": 128,
