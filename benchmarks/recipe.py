@@ -59,7 +59,7 @@ from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
-from recipe_report import report  # noqa: E402
+from recipe_report import records_frame, report  # noqa: E402
 from recipe_rows import (BUNDLE, DEFAULT_PRESET, PLAIN_POST, ROWS, check_reusable, row_config,  # noqa: E402
                          trains_on_all, validated)
 
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(b.plan, indent=1))
         return 0
     records = b.run()
-    frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
+    frame = records_frame(records)
     section = args.section or f"recipe_{args.split}"
     csv_path = b.output / (f"results_{args.split}.csv" if args.section is None else f"results_{section}.csv")
     write_csv_atomic(csv_path, frame, index=False)

@@ -19,6 +19,11 @@ EXTRA = [("ECE", "ece_fmt"), ("vs ref Dice", "vs_ref_dice"), ("vs ref AUC", "vs_
 SEED_METRICS = ["dice", "jaccard", "auc", "balanced_accuracy", "sensitivity", "specificity", "ece"]
 
 
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record, each metric by its point estimate (the CSV's columns, and what the seeds table averages)."""
+    return pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
+
+
 def report(records: list[dict[str, Any]], *, title: str, command: str, started: str, budget_minutes: float,
            budget_mode: str, rows: list[str], seeds: list[int], per_image: Callable[[str, int], Path]) -> str:
     """The section: ``records`` are ``RecipeBenchmark.run``'s (one per row and seed, in ``rows`` order);
@@ -50,7 +55,7 @@ def seed_summary(records: list[dict[str, Any]], rows: list[str], seeds: list[int
     """Each row over the seeds: mean and standard deviation of the test metrics, and the paired difference against
     the reference averaged over the seeds (``bench.paired_bootstrap_seeds``: one draw of the test images per
     resample, used for every seed)."""
-    frame = pd.DataFrame([{k: (v["mean"] if isinstance(v, dict) else v) for k, v in r.items()} for r in records])
+    frame = records_frame(records)
     header = ["row", "seeds", *SEED_METRICS, "vs ref Dice (seed mean, 95 % CI)", "vs ref AUC (seed mean, 95 % CI)",
               "epochs"]
     lines = [f"Over seeds {', '.join(map(str, seeds))}: mean ± standard deviation over the seeds; the "
