@@ -22,7 +22,7 @@ def benchmark(tmp_path, monkeypatch):
     out = tmp_path / "recipe"
     (out / "splitA").mkdir(parents=True)
     (out / "splitA" / "plan.json").write_text(json.dumps({"default": {"epoch_seconds": 120.0},   # 10 epochs
-                                                          "inference_ms:segresnet_shared": 10.0}))
+                                                          f"inference_ms:{recipe_rows.DEFAULT_PRESET}": 10.0}))
     calls = []
 
     def fake_run_bundle(bundle, workflow, overrides, log_file=None):

@@ -51,6 +51,18 @@ def test_lesion_focused_shared_row_keeps_the_presets_other_network_arguments():
     assert kwargs == {**load_preset("segresnet_shared")["network_kwargs"], "classifier_features": "decoder"}
 
 
+def test_the_default_is_the_lesion_focused_row_and_the_shared_rows_keep_the_linear_head():
+    # bundle 0.5.0: the default trains what shared_decoder_cls_weight0.3 measured; the rows of bundle 0.4.x's default
+    # (segresnet_shared, linear head) must go on training it, or their tables could not be re-run
+    # every plain value of the default's preset (the losses are objects, the same _target_ entries in both files)
+    keys = sorted(set(load_preset(recipe_rows.DEFAULT_PRESET)) - {"preset", "preset_merged", "seg_loss", "cls_loss"})
+    assert {"network_name", "network_kwargs", "cls_weight", "learning_rate", "image_size", "batch_size"} <= set(keys)
+    for key in keys:
+        assert _parsed("default", key) == _parsed("shared_decoder_cls_weight0.3", key), key
+    for row in ("shared_cls_weight0.3", "shared_cls_weight0.1", "shared_cls_weight1", "shared_recipe"):
+        assert _parsed(row, "network_kwargs").get("classifier_features") is None, row
+
+
 def _finished_run(run_dir, recorded_by_done=True, **config):
     """A finished run whose config is in done.json, or only in the bundle's run_config.json (older runs)."""
     run_dir.mkdir(parents=True)

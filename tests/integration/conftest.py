@@ -31,12 +31,12 @@ def mr_datalist(tmp_path_factory) -> Path:
     return paths["datalist"]
 
 
-def tiny_preset(path: Path, network: str = "segresnet_shared", **values) -> Path:
-    """A preset (config fragment) with the network at its smallest, 64x64 images and batches of 8, for fast tests;
-    ``values`` replace more of its keys (e.g. ``seg_weight=0.0``)."""
+def tiny_preset(path: Path, preset: str = "segresnet_shared_lesion", **values) -> Path:
+    """``preset`` (the ultrasound bundle's default unless named) with its network at its smallest, 64x64 images and
+    batches of 8, for fast tests; ``values`` replace more of its keys (e.g. ``seg_weight=0.0``)."""
     from pipeline.presets import load_preset
 
-    base = load_preset(network)
+    base = load_preset(preset)
     base["network_kwargs"] = {**base["network_kwargs"], "init_filters": 8}
     base.update(image_size=[64, 64], batch_size=8, **values)
     path.write_text(yaml.safe_dump(base))

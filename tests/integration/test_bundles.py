@@ -71,7 +71,8 @@ def test_train_then_evaluate(bundle, datalist_fixture, tmp_path, request):
     recipe = yaml.safe_load(preset.read_text())
     assert (run.data.params["loss_weights.seg"], run.data.params["loss_weights.cls"]) == (
         str(recipe["seg_weight"]), str(recipe["cls_weight"]))
-    assert run.data.params["network_name"] == "segresnet_shared" and run.data.params["preset"] == "segresnet_shared"
+    assert run.data.params["network_name"] == "segresnet_shared"
+    assert run.data.params["preset"] == "segresnet_shared_lesion"   # tiny_preset's default: the bundle's
     # provenance and the images as MLflow dataset inputs
     assert run.data.params["git_commit"].removesuffix("-dirty") not in ("", None)
     assert run.data.params["version.monai"] not in ("", "not installed")
@@ -189,7 +190,7 @@ def test_time_budget_stops_training_and_resumes_with_its_clock(us_datalist, tmp_
 
 @pytest.mark.parametrize("network", list_networks())
 def test_every_network_trains_one_epoch_through_the_bundle(network, us_datalist, tmp_path):
-    preset = tiny_preset(tmp_path / "preset.yaml", network=network)
+    preset = tiny_preset(tmp_path / "preset.yaml", preset=network)
     out = tmp_path / "run"
     run_workflow(US_BUNDLE, "training", epochs=1, datalist=str(us_datalist), preset=str(preset),
                  output_dir=str(out), use_mlflow=False, val_interval=1)
@@ -584,7 +585,7 @@ def test_native_resolution_sliding_window_evaluation_with_refinement(us_datalist
 def test_batch_norm_recalibration_changes_only_the_statistics_of_the_evaluated_network(us_datalist, tmp_path):
     """--bn_recalibration train|target re-estimates the batch-norm statistics before evaluation (nmtnet has batch
     norm): the probabilities move, the saved weights do not, and a word outside the three is refused by name."""
-    preset = tiny_preset(tmp_path / "preset.yaml", network="nmtnet")
+    preset = tiny_preset(tmp_path / "preset.yaml", preset="nmtnet")
     common = dict(datalist=str(us_datalist), preset=str(preset), output_dir=str(tmp_path / "run"), use_mlflow=False,
                   n_bootstrap=0)
     run_workflow(US_BUNDLE, "training", epochs=1, warmup_epochs=0, **common)

@@ -61,7 +61,7 @@ def make_run(root: Path, network: str = "segresnet_effnet", classes=US_CLASSES, 
 def trained_export(us_datalist, tmp_path_factory) -> dict[str, Path]:
     """A 1-epoch training run of the US bundle (tiny segresnet_effnet) exported with `bmtl export` (both formats)."""
     root = tmp_path_factory.mktemp("trained_export")
-    preset = tiny_preset(root / "preset.yaml", network="segresnet_effnet")
+    preset = tiny_preset(root / "preset.yaml", preset="segresnet_effnet")
     run = root / "run"
     configs = US_BUNDLE / "configs"
     wf = ConfigWorkflow(config_file=[str(configs / "common.yaml"), str(configs / "train.yaml"), str(preset)],

@@ -83,7 +83,7 @@ def test_every_preset_is_a_config_fragment_of_every_bundle(bundle, name):
     value.backward()
 
 
-@pytest.mark.parametrize("bundle,default", [(US_BUNDLE, "segresnet_shared"), (MR_BUNDLE, "segresnet_effnet")],
+@pytest.mark.parametrize("bundle,default", [(US_BUNDLE, "segresnet_shared_lesion"), (MR_BUNDLE, "segresnet_effnet")],
                          ids=["us", "mr"])
 def test_a_bundle_without_a_fragment_holds_its_default_preset(bundle, default):
     """common.yaml and train.yaml carry the default preset's values, so a bundle runs without a fragment: the two
@@ -98,7 +98,7 @@ def test_a_preset_override_without_its_fragment_is_refused():
     with pytest.raises(RuntimeError) as info:   # MONAI's, raised from the expression's own error
         parser.get_parsed_content("initialize#0")
     assert isinstance(info.value.__cause__, ValueError)
-    assert re.search("preset: 'mtl_oca' was given, but the merged configs hold preset 'segresnet_shared'"
+    assert re.search("preset: 'mtl_oca' was given, but the merged configs hold preset 'segresnet_shared_lesion'"
                      ".*configs/mtl_oca.yaml", str(info.value.__cause__))
     with pytest.raises(ValueError, match="the merged configs hold preset 'nmtnet'.*configs/mine.yaml"):
         require_merged("mine", "nmtnet")   # an unknown name still says what the file would be
