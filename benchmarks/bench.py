@@ -148,11 +148,14 @@ def bf16_train_images_per_second(preset: str, size: int = 128, batch: int = 16, 
 
 
 @torch.no_grad()
-def inference_ms_per_image(preset: str, size: int = 128, repeats: int = 10) -> float:
-    """Eval-mode forward time of a preset's network on one ``(1, 1, size, size)`` image, median ms."""
+def inference_ms_per_image(preset: str | os.PathLike | Mapping[str, Any], size: int | Sequence[int] = 128,
+                           repeats: int = 10) -> float:
+    """Eval-mode forward time of a preset's network (or of a config holding ``network_name``, ``network_kwargs``,
+    ...) on one ``(1, 1, H, W)`` image (``size``: H = W, or (H, W)), median ms."""
     config = _config(preset)
     net = build_preset_network(config).eval()
-    x = torch.rand(1, _in_channels(config), size, size)
+    height, width = (size, size) if isinstance(size, int) else size
+    x = torch.rand(1, _in_channels(config), height, width)
     net(x)
     times = []
     for _ in range(repeats):

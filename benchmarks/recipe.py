@@ -57,11 +57,12 @@ import bench  # noqa: E402
 from pipeline.atomic import write_csv_atomic, write_json_atomic  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
+from pipeline.presets import load_preset  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 from recipe_report import records_frame, report  # noqa: E402
-from recipe_rows import (BUNDLE, DEFAULT_PRESET, PLAIN_POST, ROWS, check_reusable, row_config,  # noqa: E402
-                         trains_on_all, validated)
+from recipe_rows import (BUNDLE, NETWORK_KEYS, PLAIN_POST, ROWS, check_reusable, inference_key,  # noqa: E402
+                         row_config, trains_on_all, validated)
 
 EXPERIMENT = "recipe_benchmark"
 SPLITS = {
@@ -223,14 +224,20 @@ class RecipeBenchmark:
                                    "run was trained before training chose it)")
 
     def inference_ms(self, name: str) -> float:
-        """Eval-mode forward time per image at 128² (twice for flip TTA, once per member of a fold ensemble)."""
-        base = ROWS[ROWS[name].base or name]
+        """Eval-mode forward time per image of the network the row trains, at its input size (twice for flip TTA,
+        once per member of a fold ensemble). A row that changes its preset's network or input size (its own or
+        ``--override``'s ``network_kwargs``, ``image_size``, ...) is timed with the change, under its own plan key."""
+        base_name = ROWS[name].base or name
+        base = ROWS[base_name]
         plain = base.kind == "reference"
-        preset = "segresnet_shared" if plain else (base.train.get("preset") or self.args.override.get("preset")
-                                                   or DEFAULT_PRESET)
-        key = f"inference_ms:{preset}"
+        if plain:   # benchmarks/reference.py: segresnet_shared's network at 128x128
+            preset, network, size = "segresnet_shared", load_preset("segresnet_shared"), [128, 128]
+        else:
+            network = row_config(base_name, self.args.override, keys=("preset", *NETWORK_KEYS, "image_size"))
+            preset, size = network.pop("preset"), list(network.pop("image_size"))
+        key = inference_key(preset, network, size)
         if key not in self.plan:
-            self.plan[key] = round(bench.inference_ms_per_image(preset), 2)
+            self.plan[key] = round(bench.inference_ms_per_image(network, size=size), 2)
             self._save_plan()
         tta = {**(PLAIN_POST if plain else {}), **ROWS[name].eval}.get("flip_tta", True)
         return self.plan[key] * (2 if tta else 1) * base.members

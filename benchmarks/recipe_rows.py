@@ -208,6 +208,30 @@ def validated(name: str) -> bool:
     return not trains_on_all(name) and ROWS[ROWS[name].base or name].members == 1
 
 
+# the bundle values that build the network (configs/common.yaml's network_def and network_module), and their values
+# where a preset leaves them out
+NETWORK_KEYS = ("network_name", "network_kwargs", "extra_input_channels", "circle_training")
+NETWORK_DEFAULTS = {"extra_input_channels": [], "circle_training": False}
+
+
+def inference_key(preset: str, network: dict[str, Any], size: list[int]) -> str:
+    """The ``plan.json`` key of a network's inference time: ``inference_ms:<preset>`` for the preset's own network
+    at 128x128, followed by what differs (JSON; of ``network_kwargs`` only the changed entries, a removed one as
+    null) otherwise, so a row that changes its network is timed with the change."""
+    own = load_preset(preset)
+    changed: dict[str, Any] = {}
+    for key in NETWORK_KEYS:
+        value, own_value = network.get(key, NETWORK_DEFAULTS.get(key)), own.get(key, NETWORK_DEFAULTS.get(key))
+        if key == "network_kwargs" and value != own_value:
+            value = {k: value.get(k) for k in sorted({*value, *own_value}) if value.get(k) != own_value.get(k)}
+        elif value == own_value:
+            continue
+        changed[key] = value
+    if list(size) != [128, 128]:
+        changed["image_size"] = list(size)
+    return f"inference_ms:{preset}" + (f":{json.dumps(changed, sort_keys=True)}" if changed else "")
+
+
 # what a finished run and its row's config must agree on before the run is reused
 IDENTITY_KEYS = ("preset", "network_name", "network_kwargs", "image_size", "batch_size", "seg_weight", "cls_weight")
 

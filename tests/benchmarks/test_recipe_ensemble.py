@@ -83,3 +83,19 @@ def test_a_row_that_is_not_an_ensemble_keeps_its_own_fold(benchmark):
     b.train("default_all_folds", 0)
     (overrides,) = [o for _, o in calls if recipe.Path(o["output_dir"]).name == "default_all_folds_seed0"]
     assert overrides["fold"] == "all"   # the row's --fold all, not the ensemble members' fold 0
+
+
+def test_a_row_that_changes_its_network_or_input_size_is_timed_with_the_change(benchmark, monkeypatch):
+    b, _ = benchmark
+    timed = []
+    monkeypatch.setattr(recipe.bench, "inference_ms_per_image",
+                        lambda network, size: timed.append((network, size)) or 7.0)
+    assert b.inference_ms("default") == 20.0 and not timed   # the plan's figure (twice: flip TTA), nothing timed
+    assert b.inference_ms("shared_decoder_cls_weight0.3") == 14.0
+    assert b.inference_ms("default_res160") == 14.0
+    (lesion, lesion_size), (res160, res160_size) = timed
+    assert lesion["network_kwargs"]["classifier_features"] == "decoder" and lesion_size == [128, 128]
+    assert res160_size == [160, 160]
+    plan = json.loads(b.plan_path.read_text())
+    assert plan["inference_ms:segresnet_shared:" '{"network_kwargs": {"classifier_features": "decoder"}}'] == 7.0
+    assert "inference_ms:segresnet_shared" not in plan   # the linear head's time is not the lesion head's

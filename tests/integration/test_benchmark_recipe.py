@@ -103,10 +103,12 @@ def test_rows_that_change_the_network_build_it():
     from pipeline.registry import create_network
 
     script = _load_script()
+    import recipe_rows   # importable once the script is loaded (it puts benchmarks/ on the path)
+
     rows = {name: row for name, row in script.ROWS.items() if "network_kwargs" in row.train}
     assert {"nmtnet_cls_bottleneck", "nmtnet_cls_global", "nmtnet_groupnorm"} <= set(rows)
     for name, row in rows.items():
-        network = load_preset(row.train.get("preset", script.DEFAULT_PRESET))["network_name"]
+        network = load_preset(row.train.get("preset", recipe_rows.DEFAULT_PRESET))["network_name"]
         kwargs = {**row.train["network_kwargs"], "init_filters": 16}
         net = create_network(network, **kwargs, in_channels=1, num_classes=2).eval()
         with torch.no_grad():
