@@ -216,8 +216,8 @@ NETWORK_DEFAULTS = {"extra_input_channels": [], "circle_training": False}
 
 def inference_key(preset: str, network: dict[str, Any], size: list[int]) -> str:
     """The ``plan.json`` key of a network's inference time: ``inference_ms:<preset>`` for the preset's own network
-    at 128x128, followed by what differs (JSON; of ``network_kwargs`` only the changed entries, a removed one as
-    null) otherwise, so a row that changes its network is timed with the change."""
+    at the preset's input size, followed by what differs (JSON; of ``network_kwargs`` only the changed entries, a
+    removed one as null) otherwise, so a row that changes its network or its input size is timed with the change."""
     own = load_preset(preset)
     changed: dict[str, Any] = {}
     for key in NETWORK_KEYS:
@@ -227,7 +227,7 @@ def inference_key(preset: str, network: dict[str, Any], size: list[int]) -> str:
         elif value == own_value:
             continue
         changed[key] = value
-    if list(size) != [128, 128]:
+    if list(size) != list(own.get("image_size", [128, 128])):   # the bundle's own size where a preset has none
         changed["image_size"] = list(size)
     return f"inference_ms:{preset}" + (f":{json.dumps(changed, sort_keys=True)}" if changed else "")
 
