@@ -57,12 +57,11 @@ import bench  # noqa: E402
 from pipeline.atomic import write_csv_atomic, write_json_atomic  # noqa: E402
 from pipeline.data.datalist import split_items  # noqa: E402
 from pipeline.handlers.operating_point import OPERATING_POINT, write_operating_point  # noqa: E402
-from pipeline.presets import load_preset  # noqa: E402
 from pipeline.registry import network_info  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 from recipe_report import records_frame, report  # noqa: E402
-from recipe_rows import (BUNDLE, NETWORK_KEYS, PLAIN_POST, ROWS, check_reusable, inference_key,  # noqa: E402
-                         row_config, trains_on_all, validated)
+from recipe_rows import (BUNDLE, PLAIN_POST, ROWS, check_reusable, inference_key, row_config,  # noqa: E402
+                         timed_network, trains_on_all, validated)
 
 EXPERIMENT = "recipe_benchmark"
 SPLITS = {
@@ -227,14 +226,9 @@ class RecipeBenchmark:
         """Eval-mode forward time per image of the network the row trains, at its input size (twice for flip TTA,
         once per member of a fold ensemble). A row that changes its preset's network or input size (its own or
         ``--override``'s ``network_kwargs``, ``image_size``, ...) is timed with the change, under its own plan key."""
-        base_name = ROWS[name].base or name
-        base = ROWS[base_name]
+        base = ROWS[ROWS[name].base or name]
         plain = base.kind == "reference"
-        if plain:   # benchmarks/reference.py: segresnet_shared's network at 128x128
-            preset, network, size = "segresnet_shared", load_preset("segresnet_shared"), [128, 128]
-        else:
-            network = row_config(base_name, self.args.override, keys=("preset", *NETWORK_KEYS, "image_size"))
-            preset, size = network.pop("preset"), list(network.pop("image_size"))
+        preset, network, size = timed_network(name, self.args.override)
         key = inference_key(preset, network, size)
         if key not in self.plan:
             self.plan[key] = round(bench.inference_ms_per_image(network, size=size), 2)

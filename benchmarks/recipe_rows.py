@@ -214,6 +214,17 @@ NETWORK_KEYS = ("network_name", "network_kwargs", "extra_input_channels", "circl
 NETWORK_DEFAULTS = {"extra_input_channels": [], "circle_training": False}
 
 
+def timed_network(name: str, override: dict[str, Any]) -> tuple[str, dict[str, Any], list[int]]:
+    """What a row's inference time measures: its preset, the network values (``NETWORK_KEYS``) and the input size its
+    training builds (``row_config``: the row's and ``override``'s changes included); the reference is
+    ``benchmarks/reference.py``'s network, segresnet_shared's at 128x128."""
+    base = ROWS[name].base or name
+    if ROWS[base].kind == "reference":
+        return "segresnet_shared", load_preset("segresnet_shared"), [128, 128]
+    network = row_config(base, override, keys=("preset", *NETWORK_KEYS, "image_size"))
+    return network.pop("preset"), network, list(network.pop("image_size"))
+
+
 def inference_key(preset: str, network: dict[str, Any], size: list[int]) -> str:
     """The ``plan.json`` key of a network's inference time: ``inference_ms:<preset>`` for the preset's own network
     at the preset's input size, followed by what differs (JSON; of ``network_kwargs`` only the changed entries, a

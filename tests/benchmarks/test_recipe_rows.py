@@ -98,17 +98,13 @@ def test_a_finished_run_is_reused_only_for_what_it_trained(tmp_path):
     recipe_rows.check_reusable("reference", tmp_path / "no_run_config", {})   # the plain script has no bundle config
 
 
-def _timed_network(row: str) -> tuple[str, dict, list[int]]:
-    """What the inference-time column times for a row: its preset, network values and input size."""
-    config = recipe_rows.row_config(row, {}, ("preset", *recipe_rows.NETWORK_KEYS, "image_size"))
-    return config.pop("preset"), config, list(config.pop("image_size"))
-
-
 def test_inference_key_is_the_presets_own_unless_a_row_changes_its_network_or_input_size():
-    keys = {row: recipe_rows.inference_key(*_timed_network(row)) for row in
-            ("default", "shared_cls_weight0.3", "shared_decoder_cls_weight0.3", "default_res160", "nmtnet_groupnorm")}
+    keys = {row: recipe_rows.inference_key(*recipe_rows.timed_network(row, {})) for row in
+            ("reference", "default", "shared_cls_weight0.3", "shared_decoder_cls_weight0.3", "default_res160",
+             "nmtnet_groupnorm", "default_no_tta")}
     default = recipe_rows.DEFAULT_PRESET
-    assert keys["default"] == f"inference_ms:{default}"
+    assert keys["default"] == keys["default_no_tta"] == f"inference_ms:{default}"   # a variant times its base
+    assert keys["reference"] == "inference_ms:segresnet_shared"
     assert keys["shared_cls_weight0.3"] == "inference_ms:segresnet_shared"   # a loss weight is not the network
     assert keys["shared_decoder_cls_weight0.3"] == \
         'inference_ms:segresnet_shared:{"network_kwargs": {"classifier_features": "decoder"}}'
