@@ -152,6 +152,7 @@ def shape_report(datalist: Path, val_dirs: list[Path], test_dirs: list[Path], fo
     report["descriptors"] = {name: {"malignant_when": "higher" if sign[name] > 0 else "lower",
                                     "truth": _auc(test_truth, sign[name] * test_filled[name])} for name in DESCRIPTORS}
     network, stacked, pairs, by_device = [], [], [], []
+    predicted: dict[str, list[float]] = {name: [] for name in DESCRIPTORS}
     for val_dir, test_dir in zip(val_dirs, test_dirs):
         val = prediction_frame(val_dir, val_truth, train_truth)
         test = prediction_frame(test_dir, test_truth, train_truth)
@@ -163,9 +164,9 @@ def shape_report(datalist: Path, val_dirs: list[Path], test_dirs: list[Path], fo
         stacked.append(_auc(test, stacked_prob))
         pairs.append((_per_image(test, stacked_prob), _per_image(test, test["prob"].to_numpy())))
         for name in DESCRIPTORS:
-            report["descriptors"][name].setdefault("predicted", []).append(_auc(test, sign[name] * test[name]))
+            predicted[name].append(_auc(test, sign[name] * test[name]))
     for name in DESCRIPTORS:
-        report["descriptors"][name]["predicted"] = float(np.mean(report["descriptors"][name]["predicted"]))
+        report["descriptors"][name]["predicted"] = float(np.mean(predicted[name]))
     difference = bench.paired_bootstrap_seeds(pairs, n_resamples=n_bootstrap)["auc"]
     report.update(network_auc=float(np.mean(network)), stacked_auc=float(np.mean(stacked)),
                   network_by_device={device: [seed[device] for seed in by_device] for device in by_device[0]},
