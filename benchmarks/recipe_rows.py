@@ -111,6 +111,10 @@ ROWS: dict[str, Row] = {
                                       same_cost_as="default_res160"),
     "default_res160": Row("bundle", "default at 160x160 input instead of 128x128 (fewer epochs in the budget)",
                           train={"image_size": [160, 160]}),
+    "default_lesion_crop256": Row("bundle", "default at 256x256 input, segmented at 128x128 as before, plus a "
+                                  "classifier on the 96x96 crop around the predicted lesion read at 256x256 (preset "
+                                  "segresnet_shared_crop)",
+                                  train={"preset": "segresnet_shared_crop"}),
     # nmtnet's classifier input and norm, float32 (as measured on 2026-12-02, when nmtnet was the default)
     "nmtnet_cls_bottleneck": Row("bundle", "nmtnet with the classifier on the bottleneck pooled under the predicted "
                                  "lesion and globally (no decoder texture, no lesion-area fraction)",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.networks import flexunet_mt, mtil, mtl_oca, nmtnet, segresnet_mt, single_task, unetpp_mt  # noqa: F401
+from pipeline.networks import (  # noqa: F401
+    flexunet_mt, lesion_crop, mtil, mtl_oca, nmtnet, segresnet_mt, single_task, unetpp_mt,
+)
 from pipeline.networks.auxiliary import AuxiliaryClassifiers, with_auxiliary_classifiers
 from pipeline.networks.heads import ClassificationHead
 

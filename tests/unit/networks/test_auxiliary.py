@@ -27,10 +27,14 @@ def test_heads_read_the_features_of_the_networks_own_classifier(name):
     classifier = [m for m in net.network.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 3][-1]
     seen = {}
     classifier.register_forward_hook(lambda module, args, output: seen.update(features=args[0], logits=output))
+    inner = getattr(net.network, "crop_classifier", None) is not None   # LesionCropNet: its logits add the inner's
+    if inner:
+        net.network.network.register_forward_hook(lambda module, args, output: seen.update(inner=output[Head.CLS]))
     out = net(torch.randn(2, 1, 64, 64))
     assert out[Head.CLS].shape == (2, 3) and out["birads"].shape == (2, 4)
-    # the hooked layer is the one that gives the class logits, and the head reads its input
-    torch.testing.assert_close(out[Head.CLS], seen["logits"])
+    # the hooked layer is the one that gives the class logits (with a lesion crop: the crop classifier's, added to the
+    # inner network's), and the head reads its input
+    torch.testing.assert_close(out[Head.CLS], seen["logits"] + (seen["inner"] if inner else 0))
     torch.testing.assert_close(out["birads"], net.heads["birads"](seen["features"]))
     # the auxiliary loss alone trains the shared features below the classifier
     out["birads"].square().mean().backward()

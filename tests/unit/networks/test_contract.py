@@ -18,6 +18,7 @@ SMALL = {"init_filters": 8}  # the width argument every network takes; small kee
 VARIANTS = {
     "segresnet_shared[decoder]": ("segresnet_shared", {"classifier_features": "decoder"}),
     "segresnet_shared[bottleneck]": ("segresnet_shared", {"classifier_features": "bottleneck"}),
+    "segresnet_shared_crop[decoder]": ("segresnet_shared_crop", {"classifier_features": "decoder"}),
     "nmtnet[bottleneck]": ("nmtnet", {"classifier_features": "bottleneck"}),
     "nmtnet[global]": ("nmtnet", {"classifier_features": "global"}),
     "nmtnet[group]": ("nmtnet", {"norm": "group", "init_filters": 16}),
