@@ -115,6 +115,11 @@ ROWS: dict[str, Row] = {
                                   "classifier on the 96x96 crop around the predicted lesion read at 256x256 (preset "
                                   "segresnet_shared_crop)",
                                   train={"preset": "segresnet_shared_crop"}),
+    "default_mask_crop": Row("bundle", "default plus a classifier on the 96x96 crop of the predicted lesion "
+                             "probability alone (its outline, no grey levels), input and segmentation at 128x128 "
+                             "(preset segresnet_shared_crop, seg_scale 1, crop_image false)",
+                             train={"preset": "segresnet_shared_crop", "image_size": [128, 128],
+                                    **network_kwargs("segresnet_shared_crop", seg_scale=1.0, crop_image=False)}),
     # nmtnet's classifier input and norm, float32 (as measured on 2026-12-02, when nmtnet was the default)
     "nmtnet_cls_bottleneck": Row("bundle", "nmtnet with the classifier on the bottleneck pooled under the predicted "
                                  "lesion and globally (no decoder texture, no lesion-area fraction)",

@@ -46,8 +46,12 @@ def cam_layer_candidates(network: torch.nn.Module, x: torch.Tensor) -> list[str]
                 order.append((name, output))
         return hook
 
+    # convolutions whose maps are not aligned with the image (a network's ``unaligned_modules``, e.g. the lesion
+    # crop's classifier) cannot be drawn over it
+    unaligned = {id(sub) for m in network.modules() for part in getattr(m, "unaligned_modules", ())
+                 for sub in part.modules()}
     for name, module in network.named_modules():
-        if isinstance(module, torch.nn.Conv2d):
+        if isinstance(module, torch.nn.Conv2d) and id(module) not in unaligned:
             hooks.append(module.register_forward_hook(record(name)))
     try:
         with torch.enable_grad():

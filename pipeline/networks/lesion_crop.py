@@ -97,6 +97,8 @@ class LesionCropNet(nn.Module):
         crop_size: side of the crop the crop classifier reads.
         context: tissue around the lesion in the crop, a fraction of the lesion's longer side on each side.
         crop_filters: channels of the crop classifier's first level (doubled at each of its 4 levels).
+        crop_image: the crop classifier reads the image and the lesion probability; ``False``: the probability only
+            (the predicted outline's shape, none of the scanner's grey levels).
 
     Raises:
         ValueError: an argument out of range (the message names it).
@@ -112,6 +114,7 @@ class LesionCropNet(nn.Module):
         crop_size: int = 96,
         context: float = 0.25,
         crop_filters: int = 16,
+        crop_image: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 < float(seg_scale) <= 1.0:
@@ -125,10 +128,17 @@ class LesionCropNet(nn.Module):
         self.network = network
         self.in_channels, self.num_classes, self.seg_channels = int(in_channels), int(num_classes), int(seg_channels)
         self.seg_scale, self.crop_size, self.context = float(seg_scale), int(crop_size), float(context)
+        self.crop_image = bool(crop_image)
         self.crop_classifier = ResNet(
             "basic", [1, 1, 1, 1], [crop_filters * 2**i for i in range(4)], spatial_dims=2,
-            n_input_channels=self.in_channels + 1, conv1_t_size=7, conv1_t_stride=2, num_classes=self.num_classes,
+            n_input_channels=self.in_channels + 1 if self.crop_image else 1, conv1_t_size=7, conv1_t_stride=2,
+            num_classes=self.num_classes,
         )
+
+    @property
+    def unaligned_modules(self) -> tuple[nn.Module, ...]:
+        """Modules whose feature maps are in the crop's coordinates, not the image's (Grad-CAM leaves them out)."""
+        return (self.crop_classifier,)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The multi-task network's input size for an input of ``height`` x ``width``."""
@@ -142,8 +152,8 @@ class LesionCropNet(nn.Module):
         out = self.network(small)
         seg = F.interpolate(out[Head.SEG.value].float(), size=size, mode="bilinear", align_corners=False)
         prob = lesion_probability(seg, self.seg_channels).detach()
-        crop = crop_boxes(torch.cat([x, prob.to(x.dtype)], dim=1), lesion_boxes(prob, self.context, 8.0),
-                          self.crop_size)
+        source = torch.cat([x, prob.to(x.dtype)], dim=1) if self.crop_image else prob
+        crop = crop_boxes(source, lesion_boxes(prob, self.context, 8.0), self.crop_size)
         cls = out[Head.CLS.value].float() + self.crop_classifier(crop.to(x.dtype)).float()
         return {**out, Head.SEG.value: seg, Head.CLS.value: cls}
 
@@ -157,9 +167,11 @@ def segresnet_shared_crop(
     crop_size: int = 96,
     context: float = 0.25,
     crop_filters: int = 16,
+    crop_image: bool = True,
     **kwargs,
 ) -> LesionCropNet:
     """``segresnet_shared`` (its keyword arguments, e.g. ``classifier_features="decoder"``) inside a
     :class:`LesionCropNet` (the crop arguments)."""
     network = SegResNetShared(in_channels=in_channels, seg_channels=seg_channels, num_classes=num_classes, **kwargs)
-    return LesionCropNet(network, in_channels, num_classes, seg_channels, seg_scale, crop_size, context, crop_filters)
+    return LesionCropNet(network, in_channels, num_classes, seg_channels, seg_scale, crop_size, context, crop_filters,
+                         crop_image)

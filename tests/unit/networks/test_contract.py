@@ -19,6 +19,7 @@ VARIANTS = {
     "segresnet_shared[decoder]": ("segresnet_shared", {"classifier_features": "decoder"}),
     "segresnet_shared[bottleneck]": ("segresnet_shared", {"classifier_features": "bottleneck"}),
     "segresnet_shared_crop[decoder]": ("segresnet_shared_crop", {"classifier_features": "decoder"}),
+    "segresnet_shared_crop[mask]": ("segresnet_shared_crop", {"seg_scale": 1.0, "crop_image": False}),
     "nmtnet[bottleneck]": ("nmtnet", {"classifier_features": "bottleneck"}),
     "nmtnet[global]": ("nmtnet", {"classifier_features": "global"}),
     "nmtnet[group]": ("nmtnet", {"norm": "group", "init_filters": 16}),

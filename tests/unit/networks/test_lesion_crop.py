@@ -76,3 +76,13 @@ def test_a_traced_graph_recomputes_the_box_for_each_input():
 def test_bad_crop_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_network("segresnet_shared_crop", **kwargs)
+
+
+def test_grad_cam_leaves_out_the_crop_classifier_whose_maps_are_not_aligned_with_the_image():
+    from pipeline.export import ExportWrapper
+    from pipeline.inference.explain import ClassLogits, cam_layer_candidates
+
+    net = create_network("segresnet_shared_crop", init_filters=8, seg_scale=1.0).eval()
+    layers = cam_layer_candidates(ClassLogits(ExportWrapper(net)), torch.randn(1, 1, 64, 64))
+    assert layers and not any("crop_classifier" in name for name in layers)
+    assert any("crop_classifier" in name for name, m in net.named_modules() if isinstance(m, torch.nn.Conv2d))
