@@ -115,6 +115,10 @@ ROWS: dict[str, Row] = {
                                   "classifier on the 96x96 crop around the predicted lesion read at 256x256 (preset "
                                   "segresnet_shared_crop)",
                                   train={"preset": "segresnet_shared_crop"}),
+    "default_cls_bottleneck": Row("bundle", "default with the lesion-focused classifier on the bottleneck (pooled "
+                                  "under the predicted lesion and globally) instead of the decoder stages: no "
+                                  "fine-scale texture, no lesion-area fraction",
+                                  train=network_kwargs(classifier_features="bottleneck"), same_cost_as="default"),
     "default_mask_crop": Row("bundle", "default plus a classifier on the 96x96 crop of the predicted lesion "
                              "probability alone (its outline, no grey levels), input and segmentation at 128x128 "
                              "(preset segresnet_shared_crop, seg_scale 1, crop_image false)",
