@@ -6,7 +6,9 @@ outline's solidity alone gives AUC 0.90 on unseen scanners) is a pixel or two wi
 input (e.g. 256²), runs the multi-task network on it downsampled (the same cost as before), and adds the logits of a
 small classifier that reads a square crop of the full-size input (and of the predicted lesion probability) around
 the predicted lesion: the two-stage "segment, then classify the region of interest" design of many breast ultrasound
-classifiers, trained end to end in one network.
+classifiers, trained end to end in one network. Measured on BUS-BRA at the 20-minute CPU budget (BENCHMARKS.md,
+"Levers for the outline's fidelity and the lesion's margin"): better on the training scanners' validation fold,
+worse on other scanners, so not the bundle's default.
 
 The crop is cut with ``torch.nn.functional.affine_grid``/``grid_sample`` (a per-image box as an affine map), so the
 network stays one traceable graph (TorchScript, ONNX); torchvision's ``roi_align`` would do the same with one more
@@ -85,6 +87,7 @@ class LesionCropNet(nn.Module):
     lesion probability cropped around the lesion (``lesion_boxes``, resampled to ``crop_size``²). The crop follows
     the detached probability: the classification gradient reaches the segmentation through the network's own
     classifier only.
+
     Auxiliary classification heads (``pipeline.networks.auxiliary``) read the features of the crop classifier, the
     last linear layer with ``num_classes`` outputs.
 
