@@ -7,8 +7,8 @@ input (e.g. 256²), runs the multi-task network on it downsampled (the same cost
 small classifier that reads a square crop of the full-size input (and of the predicted lesion probability) around
 the predicted lesion: the two-stage "segment, then classify the region of interest" design of many breast ultrasound
 classifiers, trained end to end in one network. Measured on BUS-BRA at the 20-minute CPU budget (BENCHMARKS.md,
-"Levers for the outline's fidelity and the lesion's margin"): better on the training scanners' validation fold,
-worse on other scanners, so not the bundle's default.
+"Levers for the outline's fidelity and the lesion's margin"): worse than the default on other scanners and no
+better in-domain, so not the bundle's default.
 
 The crop is cut with ``torch.nn.functional.affine_grid``/``grid_sample`` (a per-image box as an affine map), so the
 network stays one traceable graph (TorchScript, ONNX); torchvision's ``roi_align`` would do the same with one more
