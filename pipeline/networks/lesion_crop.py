@@ -29,7 +29,7 @@ from pipeline.networks.segresnet_mt import PAPER, SegResNetShared
 from pipeline.networks.utils import SIZE_MULTIPLE, check_input, lesion_probability
 from pipeline.registry import register_network
 
-__all__ = ["LesionCropNet", "lesion_boxes", "crop_boxes"]
+__all__ = ["LesionCropNet", "lesion_boxes", "crop_boxes", "CROP_ARGUMENTS"]
 
 
 def lesion_boxes(prob: torch.Tensor, context: float, min_side: float) -> torch.Tensor:
@@ -161,20 +161,14 @@ class LesionCropNet(nn.Module):
         return {**out, Head.SEG.value: seg, Head.CLS.value: cls}
 
 
+# LesionCropNet's own arguments; every other keyword of the builder goes to segresnet_shared
+CROP_ARGUMENTS = ("seg_scale", "crop_size", "context", "crop_filters", "crop_image")
+
+
 @register_network("segresnet_shared_crop", paper=f"{PAPER}, with a lesion-crop classifier (ours)")
-def segresnet_shared_crop(
-    in_channels: int = 1,
-    seg_channels: int = 1,
-    num_classes: int = 2,
-    seg_scale: float = 0.5,
-    crop_size: int = 96,
-    context: float = 0.25,
-    crop_filters: int = 16,
-    crop_image: bool = True,
-    **kwargs,
-) -> LesionCropNet:
+def segresnet_shared_crop(in_channels: int = 1, seg_channels: int = 1, num_classes: int = 2, **kwargs) -> LesionCropNet:
     """``segresnet_shared`` (its keyword arguments, e.g. ``classifier_features="decoder"``) inside a
-    :class:`LesionCropNet` (the crop arguments)."""
+    :class:`LesionCropNet` (``CROP_ARGUMENTS``, its defaults where not given)."""
+    crop = {name: kwargs.pop(name) for name in CROP_ARGUMENTS if name in kwargs}
     network = SegResNetShared(in_channels=in_channels, seg_channels=seg_channels, num_classes=num_classes, **kwargs)
-    return LesionCropNet(network, in_channels, num_classes, seg_channels, seg_scale, crop_size, context, crop_filters,
-                         crop_image)
+    return LesionCropNet(network, in_channels, num_classes, seg_channels, **crop)
