@@ -1,13 +1,14 @@
 """Every transform the project adds to MONAI's, in MONAI's layout: array forms in ``array``, dictionary forms in
 ``dictionary`` (like ``monai.apps.pathology.transforms``)."""
 
-from pipeline.transforms.array import GaussianGradientMagnitude
+from pipeline.transforms.array import GaussianGradientMagnitude, RandGlobalIntensityNonlinear
 from pipeline.transforms.dictionary import (
     EXTRA_CHANNELS,
     REFINED_KEY,
     GaussianGradientMagnitudeD,
     GaussianGradientMagnitudeDict,
     GaussianGradientMagnituded,
+    RandGlobalIntensityNonlineard,
     RandSpeckleNoised,
     RefinePredictiond,
     ToGreyd,
@@ -21,6 +22,8 @@ __all__ = [
     "GaussianGradientMagnitudeD",
     "GaussianGradientMagnitudeDict",
     "GaussianGradientMagnituded",
+    "RandGlobalIntensityNonlinear",
+    "RandGlobalIntensityNonlineard",
     "RandSpeckleNoised",
     "RefinePredictiond",
     "ToGreyd",

@@ -1,6 +1,6 @@
 """Dictionary transforms the project adds to MONAI's: the Gaussian gradient magnitude channel (MTL-OCA, 003), grey
-conversion, ultrasound speckle, the optional extra input channels of a preset, and the prediction refinement of paper
-004 (the two heads made to agree on "normal")."""
+conversion, ultrasound speckle, the random shallow-network intensity augmentation (GIN), the optional extra input
+channels of a preset, and the prediction refinement of paper 004 (the two heads made to agree on "normal")."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, MapTransform, RandomizableTransform
 
 from pipeline.metrics import predicted_classes
-from pipeline.transforms.array import GaussianGradientMagnitude
+from pipeline.transforms.array import GaussianGradientMagnitude, RandGlobalIntensityNonlinear
 
 __all__ = [
     "GaussianGradientMagnitudeD",
@@ -22,6 +22,7 @@ __all__ = [
     "GaussianGradientMagnituded",
     "ToGreyd",
     "RandSpeckleNoised",
+    "RandGlobalIntensityNonlineard",
     "RefinePredictiond",
     "REFINED_KEY",
     "EXTRA_CHANNELS",
@@ -139,6 +140,43 @@ class RandSpeckleNoised(RandomizableTransform, MapTransform):
                 noise /= max(float(noise.std()), 1e-6)
             factor = torch.as_tensor(1.0 + self.std * noise)
             d[key] = (img * factor.to(img.device if isinstance(img, torch.Tensor) else "cpu")).clamp(min=0)
+        return d
+
+
+class RandGlobalIntensityNonlineard(RandomizableTransform, MapTransform):
+    """Dictionary form of :class:`~pipeline.transforms.array.RandGlobalIntensityNonlinear`: one random network and
+    blend weight per call, applied to every key (image keys only: the mask is not an intensity).
+
+    Args:
+        keys: image keys.
+        layers, channels, kernel_size: as the array transform.
+        prob: probability to apply.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, layers: int = 4, channels: int = 2, kernel_size: int = 3, prob: float = 0.3,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.gin = RandGlobalIntensityNonlinear(layers, channels, kernel_size, prob=1.0)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.gin.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        first = True
+        for key in self.key_iterator(d):
+            if first:
+                self.gin.randomize(int(d[key].shape[0]))
+                first = False
+            d[key] = self.gin(d[key], randomize=False)
         return d
 
 

@@ -213,6 +213,7 @@ DEFAULT_AUGMENTATION = {"RandFlipd", "RandRotated", "RandZoomd", "RandAdjustCont
     ({"intensity_augmentation": False},
      DEFAULT_AUGMENTATION - {"RandAdjustContrastd", "RandScaleIntensityd", "RandSpeckleNoised"}),
     ({"scanner_augmentation": True}, DEFAULT_AUGMENTATION | {"RandBiasFieldd", "RandSimulateLowResolutiond"}),
+    ({"gin_augmentation": True}, DEFAULT_AUGMENTATION | {"RandGlobalIntensityNonlineard"}),
 ])
 def test_augmentation_switches_remove_their_transforms(switches, expected):
     from monai.bundle import ConfigParser

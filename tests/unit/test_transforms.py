@@ -1,4 +1,5 @@
-"""Tests of ``pipeline.transforms`` (the Gaussian gradient magnitude channel of MTL-OCA, paper 003)."""
+"""Tests of ``pipeline.transforms``: the Gaussian gradient magnitude channel of MTL-OCA (paper 003) and the GIN
+augmentation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pipeline.transforms import (
     GaussianGradientMagnitudeD,
     GaussianGradientMagnitudeDict,
     GaussianGradientMagnituded,
+    RandGlobalIntensityNonlinear,
+    RandGlobalIntensityNonlineard,
 )
 
 
@@ -109,3 +112,64 @@ def test_bundles_exported_before_the_move_still_find_their_transforms():
     assert former.ToGreyd is transforms.ToGreyd and former.RandSpeckleNoised is transforms.RandSpeckleNoised
     assert former.extra_channels is transforms.extra_channels
     assert engines.RefinePredictiond is transforms.RefinePredictiond
+
+
+def _fan_image() -> torch.Tensor:
+    """A 64x64 ultrasound-like image: black outside a fan, bright tissue with a dark (hypoechoic) disc inside."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    image = 0.6 + 0.1 * torch.rand(64, 64, generator=torch.Generator().manual_seed(0))
+    image[(yy - 32) ** 2 + (xx - 32) ** 2 < 100] = 0.15
+    image[(xx < 8) | (xx > 55)] = 0.0
+    return image[None]
+
+
+def test_gin_keeps_range_polarity_and_black_background():
+    image = _fan_image()
+    gin = RandGlobalIntensityNonlinear(prob=1.0)
+    for seed in range(20):
+        gin.set_random_state(seed)
+        out = gin(image)
+        assert out.shape == image.shape and out.dtype == torch.float32
+        assert out.min() >= image.min() - 1e-6 and out.max() <= image.max() + 1e-6   # the image's range
+        # polarity: the lesion stays darker than the tissue around it
+        assert out[0, 28:36, 28:36].mean() < out[0, 10:20, 12:52].mean()
+        assert not torch.allclose(out, image)   # a mapping was applied
+        # no bias: the black beyond the network's receptive field (4 layers of 3x3) from the fan stays black
+        assert torch.equal(out[0, :, :4], torch.zeros(64, 4))
+
+
+def test_gin_is_reproducible_and_varies_with_the_seed():
+    image = _fan_image()
+    a = RandGlobalIntensityNonlinear(prob=1.0).set_random_state(3)(image)
+    b = RandGlobalIntensityNonlinear(prob=1.0).set_random_state(3)(image)
+    c = RandGlobalIntensityNonlinear(prob=1.0).set_random_state(4)(image)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_gin_prob_zero_and_numpy_and_metatensor():
+    image = _fan_image()
+    assert RandGlobalIntensityNonlinear(prob=0.0)(image) is image
+    out = RandGlobalIntensityNonlinear(prob=1.0).set_random_state(0)(image.numpy())
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    meta = MetaTensor(image, meta={"filename_or_obj": "a.png"})
+    out = RandGlobalIntensityNonlineard(keys="image", prob=1.0).set_random_state(0)({"image": meta, "label": 1})
+    assert isinstance(out["image"], MetaTensor) and out["image"].meta["filename_or_obj"] == "a.png"
+    assert out["label"] == 1
+
+
+def test_gin_dict_applies_one_mapping_to_every_key():
+    image = _fan_image()
+    out = RandGlobalIntensityNonlineard(keys=["a", "b"], prob=1.0).set_random_state(0)({"a": image, "b": image})
+    assert torch.equal(out["a"], out["b"])
+
+
+@pytest.mark.parametrize("kwargs,match", [({"layers": 0}, "layers"), ({"channels": 0}, "channels"),
+                                          ({"kernel_size": 2}, "kernel_size")])
+def test_gin_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RandGlobalIntensityNonlinear(**kwargs)
+
+
+def test_gin_rejects_a_3d_volume():
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        RandGlobalIntensityNonlinear(prob=1.0)(torch.rand(1, 8, 8, 8))
