@@ -24,10 +24,12 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         if value is not None:
             options[name] = value
     test_devices = [d for d in args.test_devices.split(",") if d.strip()] if args.test_devices else None
+    val_devices = [d for d in args.val_devices.split(",") if d.strip()] if args.val_devices else None
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     prepared, paths = prepare(
         args.source, args.input, args.output, strict=args.strict, n_folds=args.folds, seed=args.seed,
-        test_fold=args.test_fold, test_devices=test_devices, classes=classes, **options
+        test_fold=args.test_fold, test_devices=test_devices, val_devices=val_devices, classes=classes,
+        **options
     )
     print(format_summary({prepared.name: prepared_summary(prepared)}))
     left_out = prepared.extra.get("classes_left_out") or {}
@@ -104,6 +106,10 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     test.add_argument("--test-devices", default=None, metavar="NAMES",
                       help="comma-separated scanner names (prefixes) held out as the test set, e.g. "
                       "'Toshiba,U-Systems' (busbra: cross-scanner split); the other patients are split anew")
+    p.add_argument("--val-devices", default=None, metavar="NAMES",
+                   help="comma-separated scanner names (prefixes) whose patients make validation fold 0, the others "
+                   "folds 1 to --folds - 1 (train with --fold 0 to validate on a scanner not trained on, e.g. "
+                   "'GE Logiq 5' with --test-devices 'Toshiba,U-Systems')")
     p.add_argument("--classes", default=None, metavar="NAMES",
                    help="comma-separated classes to keep, e.g. 'benign,malignant' (BUSI without its normal images); "
                    "the source's class order is kept")

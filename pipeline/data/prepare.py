@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.data.datalist import PreparedDataset, SkipLog, keep_classes, summarize, write_prepared
 from pipeline.data.io import DataError
-from pipeline.data.splits import assign_folds, hold_out_test
+from pipeline.data.splits import assign_device_folds, assign_folds, hold_out_test
 
 __all__ = ["SOURCES", "prepare", "prepared_summary"]
 
@@ -54,6 +54,7 @@ def prepare(
     seed: int = 0,
     test_fold: int | None = None,
     test_devices: list[str] | None = None,
+    val_devices: list[str] | None = None,
     classes: list[str] | None = None,
     **options: Any,
 ) -> tuple[PreparedDataset, dict[str, Path]]:
@@ -71,6 +72,9 @@ def prepare(
             ``n_folds`` folds, so fold ``k`` is a validation split drawn from the training patients.
         test_devices: hold these scanners out as the ``test`` section (prefixes of the ``device`` names, e.g.
             ``["Toshiba", "U-Systems"]``: a cross-scanner split); the other patients are split anew as above.
+        val_devices: make fold 0 the patients of these scanners and split the others into folds 1 to
+            ``n_folds - 1`` (validating on fold 0 then scores a scanner not trained on: leave-one-domain-out
+            validation, for recipes meant for other hospitals); replaces official folds.
         classes: keep only the items of these classes (e.g. ``["benign", "malignant"]`` from BUSI's three); the
             number left out per class goes into ``dataset.json`` (``classes_left_out``).
         options: source-specific options of the converter (e.g. ``labels``, ``axis``, ``negative_slices``).
@@ -104,7 +108,11 @@ def prepare(
         prepared.test = prepared.test + held_out
         prepared.extra["test_split"] = (f"fold {test_fold}" if test_fold is not None
                                         else "devices " + ", ".join(test_devices))
-    assign_folds(prepared.items, n_folds=n_folds, seed=seed)
+    if val_devices:
+        assign_device_folds(prepared.items, val_devices, n_folds=n_folds, seed=seed)
+        prepared.extra["validation_split"] = "fold 0: devices " + ", ".join(val_devices)
+    else:
+        assign_folds(prepared.items, n_folds=n_folds, seed=seed)
     paths = write_prepared(prepared, output_dir)
     return prepared, paths
 

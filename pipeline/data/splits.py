@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-__all__ = ["assign_folds", "check_splits", "hold_out_test"]
+__all__ = ["assign_device_folds", "assign_folds", "check_splits", "hold_out_test"]
 
 
 def assign_folds(items: list[dict[str, Any]], n_folds: int = 5, seed: int = 0) -> list[dict[str, Any]]:
@@ -90,17 +91,7 @@ def hold_out_test(
             raise ValueError(f"test_fold {test_fold} matches no item; folds present: "
                              f"{sorted({item['fold'] for item in items})}")
     else:
-        wanted = [str(name).strip().lower() for name in test_devices if str(name).strip()]
-        if any(not item.get("device") for item in items):
-            raise ValueError("test_devices needs the scanner of every item ('device'; busbra reads bus_data.csv's "
-                             "Device column)")
-        devices = sorted({str(item["device"]) for item in items})
-        for name in wanted:
-            if not any(d.lower().startswith(name) for d in devices):
-                raise ValueError(f"test device {name!r} matches no item; devices present: {', '.join(devices)}")
-
-        def matches(item: dict[str, Any]) -> bool:
-            return any(str(item["device"]).lower().startswith(name) for name in wanted)
+        matches = _device_matcher(items, test_devices, "test")
 
     test_groups = {str(item["group"]) for item in items if matches(item)}
     training = [dict(item, fold=None) for item in items if str(item["group"]) not in test_groups]
@@ -108,6 +99,65 @@ def hold_out_test(
     if not training:
         raise ValueError("the test set takes every patient: nothing is left to train on")
     return training, test
+
+
+def assign_device_folds(
+    items: list[dict[str, Any]], val_devices: list[str], n_folds: int = 5, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Set ``item["fold"]`` in place with fold 0 the patients of the scanners ``val_devices`` and folds 1 to
+    ``n_folds - 1`` the others (:func:`assign_folds`); returns ``items``.
+
+    Validating on fold 0 then scores a scanner the network did not train on (leave-one-domain-out validation): a
+    recipe meant for other hospitals can be chosen there without touching the test scanners. A patient with any
+    image from those scanners is in fold 0 whole. Folds the items already carry (official splits) are replaced.
+
+    Args:
+        items: datalist items with ``cls``, ``group`` and ``device``.
+        val_devices: scanner names of fold 0; an item matches when its ``device`` starts with one of them, case
+            ignored.
+        n_folds: number of folds, fold 0 included (>= 2).
+        seed: seed of the other folds' assignment.
+
+    Raises:
+        ValueError: ``n_folds`` < 2; an item without ``device``; a name that matches no item; the scanners take
+            every patient (nothing left to train on).
+    """
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
+    matches = _device_matcher(items, val_devices, "validation")
+    val_groups = {str(item["group"]) for item in items if matches(item)}
+    rest = [item for item in items if str(item["group"]) not in val_groups]
+    if not rest:
+        raise ValueError("the validation scanners take every patient: nothing is left to train on")
+    for item in items:
+        item["fold"] = None
+    if n_folds == 2:
+        for item in rest:
+            item["fold"] = 0
+    else:
+        assign_folds(rest, n_folds=n_folds - 1, seed=seed)
+    for item in items:
+        item["fold"] = 0 if str(item["group"]) in val_groups else int(item["fold"]) + 1
+    return items
+
+
+def _device_matcher(items: list[dict[str, Any]], names: list[str], role: str) -> Callable[[dict[str, Any]], bool]:
+    """Whether an item's ``device`` starts with one of ``names`` (case ignored), after checking that every item
+    has a device and every name matches one (a typo would otherwise silently give an empty set). ``role`` names
+    the option in the errors (``test``, ``validation``)."""
+    wanted = [str(name).strip().lower() for name in names if str(name).strip()]
+    if any(not item.get("device") for item in items):
+        raise ValueError(f"{role}_devices needs the scanner of every item ('device'; busbra reads bus_data.csv's "
+                         "Device column)")
+    devices = sorted({str(item["device"]) for item in items})
+    for name in wanted:
+        if not any(d.lower().startswith(name) for d in devices):
+            raise ValueError(f"{role} device {name!r} matches no item; devices present: {', '.join(devices)}")
+
+    def matches(item: dict[str, Any]) -> bool:
+        return any(str(item["device"]).lower().startswith(name) for name in wanted)
+
+    return matches
 
 
 def _fill_empty_folds(groups: list[str], folds: list[int], n_folds: int) -> list[int]:

@@ -1,4 +1,5 @@
-"""Held-out test sets: a fold or a set of scanners (``bmtl prepare --test-fold / --test-devices``)."""
+"""Held-out test sets (a fold or a set of scanners: ``bmtl prepare --test-fold / --test-devices``) and a validation
+fold of held-out scanners (``--val-devices``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from pipeline.cli import main
-from pipeline.data.splits import check_splits, hold_out_test
+from pipeline.data.splits import assign_device_folds, check_splits, hold_out_test
 from tests.unit.data.test_sources_2d import make_busbra
 
 
@@ -83,3 +84,42 @@ def test_cli_options_exclusive(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["prepare", "--source", "busbra", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
               "--test-fold", "0", "--test-devices", "GE"])
+
+
+def test_device_folds_validate_on_a_scanner_not_trained_on():
+    training, _ = hold_out_test(_items(), test_devices=["U-Systems"])
+    items = assign_device_folds(training + [
+        {"image": f"x{i}.png", "cls": i % 2, "group": f"q{i}", "device": "GE Logiq 7 @10-14MHz"} for i in range(8)
+    ], ["GE Logiq 5"], n_folds=3)
+    fold0 = {i["image"] for i in items if i["fold"] == 0}
+    # p2 has one GE Logiq 5 and one Toshiba image: the patient goes to fold 0 whole
+    assert fold0 == {"b.png", "c.png", "e.png"}
+    assert {i["fold"] for i in items if i["image"] not in fold0} == {1, 2}
+    assert all(not i["device"].startswith("GE Logiq 5") for i in items if i["fold"] != 0)
+
+
+def test_device_folds_replace_official_folds_and_two_folds():
+    items = assign_device_folds([dict(i) for i in _items()], ["toshiba"], n_folds=2)
+    assert {i["image"]: i["fold"] for i in items} == {"a.png": 1, "b.png": 0, "c.png": 0, "d.png": 1, "e.png": 1}
+
+
+@pytest.mark.parametrize("devices, n_folds, message", [
+    (["Siemens"], 3, "validation device 'siemens' matches no item"),
+    (["GE", "Toshiba", "U-Systems"], 3, "nothing is left to train on"),
+    (["GE"], 1, "n_folds must be at least 2"),
+])
+def test_device_folds_errors(devices, n_folds, message):
+    with pytest.raises(ValueError, match=message):
+        assign_device_folds([dict(i) for i in _items()], devices, n_folds=n_folds)
+
+
+def test_cli_validation_scanner(tmp_path):
+    root = make_busbra(tmp_path / "BUSBRA")
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--source", "busbra", "--input", str(root), "--output", str(out),
+                 "--val-devices", "GE Logiq 7", "--folds", "2"]) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    folds = {i["id"]: i["fold"] for i in datalist["training"]}
+    assert {k for k, f in folds.items() if f == 0} == {"bus_0001-l", "bus_0001-r"}
+    assert set(folds.values()) == {0, 1} and check_splits(datalist)["ok"]
+    assert json.loads((out / "dataset.json").read_text())["validation_split"] == "fold 0: devices GE Logiq 7"
