@@ -9,6 +9,9 @@ Splits (each prepared with ``bmtl prepare --source busbra``; the validation fold
   runs on 9 of them and selects its checkpoint on fold 0, never on the test set.
 - ``B`` (cross-scanner, a stand-in for other hospitals): ``--test-devices Toshiba,U-Systems``; training on the two GE
   scanners, the same 10-fold validation split.
+- ``C`` (cross-scanner, validated on a scanner not trained on): split B's test set, validation fold 0 the GE Logiq 5
+  patients (``--val-devices``), so bundle rows train on GE Logiq 7 alone and a recipe for other hospitals can be chosen
+  on a held-out scanner (leave-one-domain-out validation); the reference trains on every training patient, as in B.
 
 Rows (``ROWS``, in ``benchmarks/recipe_rows.py``): ``reference`` is ``benchmarks/reference.py`` (plain MONAI, last
 epoch, threshold only); every other row is the stock bundle (``python -m monai.bundle run training`` with
@@ -68,6 +71,9 @@ SPLITS = {
     "A": {"test_fold": 0, "title": "split A (in-domain): official fold 1 held out"},
     "B": {"test_devices": ["Toshiba", "U-Systems"],
           "title": "split B (cross-scanner): train on GE Logiq 7 + Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
+    "C": {"test_devices": ["Toshiba", "U-Systems"], "val_devices": ["GE Logiq 5"],
+          "title": "split C (cross-scanner, validated on a scanner not trained on): train on GE Logiq 7, validate on "
+                   "GE Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
 }
 VAL_FOLDS, VAL_FOLD = 10, 0
 
@@ -95,7 +101,7 @@ class RecipeBenchmark:
             from pipeline.data.prepare import prepare
 
             print(f"[recipe] preparing {SPLITS[self.split]['title']} into {out} ...", flush=True)
-            options = {k: v for k, v in SPLITS[self.split].items() if k in ("test_fold", "test_devices")}
+            options = {k: v for k, v in SPLITS[self.split].items() if k in ("test_fold", "test_devices", "val_devices")}
             prepare("busbra", self.args.data, out, n_folds=VAL_FOLDS, **options)
         return out / "datalist.json"
 
