@@ -147,8 +147,8 @@ class RandGlobalIntensityNonlinear(RandomizableTransform):
             return img
         x = torch.as_tensor(convert_to_numpy(img), dtype=torch.float32)[None]
         g = x
+        pad = [self.kernel_size // 2] * 4   # replicated edges: zero padding would draw a frame round the image
         for i, weight in enumerate(self._weights):
-            pad = [self.kernel_size // 2] * 4   # replicated edges: zero padding would draw a frame round the image
             g = torch.nn.functional.conv2d(torch.nn.functional.pad(g, pad, mode="replicate"), torch.from_numpy(weight))
             if i < len(self._weights) - 1:
                 g = torch.nn.functional.leaky_relu(g, 0.2)

@@ -171,11 +171,10 @@ class RandGlobalIntensityNonlineard(RandomizableTransform, MapTransform):
         self.randomize(None)
         if not self._do_transform:
             return d
-        first = True
-        for key in self.key_iterator(d):
-            if first:
-                self.gin.randomize(int(d[key].shape[0]))
-                first = False
+        keys = list(self.key_iterator(d))
+        if keys:   # one network for every key, sized by the first image's channels
+            self.gin.randomize(int(d[keys[0]].shape[0]))
+        for key in keys:
             d[key] = self.gin(d[key], randomize=False)
         return d
 

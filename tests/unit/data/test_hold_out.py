@@ -56,26 +56,27 @@ def test_devices_need_a_device_column():
         hold_out_test(items, test_devices=["GE"])
 
 
-def test_cli_cross_scanner_split(tmp_path, capsys):
+def _prepare_busbra(tmp_path, *options: str) -> tuple[dict, dict]:
+    """``bmtl prepare`` of a small BUS-BRA copy with ``options`` and 2 folds: its datalist and dataset.json."""
     root = make_busbra(tmp_path / "BUSBRA")
     out = tmp_path / "prepared"
-    assert main(["prepare", "--source", "busbra", "--input", str(root), "--output", str(out),
-                 "--test-devices", "GE Logiq 7", "--folds", "2"]) == 0
-    datalist = json.loads((out / "datalist.json").read_text())
+    assert main(["prepare", "--source", "busbra", "--input", str(root), "--output", str(out), *options,
+                 "--folds", "2"]) == 0
+    return json.loads((out / "datalist.json").read_text()), json.loads((out / "dataset.json").read_text())
+
+
+def test_cli_cross_scanner_split(tmp_path, capsys):
+    datalist, dataset = _prepare_busbra(tmp_path, "--test-devices", "GE Logiq 7")
     assert sorted(i["id"] for i in datalist["test"]) == ["bus_0001-l", "bus_0001-r"]
     assert {i["device"] for i in datalist["training"]} == {"GE Logiq 5"}
     assert sorted({i["fold"] for i in datalist["training"]}) == [0, 1]  # split anew into --folds folds
     assert check_splits(datalist)["ok"]
-    assert json.loads((out / "dataset.json").read_text())["test_split"] == "devices GE Logiq 7"
+    assert dataset["test_split"] == "devices GE Logiq 7"
 
 
 def test_cli_official_test_fold(tmp_path):
-    root = make_busbra(tmp_path / "BUSBRA")
-    out = tmp_path / "prepared"
     # official kFold 3 (patient 1) is fold 2
-    assert main(["prepare", "--source", "busbra", "--input", str(root), "--output", str(out),
-                 "--test-fold", "2", "--folds", "2"]) == 0
-    datalist = json.loads((out / "datalist.json").read_text())
+    datalist, _ = _prepare_busbra(tmp_path, "--test-fold", "2")
     assert sorted(i["id"] for i in datalist["test"]) == ["bus_0001-l", "bus_0001-r"]
     assert len(datalist["training"]) == 4 and check_splits(datalist)["ok"]
 
@@ -114,12 +115,8 @@ def test_device_folds_errors(devices, n_folds, message):
 
 
 def test_cli_validation_scanner(tmp_path):
-    root = make_busbra(tmp_path / "BUSBRA")
-    out = tmp_path / "prepared"
-    assert main(["prepare", "--source", "busbra", "--input", str(root), "--output", str(out),
-                 "--val-devices", "GE Logiq 7", "--folds", "2"]) == 0
-    datalist = json.loads((out / "datalist.json").read_text())
+    datalist, dataset = _prepare_busbra(tmp_path, "--val-devices", "GE Logiq 7")
     folds = {i["id"]: i["fold"] for i in datalist["training"]}
     assert {k for k, f in folds.items() if f == 0} == {"bus_0001-l", "bus_0001-r"}
     assert set(folds.values()) == {0, 1} and check_splits(datalist)["ok"]
-    assert json.loads((out / "dataset.json").read_text())["validation_split"] == "fold 0: devices GE Logiq 7"
+    assert dataset["validation_split"] == "fold 0: devices GE Logiq 7"
