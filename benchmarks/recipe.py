@@ -11,7 +11,8 @@ Splits (each prepared with ``bmtl prepare --source busbra``; the validation fold
   scanners, the same 10-fold validation split.
 - ``C`` (cross-scanner, validated on a scanner not trained on): split B's test set, validation fold 0 the GE Logiq 5
   patients (``--val-devices``), so bundle rows train on GE Logiq 7 alone and a recipe for other hospitals can be chosen
-  on a held-out scanner (leave-one-domain-out validation); the reference trains on every training patient, as in B.
+  on a held-out scanner (leave-one-domain-out validation); the reference trains on every training patient, as in B,
+  so split C reads split B's reference runs (``reference_split``: train them with ``--split B --rows reference``).
 
 Rows (``ROWS``, in ``benchmarks/recipe_rows.py``): ``reference`` is ``benchmarks/reference.py`` (plain MONAI, last
 epoch, threshold only); every other row is the stock bundle (``python -m monai.bundle run training`` with
@@ -71,7 +72,7 @@ SPLITS = {
     "A": {"test_fold": 0, "title": "split A (in-domain): official fold 1 held out"},
     "B": {"test_devices": ["Toshiba", "U-Systems"],
           "title": "split B (cross-scanner): train on GE Logiq 7 + Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
-    "C": {"test_devices": ["Toshiba", "U-Systems"], "val_devices": ["GE Logiq 5"],
+    "C": {"test_devices": ["Toshiba", "U-Systems"], "val_devices": ["GE Logiq 5"], "reference_split": "B",
           "title": "split C (cross-scanner, validated on a scanner not trained on): train on GE Logiq 7, validate on "
                    "GE Logiq 5, test on Toshiba Aplio 300 + U-Systems"},
 }
@@ -91,6 +92,30 @@ class RecipeBenchmark:
         self.datalist = self.prepare()
         self.n_train = len(split_items(self.datalist, VAL_FOLD, "train"))
         self.n_all = self.n_train + len(split_items(self.datalist, VAL_FOLD, "val"))
+        self.reference_source = self._reference_source()
+
+    def _reference_source(self) -> RecipeBenchmark:
+        """The benchmark whose runs are this split's reference rows: its own, or, for a split whose reference
+        trains on the same images as another's (``reference_split``), that split's, so the reference is trained,
+        calibrated and timed once, where it belongs; refused unless both test on the same images.
+
+        Raises:
+            RuntimeError: the two splits' test images differ.
+        """
+        other = SPLITS[self.split].get("reference_split")
+        if other is None or self.args.datalist:
+            return self
+        source = RecipeBenchmark(argparse.Namespace(**{**vars(self.args), "split": other}))
+        ours, theirs = (sorted((item["id"], item["cls"]) for item in split_items(b.datalist, VAL_FOLD, "test"))
+                        for b in (self, source))
+        if ours != theirs:
+            raise RuntimeError(f"split {self.split} reads split {other}'s reference runs, but their test images "
+                               f"differ ({self.datalist} against {source.datalist})")
+        return source
+
+    def owner(self, name: str) -> RecipeBenchmark:
+        """The benchmark that trains and scores row ``name``: the reference source for the reference."""
+        return self.reference_source if ROWS[ROWS[name].base or name].kind == "reference" else self
 
     # ---- data
     def prepare(self) -> Path:
@@ -254,7 +279,7 @@ class RecipeBenchmark:
 
     def calibrate(self) -> dict[str, int]:
         """Every trained row's epochs in the budget, calibrating the rows ``plan.json`` does not hold yet."""
-        return {name: self.epochs_for(name) for name in self.args.rows if ROWS[name].kind != "variant"}
+        return {name: self.owner(name).epochs_for(name) for name in self.args.rows if ROWS[name].kind != "variant"}
 
     # ---- one split
     def run(self) -> list[dict[str, Any]]:
@@ -265,22 +290,23 @@ class RecipeBenchmark:
             for name in self.args.rows:
                 row = ROWS[name]
                 if row.kind != "variant":
-                    self.train(name, seed)
+                    self.owner(name).train(name, seed)
                 for split in ("test", "val") if validated(name) else ("test",):
-                    self.evaluate(name, seed, split)
+                    self.owner(name).evaluate(name, seed, split)
         for seed in self.args.seeds:
-            ref_dir = self.root / "runs" / f"reference_seed{seed}" / "eval_test"
+            ref_dir = self.reference_source.root / "runs" / f"reference_seed{seed}" / "eval_test"
             for name in self.args.rows:
-                eval_dir = self.evaluate(name, seed, "test")
+                owner = self.owner(name)
+                eval_dir = owner.evaluate(name, seed, "test")
                 base_dir = eval_dir.parent
                 done = json.loads((base_dir / "done.json").read_text())
                 done.pop("config", None)   # what the run trained (check_reusable), not a figure
                 record = {"network": name, "seed": seed, "note": ROWS[name].note, **done,
-                          "idle_images_per_second": self.idle_images_per_second(name),
+                          "idle_images_per_second": owner.idle_images_per_second(name),
                           **bench.read_summary(eval_dir),
                           "ece": json.loads((eval_dir / "summary.json").read_text())["classification"].get("ece"),
-                          "inference_ms": round(self.inference_ms(name), 1)}
-                val = self.evaluate(name, seed, "val") if validated(name) else None
+                          "inference_ms": round(owner.inference_ms(name), 1)}
+                val = owner.evaluate(name, seed, "val") if validated(name) else None
                 if val is not None:
                     v = bench.read_summary(val)
                     record["val_dice"], record["val_auc"] = round(v["dice"]["mean"], 3), round(v["auc"]["mean"], 3)
@@ -366,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv_atomic(csv_path, frame, index=False)
     text = report(records, title=SPLITS[args.split]["title"], command=command, started=started,
                   budget_minutes=args.budget_minutes, budget_mode=args.budget_mode, rows=args.rows, seeds=args.seeds,
-                  per_image=lambda name, seed: b.evaluate(name, seed, "test") / "per_image.csv")
+                  per_image=lambda name, seed: b.owner(name).evaluate(name, seed, "test") / "per_image.csv")
     print(text)
     bench.replace_section(args.report, section, text)
     log_parent(b, {"split": args.split, "budget_minutes": args.budget_minutes, "size": 128,
