@@ -12,7 +12,7 @@ Splits (each prepared with ``bmtl prepare --source busbra``; the validation fold
 - ``C`` (cross-scanner, validated on a scanner not trained on): split B's test set, validation fold 0 the GE Logiq 5
   patients (``--val-devices``), so bundle rows train on GE Logiq 7 alone and a recipe for other hospitals can be chosen
   on a held-out scanner (leave-one-domain-out validation); the reference trains on every training patient, as in B,
-  so split C reads split B's reference runs (``reference_split``: train them with ``--split B --rows reference``).
+  so split C reads (and, where missing, trains) split B's reference runs (``reference_split``).
 
 Rows (``ROWS``, in ``benchmarks/recipe_rows.py``): ``reference`` is ``benchmarks/reference.py`` (plain MONAI, last
 epoch, threshold only); every other row is the stock bundle (``python -m monai.bundle run training`` with
