@@ -65,7 +65,7 @@ from pipeline.registry import network_info  # noqa: E402
 from pipeline.workflows import run_bundle  # noqa: E402
 from recipe_report import records_frame, report  # noqa: E402
 from recipe_rows import (BUNDLE, PLAIN_POST, ROWS, check_reusable, inference_key, row_config,  # noqa: E402
-                         timed_network, trains_on_all, validated)
+                         timed_network, trained_row, trains_on_all, validated)
 
 EXPERIMENT = "recipe_benchmark"
 SPLITS = {
@@ -115,7 +115,7 @@ class RecipeBenchmark:
 
     def owner(self, name: str) -> RecipeBenchmark:
         """The benchmark that trains and scores row ``name``: the reference source for the reference."""
-        return self.reference_source if ROWS[ROWS[name].base or name].kind == "reference" else self
+        return self.reference_source if ROWS[trained_row(name)].kind == "reference" else self
 
     # ---- data
     def prepare(self) -> Path:
@@ -222,7 +222,7 @@ class RecipeBenchmark:
     # ---- evaluation
     def evaluate(self, name: str, seed: int, split: str = "test") -> Path:
         row = ROWS[name]
-        base = row.base or name
+        base = trained_row(name)
         run_dir = self.root / "runs" / f"{base}_seed{seed}"
         eval_dir = run_dir / (f"eval_{split}" if row.kind != "variant" else f"eval_{split}_{name}")
         if (eval_dir / "summary.json").exists():
@@ -257,7 +257,7 @@ class RecipeBenchmark:
         """Eval-mode forward time per image of the network the row trains, at its input size (twice for flip TTA,
         once per member of a fold ensemble). A row that changes its preset's network or input size (its own or
         ``--override``'s ``network_kwargs``, ``image_size``, ...) is timed with the change, under its own plan key."""
-        base = ROWS[ROWS[name].base or name]
+        base = ROWS[trained_row(name)]
         plain = base.kind == "reference"
         preset, network, size = timed_network(name, self.args.override)
         key = inference_key(preset, network, size)
@@ -270,7 +270,7 @@ class RecipeBenchmark:
     def idle_images_per_second(self, name: str) -> float | None:
         """Training images per second of the row's idle calibration (validation time included): the throughput
         figure, since the training runs themselves may share the machine (their epochs are fixed, their speed not)."""
-        key = ROWS[ROWS[name].base or name].same_cost_as or ROWS[name].base or name
+        key = ROWS[trained_row(name)].same_cost_as or trained_row(name)
         calibration = self.plan.get(key)
         if not calibration:
             return None

@@ -213,16 +213,21 @@ ROWS.update({f"zoo_{name}": Row("bundle", f"{name} (configs/{name}.yaml) trained
              for name in available_presets() if name != DEFAULT_PRESET})
 
 
+def trained_row(name: str) -> str:
+    """The row whose run ``name`` reads: its own, or for an evaluation-only variant the row it evaluates."""
+    return ROWS[name].base or name
+
+
 def trains_on_all(name: str) -> bool:
     """Whether a row trains on the validation fold too: the reference, and the bundle with ``--fold all``."""
-    base = ROWS[name].base or name
+    base = trained_row(name)
     return base == "reference" or ROWS[base].train.get("fold") == "all"
 
 
 def validated(name: str) -> bool:
     """Whether a row has a validation score: not when it trains on the validation fold, nor for a fold ensemble
     (whose other members trained on it; each member's threshold is chosen on its own fold)."""
-    return not trains_on_all(name) and ROWS[ROWS[name].base or name].members == 1
+    return not trains_on_all(name) and ROWS[trained_row(name)].members == 1
 
 
 # the bundle values that build the network (configs/common.yaml's network_def and network_module), and their values
@@ -235,7 +240,7 @@ def timed_network(name: str, override: dict[str, Any]) -> tuple[str, dict[str, A
     """What a row's inference time measures: its preset, the network values (``NETWORK_KEYS``) and the input size its
     training builds (``row_config``: the row's and ``override``'s changes included); the reference is
     ``benchmarks/reference.py``'s network, segresnet_shared's at 128x128."""
-    base = ROWS[name].base or name
+    base = trained_row(name)
     if ROWS[base].kind == "reference":
         return "segresnet_shared", load_preset("segresnet_shared"), [128, 128]
     network = row_config(base, override, keys=("preset", *NETWORK_KEYS, "image_size"))

@@ -11,6 +11,12 @@ from pipeline.cli.common import EXIT_FAILED, EXIT_OK
 __all__ = ["add_data_commands"]
 
 
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option (``--classes``, ``--test-devices``, ``--val-devices``) as its names, blanks dropped;
+    ``None`` when the option is not given."""
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from pipeline.data.datalist import format_summary
     from pipeline.data.prepare import prepare, prepared_summary
@@ -23,13 +29,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             options[name] = value
-    test_devices = [d for d in args.test_devices.split(",") if d.strip()] if args.test_devices else None
-    val_devices = [d for d in args.val_devices.split(",") if d.strip()] if args.val_devices else None
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     prepared, paths = prepare(
         args.source, args.input, args.output, strict=args.strict, n_folds=args.folds, seed=args.seed,
-        test_fold=args.test_fold, test_devices=test_devices, val_devices=val_devices, classes=classes,
-        **options
+        test_fold=args.test_fold, test_devices=_names(args.test_devices), val_devices=_names(args.val_devices),
+        classes=_names(args.classes), **options
     )
     print(format_summary({prepared.name: prepared_summary(prepared)}))
     left_out = prepared.extra.get("classes_left_out") or {}
